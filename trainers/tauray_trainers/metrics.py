@@ -1,0 +1,55 @@
+"""Metric names, defined once and shared by the loop, the tuner and the reports."""
+
+from __future__ import annotations
+
+EPOCH = "epoch"
+STEP = "step"
+
+TRAIN_LOSS = "train/loss"
+TRAIN_TEMPERATURE = "train/temperature"
+TRAIN_TEMPERATURE_AT_BOUND = "train/temperature_at_bound"
+TRAIN_TEACHER_TEMPERATURE = "train/teacher_temperature"
+TRAIN_LR = "train/lr"
+
+VAL_KNN_TOP1 = "val/knn_top1"
+VAL_ZEROSHOT_TOP1 = "val/zeroshot_top1"
+VAL_RECALL_AT_1 = "val/recall_at_1"
+VAL_RECALL_AT_5 = "val/recall_at_5"
+VAL_ALIGNMENT = "val/alignment"
+VAL_UNIFORMITY = "val/uniformity"
+
+PERF_SAMPLES_PER_SECOND = "perf/samples_per_second"
+
+# Cumulative over the trial (resumed runs continue the count).
+COST_WORKER_SECONDS = "cost/worker_seconds"
+COST_GPU_SECONDS = "cost/gpu_seconds"
+COST_CPU_SECONDS = "cost/cpu_seconds"
+COST_SAMPLES_SEEN = "cost/samples_seen"
+
+# The objective a sweep optimises by default, per method, and its direction.
+DEFAULT_OBJECTIVE: dict[str, tuple[str, str]] = {
+    "simclr": (VAL_KNN_TOP1, "max"),
+    "dino": (VAL_KNN_TOP1, "max"),
+    "clip": (VAL_ZEROSHOT_TOP1, "max"),
+}
+
+ALL_METRICS: tuple[str, ...] = (
+    EPOCH,
+    STEP,
+    TRAIN_LOSS,
+    TRAIN_TEMPERATURE,
+    TRAIN_TEMPERATURE_AT_BOUND,
+    TRAIN_TEACHER_TEMPERATURE,
+    TRAIN_LR,
+    VAL_KNN_TOP1,
+    VAL_ZEROSHOT_TOP1,
+    VAL_RECALL_AT_1,
+    VAL_RECALL_AT_5,
+    VAL_ALIGNMENT,
+    VAL_UNIFORMITY,
+    PERF_SAMPLES_PER_SECOND,
+    COST_WORKER_SECONDS,
+    COST_GPU_SECONDS,
+    COST_CPU_SECONDS,
+    COST_SAMPLES_SEEN,
+)
