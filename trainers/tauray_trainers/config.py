@@ -35,6 +35,11 @@ class DataConfig(_Section):
     max_train_samples: int | None = Field(None, ge=1, description="Cap for quick runs.")
     max_val_samples: int | None = Field(None, ge=1)
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
+    horizontal_flip: bool | None = Field(
+        None,
+        description="Random horizontal flips in training augmentations. None: on, except for "
+        "the digits data sets (a mirrored digit is another glyph).",
+    )
     seed: int = Field(0, description="Seed of the bundled data's generation and split.")
 
 
