@@ -20,6 +20,10 @@ VAL_UNIFORMITY = "val/uniformity"
 
 PERF_SAMPLES_PER_SECOND = "perf/samples_per_second"
 
+# Largest spread across ranks of a fingerprint of the weights and shared buffers (DINO teacher
+# and center included) at the end of an epoch: 0.0 when every rank holds the same state.
+DIST_STATE_DIVERGENCE = "dist/state_divergence"
+
 # Cumulative over the trial (resumed runs continue the count).
 COST_WORKER_SECONDS = "cost/worker_seconds"
 COST_GPU_SECONDS = "cost/gpu_seconds"
@@ -48,6 +52,7 @@ ALL_METRICS: tuple[str, ...] = (
     VAL_ALIGNMENT,
     VAL_UNIFORMITY,
     PERF_SAMPLES_PER_SECOND,
+    DIST_STATE_DIVERGENCE,
     COST_WORKER_SECONDS,
     COST_GPU_SECONDS,
     COST_CPU_SECONDS,

@@ -1,0 +1,106 @@
+"""CLIP: an image tower and a text tower projected into one space (Radford et al. 2021)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tauray_trainers.models.backbones import Backbone
+from tauray_trainers.models.base import ContrastiveMethod
+from tauray_trainers.models.text import TextTransformer
+from tauray_trainers.temperature import Temperature
+
+
+class CLIP(ContrastiveMethod):
+    """CLIP (Radford et al., ICML 2021) with the InfoNCE or the sigmoid (SigLIP) loss.
+
+    With ``loss_kind="sigmoid"`` (Zhai et al., ICCV 2023) the model owns the learnable bias b of
+    ``sigmoid(sim / τ + b)``; τ always comes from the temperature module.
+
+    Args:
+        backbone: image encoder ``[N, C, H, W] -> [N, F]``.
+        text: text tower ``tokens [N, L] -> [N, W]``.
+        embedding_dim: shared space dimension D.
+        temperature: the τ module.
+        loss: ``ClipLoss`` or ``SigLipLoss``.
+        loss_kind: ``"infonce"`` or ``"sigmoid"``.
+        sigmoid_bias: initial b (SigLIP uses -10).
+        tokenizer: maps a list of strings to ``[N, L]`` token ids (for class prompts).
+
+    Batch: ``(images [B, C, H, W], tokens [B, L])`` (extra items ignored).
+    """
+
+    method_name: ClassVar[str] = "clip"
+    supports_text: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        text: TextTransformer,
+        *,
+        embedding_dim: int,
+        temperature: Temperature,
+        loss: nn.Module,
+        loss_kind: str,
+        sigmoid_bias: float,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+    ) -> None:
+        super().__init__(temperature)
+        if loss_kind not in ("infonce", "sigmoid"):
+            raise ValueError(f"loss.name={loss_kind!r}; choose one of infonce, sigmoid")
+        self.backbone = backbone
+        self.image_projection = nn.Linear(backbone.feature_dim, embedding_dim, bias=False)
+        self.text = text
+        self.text_projection = nn.Linear(text.width, embedding_dim, bias=False)
+        self.loss = loss
+        self.loss_kind = loss_kind
+        self.tokenizer = tokenizer
+        if loss_kind == "sigmoid":
+            self.logit_bias = nn.Parameter(torch.tensor(float(sigmoid_bias)))
+        else:
+            self.logit_bias = None
+
+    def forward(self, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, tokens = batch[0], batch[1]
+        image_emb = self.image_projection(self.backbone(images)).float()
+        text_emb = self.text_projection(self.text(tokens)).float()
+        tau = self.temperature(step)
+        stats = {"temperature": tau.detach()}
+        if self.logit_bias is None:
+            loss = self.loss(image_emb, text_emb, temperature=tau)
+        else:
+            loss = self.loss(image_emb, text_emb, temperature=tau, bias=self.logit_bias)
+            stats["sigmoid_bias"] = self.logit_bias.detach()
+        return loss, stats
+
+    def image_encoder(self) -> nn.Module:
+        return nn.Sequential(self.backbone, self.image_projection)
+
+    def embed_texts(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_projection(self.text(tokens)).float(), dim=-1)
+
+    @torch.no_grad()
+    def class_text_embeddings(
+        self, class_prompts: Sequence[str | Sequence[str]], device: torch.device
+    ) -> torch.Tensor:
+        """Prompt-ensembled class embeddings (CLIP sec. 3.1.4): mean of normalised templates.
+
+        Args:
+            class_prompts: per class, one prompt or a list of templated prompts.
+            device: where to run the text tower.
+
+        Returns:
+            ``[num_classes, D]``, L2-normalised.
+        """
+        rows = []
+        for prompts in class_prompts:
+            texts = [prompts] if isinstance(prompts, str) else list(prompts)
+            if not texts:
+                raise ValueError("every class needs at least one prompt")
+            embeddings = self.embed_texts(self.tokenizer(texts).to(device))
+            rows.append(F.normalize(embeddings.mean(dim=0), dim=-1))
+        return torch.stack(rows)
