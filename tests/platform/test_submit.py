@@ -1,0 +1,518 @@
+"""``tauray submit`` and ``tauray jobs`` against a real token-authenticated Ray head.
+
+The unit tests check address/token/tracking-URI resolution offline. The ``ray`` tests start one
+``ray start --head`` per module with ``RAY_AUTH_MODE=token`` (as a production cluster runs), its own
+free ports and temp dir, prove that the dashboard refuses requests without the token, and drive the
+real CLI through ``tauray.cli.main``. The head is stopped by the PIDs this module started (its
+process group, then every process carrying this cluster's marker in its environment), never with
+``ray stop``, which would stop every engineer's Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tauray import jobs
+from tauray.cli import main
+
+VENV_BIN = Path(sys.executable).parent
+
+
+# ---- offline: addresses, tokens, tracking URIs, the request ----------------------------------
+
+
+def test_address_explicit_wins_over_environment() -> None:
+    environ = {"RAY_ADDRESS": "http://elsewhere:8265"}
+    assert jobs.resolve_address("http://head:8265/", environ) == "http://head:8265"
+    assert jobs.resolve_address("head:9000", environ) == "http://head:9000"
+    assert jobs.resolve_address(None, environ) == "http://elsewhere:8265"
+
+
+def test_address_ignores_gcs_address_in_environment() -> None:
+    # Inside a Ray job RAY_ADDRESS is the GCS address, not the dashboard.
+    assert jobs.resolve_address(None, {"RAY_ADDRESS": "10.0.0.5:6379"}) == jobs.DEFAULT_ADDRESS
+    assert jobs.resolve_address(None, {}) == "http://127.0.0.1:8265"
+    api = {"RAY_API_SERVER_ADDRESS": "https://ray.example:443", "RAY_ADDRESS": "http://x:1"}
+    assert jobs.resolve_address(None, api) == "https://ray.example:443"
+
+
+@pytest.mark.parametrize("bad", ["ray://head:10001", "http://", "ftp://head:8265", "head:port"])
+def test_address_rejects_non_dashboard_urls(bad: str) -> None:
+    with pytest.raises(ValueError, match="--address"):
+        jobs.resolve_address(bad, {})
+
+
+def test_token_lookup_order(tmp_path: Path) -> None:
+    explicit = tmp_path / "explicit"
+    explicit.write_text("from-file\n")
+    by_path = tmp_path / "by_path"
+    by_path.write_text("from-path")
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("from-home")
+    environ = {"RAY_AUTH_TOKEN": "from-env", "RAY_AUTH_TOKEN_PATH": str(by_path), "HOME": str(home)}
+
+    token = jobs.resolve_token(explicit, environ)
+    assert token is not None and token.value == "from-file" and "--token-file" in token.source
+    assert jobs.resolve_token(None, environ).value == "from-env"  # type: ignore[union-attr]
+    del environ["RAY_AUTH_TOKEN"]
+    assert jobs.resolve_token(None, environ).value == "from-path"  # type: ignore[union-attr]
+    del environ["RAY_AUTH_TOKEN_PATH"]
+    home_token = jobs.resolve_token(None, environ)
+    assert home_token is not None and home_token.value == "from-home"
+    assert home_token.headers() == {"Authorization": "Bearer from-home"}
+    assert "from-home" not in repr(home_token)  # the secret never lands in logs via repr
+    assert jobs.resolve_token(None, {**environ, "RAY_AUTH_MODE": "disabled"}) is None
+    assert jobs.resolve_token(None, {"HOME": str(tmp_path / "nobody")}) is None
+
+
+def test_token_files_that_are_missing_or_empty_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="--token-file"):
+        jobs.resolve_token(tmp_path / "missing", {})
+    with pytest.raises(FileNotFoundError, match="RAY_AUTH_TOKEN_PATH"):
+        jobs.resolve_token(None, {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")})
+    empty = tmp_path / "empty"
+    empty.write_text("  \n")
+    with pytest.raises(ValueError, match="empty"):
+        jobs.resolve_token(empty, {})
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sqlite:///mlflow.db", "sqlite:///:memory:", "mlruns", "file:./mlruns", "file:mlruns", " "],
+)
+def test_tracking_uris_the_cluster_cannot_use_are_refused(uri: str) -> None:
+    with pytest.raises(ValueError, match="tracking"):
+        jobs.build_submit_request(["tauray", "tune"], tracking_uri=uri, environ={})
+
+
+def test_tracking_uri_missing_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"--tracking-uri .*MLFLOW_TRACKING_URI"):
+        jobs.build_submit_request(["tauray", "tune"], environ={})
+
+
+def test_tracking_uri_sources_must_agree() -> None:
+    command = ["tauray", "tune", "--tracking-uri", "http://a:5000"]
+    with pytest.raises(ValueError, match="differs"):
+        jobs.build_submit_request(command, tracking_uri="http://b:5000", environ={})
+    with pytest.raises(ValueError, match="differs"):
+        jobs.build_submit_request(
+            ["tauray", "tune"],
+            tracking_uri="http://b:5000",
+            env=["MLFLOW_TRACKING_URI=http://c:5000"],
+            environ={},
+        )
+    same = jobs.build_submit_request(command, tracking_uri="http://a:5000", environ={})
+    assert same.tracking_uri == "http://a:5000"
+    from_command = jobs.build_submit_request(command, environ={})
+    assert from_command.tracking_uri == "http://a:5000"
+
+
+def test_request_carries_tracking_uri_env_and_no_working_dir() -> None:
+    command = ["tauray", "tune", "--set", "train_loop_config/epochs=1", "--name", "it's mine"]
+    request = jobs.build_submit_request(
+        command,
+        env=["SEED=3", "EMPTY=", "SEED=4"],
+        pip=["rich==13.7.1"],
+        submission_id="sweep-1",
+        environ={"MLFLOW_TRACKING_URI": "http://mlflow.team:5000"},
+    )
+    runtime_env = request.runtime_env()
+    assert runtime_env["env_vars"] == {
+        "PYTHONUNBUFFERED": "1",
+        "SEED": "4",
+        "EMPTY": "",
+        "MLFLOW_TRACKING_URI": "http://mlflow.team:5000",
+    }
+    assert runtime_env["pip"] == ["rich==13.7.1"]
+    assert "working_dir" not in runtime_env and "py_modules" not in runtime_env
+    assert shlex.split(request.entrypoint) == command  # quoting survives the shell
+    assert request.submission_id == "sweep-1"
+    assert request.metadata()["submitted_by"] == "tauray"
+    absolute = jobs.build_submit_request(["x"], tracking_uri="sqlite:////shared/m.db", environ={})
+    assert absolute.tracking_uri == "sqlite:////shared/m.db"
+
+
+@pytest.mark.parametrize("bad", ["NOEQUALS", "=value", "1X=2", "A-B=1"])
+def test_env_assignments_are_checked(bad: str) -> None:
+    with pytest.raises(ValueError, match="--env"):
+        jobs.parse_env_assignments([bad])
+
+
+def test_submit_needs_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["submit", "--tracking-uri", "http://127.0.0.1:5000", "--", ""])
+    assert code == 2
+    assert "no command to run" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again when the block ends
+
+
+def test_unreachable_cluster_is_one_line_exit_2_fast(capsys: pytest.CaptureFixture[str]) -> None:
+    address = f"http://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    code = main(
+        ["submit", "--address", address, "--tracking-uri", "http://127.0.0.1:5000", "--", "true"]
+    )
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("tauray: error: cannot reach the Ray dashboard at " + address)
+    assert "--address" in err and len(err.splitlines()) == 1
+    assert elapsed < 30  # not a hang on an unanswered connection (a bound, not a timing claim)
+    assert main(["jobs", "list", "--address", address]) == 2
+
+
+# ---- a real token-authenticated Ray head -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RayHead:
+    """The module's Ray head: dashboard URL, token file and the marker in its processes' env."""
+
+    url: str
+    token_file: Path
+    marker: str
+    temp_dir: Path
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            sockets.append(probe)
+        return [int(probe.getsockname()[1]) for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def _pids_with_marker(marker: str) -> list[int]:
+    """PIDs of this user's processes whose environment holds ``marker`` (Ray's and the jobs')."""
+    found = []
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _stop_head(process: subprocess.Popen[bytes], marker: str) -> None:
+    """Stop this module's head: SIGTERM its process group, then SIGKILL whatever carries marker.
+
+    Ray job drivers run in their own sessions, hence the marker in the environment (set for the
+    head and inherited by every process it starts) rather than the process group alone.
+    """
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _pids_with_marker(marker):
+        time.sleep(0.5)
+    for pid in _pids_with_marker(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL above makes this rare
+        pass
+
+
+def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[RayHead]:
+    """``ray start --head`` with token auth on, 2 CPUs, free ports and a private temp dir."""
+    # A short path: Ray's unix sockets live under the temp dir (limit ~107 characters).
+    temp_dir = Path(tempfile.mkdtemp(prefix="tauray-ray-", dir="/tmp"))
+    token_file = temp_dir / "auth_token"
+    token_file.write_text(secrets.token_hex(32))
+    marker = f"TAURAY_TEST_RAY_HEAD={temp_dir.name}"
+    (
+        gcs,
+        dashboard,
+        node_manager,
+        object_manager,
+        client_server,
+        agent_listen,
+        agent_grpc,
+        runtime_env_agent,
+        metrics,
+        min_worker,
+    ) = _free_ports(10)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("RAY_", "MLFLOW_")) and key != "TAURAY_TEST_RAY_HEAD"
+    }
+    env.update(
+        {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(token_file),
+            "TAURAY_TEST_RAY_HEAD": temp_dir.name,
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "OMP_NUM_THREADS": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
+    command = [
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir / 'ray'}",
+        "--object-store-memory=150000000",
+        f"--port={gcs}",
+        f"--dashboard-port={dashboard}",
+        f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}",
+        f"--ray-client-server-port={client_server}",
+        f"--dashboard-agent-listen-port={agent_listen}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env_agent}",
+        f"--metrics-export-port={metrics}",
+        f"--min-worker-port={min_worker}",
+        f"--max-worker-port={min_worker + 100}",
+    ]
+    log_path = temp_dir / "head.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=temp_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{dashboard}"
+    headers = {"Authorization": f"Bearer {token_file.read_text()}"}
+    try:
+        deadline = time.monotonic() + 120
+        while _http_status_or_none(f"{url}/api/jobs/", headers) != 200:
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"ray head did not come up (exit {process.poll()}):\n{tail}")
+            time.sleep(0.5)
+        yield RayHead(url=url, token_file=token_file, marker=marker, temp_dir=temp_dir)
+    finally:
+        _stop_head(process, marker)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _http_status_or_none(url: str, headers: dict[str, str]) -> int | None:
+    try:
+        return _http_status(url, headers)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def no_ambient_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No token from this process's environment or ~/.ray: only what a test passes explicitly."""
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.mark.ray
+def test_dashboard_enforces_token_auth(ray_head: RayHead) -> None:
+    """The cluster really is token-authenticated: raw HTTP without the token gets 401."""
+    jobs_url = f"{ray_head.url}/api/jobs/"
+    assert _http_status(jobs_url) == 401
+    assert _http_status(jobs_url, {"Authorization": "Bearer not-the-token"}) == 403
+    token = ray_head.token_file.read_text()
+    assert _http_status(jobs_url, {"Authorization": f"Bearer {token}"}) == 200
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("no_ambient_token")
+def test_missing_or_wrong_token_is_a_clear_error(
+    ray_head: RayHead, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(capsys, "jobs", "list", "--address", ray_head.url)
+    assert code == 2
+    assert "requires a token (HTTP 401) and none was found" in err
+    assert "--token-file" in err and len(err.strip().splitlines()) == 1
+
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("0" * 64)
+    code, _, err = _cli(
+        capsys, "jobs", "list", "--address", ray_head.url, "--token-file", str(wrong)
+    )
+    assert code == 2
+    assert f"rejected the token from --token-file {wrong}" in err
+
+    code, _, err = _cli(
+        capsys,
+        "jobs",
+        "status",
+        "raysubmit_doesnotexist",
+        "--address",
+        ray_head.url,
+        "--token-file",
+        str(ray_head.token_file),
+    )
+    assert code == 2
+    assert "has no job 'raysubmit_doesnotexist'" in err and "tauray jobs list" in err
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("no_ambient_token")
+def test_jobs_list_status_logs_and_a_failed_follow(
+    ray_head: RayHead, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connection = ["--address", ray_head.url, "--token-file", str(ray_head.token_file)]
+    script = "import os, sys; print('job sees', os.environ['MLFLOW_TRACKING_URI']); sys.exit(3)"
+    code, out, err = _cli(
+        capsys,
+        "submit",
+        *connection,
+        "--tracking-uri",
+        mlflow_uri,
+        "--env",
+        "TAURAY_PROBE=1",
+        "--follow",
+        "--",
+        "python",
+        "-c",
+        script,
+    )
+    assert code == 1, err  # the job FAILED: --follow must not report success
+    job_id = out.splitlines()[0].strip()
+    assert job_id.startswith("raysubmit_")
+    assert f"job sees {mlflow_uri}" in out  # the runtime env carried the tracking URI
+    assert f"tauray: job {job_id} FAILED" in err and "exit code 3" in err
+
+    code, out, _ = _cli(capsys, "jobs", "list", *connection)
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith(job_id))
+    assert "FAILED" in row
+
+    code, out, _ = _cli(capsys, "jobs", "status", job_id, *connection, "--json")
+    assert code == 0
+    status = json.loads(out)
+    assert status["id"] == job_id and status["status"] == "FAILED"
+    assert status["tracking_uri"] == mlflow_uri
+    assert status["metadata"]["submitted_by"] == "tauray"
+
+    code, out, _ = _cli(capsys, "jobs", "logs", job_id, *connection)
+    assert code == 0 and f"job sees {mlflow_uri}" in out
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("no_ambient_token")
+def test_stop_a_long_running_job(
+    ray_head: RayHead,
+    mlflow_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The token from RAY_AUTH_TOKEN_PATH, as Ray's own tools read it; MLflow from the env.
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(ray_head.token_file))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.url)
+    code, out, err = _cli(
+        capsys, "submit", "--", "python", "-c", "import time; print('sleeping'); time.sleep(600)"
+    )
+    assert code == 0, err
+    job_id = out.strip()
+    client = jobs.connect()
+    deadline = time.monotonic() + 60
+    while client.status(job_id) != "RUNNING":
+        assert client.status(job_id) == "PENDING" and time.monotonic() < deadline
+        time.sleep(0.5)
+
+    code, out, err = _cli(capsys, "jobs", "stop", job_id)
+    assert code == 0, err
+    assert out.strip() == f"{job_id} STOPPED"
+    assert client.status(job_id) == "STOPPED"
+    code, _, err = _cli(capsys, "jobs", "logs", job_id, "--follow")
+    assert code == 1  # following a finished, stopped job ends at once and is not a success
+    assert f"job {job_id} STOPPED" in err
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("no_ambient_token")
+def test_submit_follow_sweep_succeeds_and_logs_to_mlflow(
+    ray_head: RayHead, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    experiment = f"submit-{secrets.token_hex(4)}"
+    script = (
+        f"import mlflow; mlflow.set_experiment({experiment!r})\n"
+        "for trial in range(2):\n"
+        "    with mlflow.start_run(): mlflow.log_metric('val/knn_top1', 0.5 + trial / 10)\n"
+    )
+    code, out, err = _cli(
+        capsys,
+        "submit",
+        "--address",
+        ray_head.url,
+        "--token-file",
+        str(ray_head.token_file),
+        "--tracking-uri",
+        mlflow_uri,
+        "--follow",
+        "--",
+        "python",
+        "-c",
+        script,
+    )
+    assert code == 0, out + err
+    job_id = out.splitlines()[0].strip()
+    assert f"tauray: job {job_id} SUCCEEDED" in err
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    runs = client.search_runs([found.experiment_id])
+    assert len(runs) == 2
+    assert sorted(run.data.metrics["val/knn_top1"] for run in runs) == [0.5, 0.6]
