@@ -1,0 +1,252 @@
+"""Build a method's training and evaluation datasets from a :class:`TrainConfig`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from tauray_trainers.config import TrainConfig
+from tauray_trainers.data.captions import class_prompts as make_class_prompts
+from tauray_trainers.data.captions import digit_prompts
+from tauray_trainers.data.digits import DIGIT_WORDS, cluttered_digits, plain_digits
+from tauray_trainers.data.sources import (
+    ImageSource,
+    TensorImages,
+    find_manifests,
+    read_cifar10,
+    read_image_folder,
+    read_manifest,
+    read_stl10,
+    resize_images,
+    split_indices,
+)
+from tauray_trainers.data.tokenizer import ByteTokenizer
+from tauray_trainers.data.transforms import dino_transforms, eval_transform, simclr_transform
+from tauray_trainers.data.views import (
+    CaptionedImages,
+    LabelledCaptionedImages,
+    LabelledImages,
+    MultiCrop,
+    TwoViews,
+)
+
+logger = logging.getLogger(__name__)
+
+DIGITS_DATA_SETS = ("digits", "digits-cluttered")
+# Per-channel statistics of ImageNet (torchvision's reference scripts), used for file data whose
+# pixels are not all in memory to measure.
+IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """Everything the loop needs from the data.
+
+    Attributes:
+        train: training samples for the method: simclr ``(view_a, view_b)``; clip
+            ``(image, tokens)``; dino ``[global_1, global_2, local_1, ...]``.
+        train_eval: the training split without augmentation, ``(image, label)`` (kNN memory bank).
+        val: the validation split without augmentation, ``(image, label)``; for clip
+            ``(image, label, tokens)``.
+        num_classes: number of classes (0 for an unlabelled manifest: no kNN or zero-shot).
+        class_names: one name per class.
+        channels: image channels (1 for the digits, 3 otherwise).
+        image_size: side of the (global) model input.
+        class_prompts: per class, its captions (one per template); zero-shot classification
+            averages their text embeddings. Empty without classes.
+        tokenizer: the byte tokenizer of the captions (``model.context_length`` tokens).
+        mean: per-channel mean the images were normalised with.
+        std: per-channel standard deviation the images were normalised with.
+        name: the data set's name.
+    """
+
+    train: Dataset
+    train_eval: Dataset
+    val: Dataset
+    num_classes: int
+    class_names: tuple[str, ...]
+    channels: int
+    image_size: int
+    class_prompts: tuple[tuple[str, ...], ...]
+    tokenizer: ByteTokenizer | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    name: str = ""
+
+
+def _channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 ``[N, C, H, W]`` images, in [0, 1]."""
+    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0
+    mean = pixels.mean(dim=1)
+    std = pixels.std(dim=1).clamp_min(1e-3)
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def _need_root(config: TrainConfig) -> Path:
+    if config.data.root is None:
+        raise ValueError(
+            f"data.root is required for data.name={config.data.name!r} "
+            f"(the bundled data sets, which need none, are {', '.join(DIGITS_DATA_SETS)})"
+        )
+    return Path(config.data.root).expanduser()
+
+
+def _split(source: ImageSource, config: TrainConfig) -> tuple[ImageSource, ImageSource]:
+    train_indices, val_indices = split_indices(
+        len(source), config.data.val_fraction, config.data.seed
+    )
+    return source.subset(train_indices), source.subset(val_indices)
+
+
+def _cap(source: ImageSource, limit: int | None, seed: int) -> ImageSource:
+    """A seeded random subset of at most ``limit`` samples, in the source's order."""
+    if limit is None or limit >= len(source):
+        return source
+    order = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))
+    return source.subset(order[:limit].sort().values)
+
+
+def _resized(source: ImageSource, image_size: int) -> ImageSource:
+    if isinstance(source, TensorImages):
+        return TensorImages(
+            resize_images(source.images, image_size),
+            source.labels,
+            source.class_names,
+            source.captions,
+        )
+    return source
+
+
+def _sources(config: TrainConfig) -> tuple[ImageSource, ImageSource]:
+    """The train and validation sources of ``config.data`` (unaugmented)."""
+    data = config.data
+    size = data.image_size
+    if data.name in DIGITS_DATA_SETS:
+        if data.name == "digits":
+            images, labels = plain_digits(size)
+        else:
+            images, labels = cluttered_digits(size, seed=data.seed)
+        return _split(TensorImages(images, labels, DIGIT_WORDS), config)
+    if data.name in ("cifar10", "stl10"):
+        read = read_cifar10 if data.name == "cifar10" else read_stl10
+        root = _need_root(config)
+        train = read(root, train=True, download=data.download)
+        val = read(root, train=False, download=data.download)
+        return train, val
+    if data.name == "imagefolder":
+        train, val = read_image_folder(_need_root(config))
+    else:
+        train_file, val_file = find_manifests(_need_root(config))
+        train = read_manifest(train_file)
+        val = None if val_file is None else read_manifest(val_file)
+        if val is not None and val.class_names != train.class_names:
+            raise ValueError(
+                f"manifests {train_file} and {val_file} have different classes: "
+                f"{list(train.class_names)} vs {list(val.class_names)}"
+            )
+    return _split(train, config) if val is None else (train, val)
+
+
+def build_data(config: TrainConfig) -> DataBundle:
+    """The datasets of ``config.method`` on ``config.data``.
+
+    Splits: the digits, a single manifest and an ImageFolder without ``train``/``val`` folders
+    are split at random with ``data.val_fraction`` and ``data.seed``; CIFAR-10 and STL-10 use their
+    own train/test splits. ``data.max_train_samples`` / ``max_val_samples`` keep a seeded random
+    subset. Training augmentations are seeded by ``config.seed`` (per epoch and sample).
+
+    Args:
+        config: the run's configuration.
+
+    Returns:
+        A :class:`DataBundle`.
+
+    Raises:
+        ValueError: if a needed ``data.root`` is missing, or the data cannot serve the method
+            (e.g. CLIP on unlabelled data without captions).
+        FileNotFoundError: if the data files are missing.
+    """
+    data = config.data
+    train_source, val_source = _sources(config)
+    train_source = _cap(train_source, data.max_train_samples, data.seed + 1)
+    val_source = _cap(val_source, data.max_val_samples, data.seed + 2)
+    train_source = _resized(train_source, data.image_size)
+    val_source = _resized(val_source, data.image_size)
+
+    if isinstance(train_source, TensorImages):
+        mean, std = _channel_statistics(train_source.images)
+    else:
+        mean, std = IMAGENET_MEAN[: train_source.channels], IMAGENET_STD[: train_source.channels]
+    channels = train_source.channels
+    class_names = train_source.class_names
+    if data.name in DIGITS_DATA_SETS:
+        prompts = digit_prompts()
+    else:
+        prompts = make_class_prompts(class_names) if class_names else ()
+    flip = data.horizontal_flip
+    if flip is None:
+        flip = data.name not in DIGITS_DATA_SETS
+    tokenizer = ByteTokenizer(config.model.context_length)
+    evaluation = eval_transform(data.image_size, channels, mean, std)
+
+    train: Dataset
+    if config.method == "simclr":
+        train = TwoViews(
+            train_source,
+            simclr_transform(data.image_size, channels, mean, std, flip=flip),
+            config.seed,
+        )
+    elif config.method == "clip":
+        train = CaptionedImages(
+            train_source,
+            simclr_transform(data.image_size, channels, mean, std, flip=flip),
+            tokenizer,
+            prompts,
+            config.seed,
+        )
+    elif config.method == "dino":
+        first, second, local = dino_transforms(
+            data.image_size, config.dino.local_crop_size, channels, mean, std, flip=flip
+        )
+        train = MultiCrop(
+            train_source, (first, second), local, config.dino.num_local_crops, config.seed
+        )
+    else:  # pragma: no cover - TrainConfig validates the method
+        raise ValueError(f"method must be simclr, clip or dino, got {config.method!r}")
+
+    if config.method == "clip":
+        val: Dataset = LabelledCaptionedImages(
+            val_source, evaluation, tokenizer, prompts, data.seed
+        )
+    else:
+        val = LabelledImages(val_source, evaluation)
+    bundle = DataBundle(
+        train=train,
+        train_eval=LabelledImages(train_source, evaluation),
+        val=val,
+        num_classes=len(class_names),
+        class_names=tuple(class_names),
+        channels=channels,
+        image_size=data.image_size,
+        class_prompts=prompts,
+        tokenizer=tokenizer,
+        mean=tuple(mean),
+        std=tuple(std),
+        name=data.name,
+    )
+    logger.info(
+        "data %s for %s: %d train, %d val, %d classes, %d channel(s) at %dpx",
+        data.name,
+        config.method,
+        len(train_source),
+        len(val_source),
+        bundle.num_classes,
+        channels,
+        data.image_size,
+    )
+    return bundle
