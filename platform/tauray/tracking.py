@@ -1,0 +1,641 @@
+"""MLflow tracking of sweeps: where runs go, and the one process that writes them.
+
+Layout of a sweep in MLflow (one experiment per ``--experiment`` name):
+
+- the **parent run** is the sweep: params ``space``, ``method``, ``sampler``, ``scheduler``,
+  ``trials``, ``time_budget_s``, resources, ``code_version``; at the end the metric
+  ``best/<objective>``, params ``best/<parameter>`` and artifacts ``best_config.yaml`` and
+  ``plots/*.png``;
+- each **trial** is a child run (tag ``mlflow.parentRunId``) with tags ``tauray.trial_id``,
+  ``tauray.method``, ``tauray.space``, ``tauray.status`` (and ``tauray.failure_reason`` /
+  ``tauray.failure_kind`` when it failed), the full resolved ``train_loop_config`` as flattened
+  params (``temperature.mode``, ``optimizer.lr``, ...), every metric at every epoch (step =
+  epoch, the temperature trajectory ``train/temperature`` included), and, when it ended without
+  error, its model (``mlflow.pytorch``, ``pt2`` format with an input example) under ``model``;
+- the best trial's model is registered in the Model Registry with the alias ``champion``:
+  ``mlflow.pytorch.load_model("models:/<name>@champion")`` maps images to embeddings.
+
+Only the sweep driver writes to MLflow (a Ray Tune callback, :class:`MlflowTrialLogger`): the
+workers never open the tracking store, so a SQLite file has one writer.
+
+The tracking URI comes from ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the embedded
+default ``sqlite:///<cwd>/mlflow.db`` with artifacts in ``<cwd>/mlartifacts``; it is always made
+absolute (Ray workers run in other directories).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ray.tune import Callback
+from tauray_trainers import metrics as names
+
+from tauray.trials import TrialLedger, TrialRecord, failure_kind, flatten, is_metric, result_step
+
+if TYPE_CHECKING:
+    import torch
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from ray.tune.experiment import Trial
+
+logger = logging.getLogger(__name__)
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+EMBEDDED_DATABASE = "mlflow.db"
+EMBEDDED_ARTIFACTS = "mlartifacts"
+CHAMPION_ALIAS = "champion"
+#: Name of the logged model inside each trial's run.
+MODEL_NAME = "model"
+
+TAG_PARENT_RUN_ID = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+TAG_KIND = "tauray.kind"
+TAG_SWEEP = "tauray.sweep"
+TAG_SPACE = "tauray.space"
+TAG_METHOD = "tauray.method"
+TAG_TRIAL_ID = "tauray.trial_id"
+TAG_TRIAL_INDEX = "tauray.trial_index"
+TAG_STATUS = "tauray.status"
+TAG_FAILURE_REASON = "tauray.failure_reason"
+TAG_FAILURE_KIND = "tauray.failure_kind"
+TAG_SAMPLED = "tauray.sampled_params"
+TAG_MODEL_URI = "tauray.model_uri"
+TAG_BEST_TRIAL = "tauray.best_trial_id"
+TAG_BEST_RUN = "tauray.best_run_id"
+TAG_STORAGE = "tauray.storage_path"
+
+_REMOTE_SCHEMES = ("http", "https")
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_OTHER_SCHEMES = ("file", "databricks", "databricks-uc", "uc")
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAM_LENGTH = 6000
+
+
+# ---- where runs go ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """An absolute MLflow tracking URI and, for local stores, where new experiments keep artifacts.
+
+    Attributes:
+        uri: the tracking (and registry) URI every process uses.
+        artifact_location: artifact root for experiments this sweep creates (local stores only;
+            a tracking server decides it itself).
+        source: where the URI came from: ``flag`` (``--tracking-uri``), ``env``
+            (``MLFLOW_TRACKING_URI``) or ``default`` (SQLite under the working directory).
+    """
+
+    uri: str
+    artifact_location: str | None
+    source: Literal["flag", "env", "default"]
+
+    @property
+    def is_remote(self) -> bool:
+        return urllib.parse.urlparse(self.uri).scheme in _REMOTE_SCHEMES
+
+    def ui_hint(self, experiment_id: str | None = None, run_id: str | None = None) -> str:
+        """How to look at the runs: a URL for a server, an ``mlflow ui`` command otherwise."""
+        if self.is_remote:
+            url = self.uri.rstrip("/")
+            if experiment_id and run_id:
+                return f"open {url}/#/experiments/{experiment_id}/runs/{run_id}"
+            if experiment_id:
+                return f"open {url}/#/experiments/{experiment_id}"
+            return f"open {url}"
+        command = f"mlflow ui --backend-store-uri {self.uri} --port 5000"
+        where = "http://127.0.0.1:5000"
+        if experiment_id:
+            where += f"/#/experiments/{experiment_id}"
+            if run_id:
+                where += f"/runs/{run_id}"
+        return f"run `{command}` and open {where}"
+
+
+def _absolute_sqlite(uri: str, cwd: Path) -> tuple[str, Path]:
+    path_text = uri[len("sqlite:///") :]
+    if not path_text or path_text == ":memory:":
+        raise ValueError(
+            f"tracking URI {uri!r} is an in-memory SQLite database, which other processes cannot "
+            "see; use sqlite:///ABSOLUTE/PATH/mlflow.db or an http:// tracking server"
+        )
+    path = Path(path_text)
+    if not path.is_absolute():
+        path = (cwd / path).resolve()
+    return f"sqlite:///{path}", path
+
+
+def resolve_tracking_target(
+    uri: str | None,
+    *,
+    cwd: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> TrackingTarget:
+    """Decide the tracking URI: ``uri``, else ``MLFLOW_TRACKING_URI``, else local SQLite.
+
+    Args:
+        uri: the ``--tracking-uri`` value, or None.
+        cwd: the directory the embedded default and relative SQLite paths live in (default: the
+            current working directory).
+        environ: the environment to read ``MLFLOW_TRACKING_URI`` from (default: ``os.environ``).
+
+    Returns:
+        The target with an absolute URI.
+
+    Raises:
+        ValueError: for an empty, relative-path, in-memory or unsupported URI.
+    """
+    base = Path(cwd if cwd is not None else os.getcwd()).resolve()
+    env = os.environ if environ is None else environ
+    source: Literal["flag", "env", "default"]
+    if uri is not None:
+        chosen, source = uri.strip(), "flag"
+        if not chosen:
+            raise ValueError("--tracking-uri is empty: pass http://HOST:PORT or sqlite:///PATH")
+    elif env.get(TRACKING_URI_ENV, "").strip():
+        chosen, source = env[TRACKING_URI_ENV].strip(), "env"
+    else:
+        database = base / EMBEDDED_DATABASE
+        return TrackingTarget(
+            uri=f"sqlite:///{database}",
+            artifact_location=(base / EMBEDDED_ARTIFACTS).as_uri(),
+            source="default",
+        )
+    where = "--tracking-uri" if source == "flag" else TRACKING_URI_ENV
+    scheme = urllib.parse.urlparse(chosen).scheme.lower()
+    if scheme in _REMOTE_SCHEMES:
+        if not urllib.parse.urlparse(chosen).netloc:
+            raise ValueError(f"{where} {chosen!r} has no host: use http://HOST:PORT")
+        return TrackingTarget(uri=chosen.rstrip("/"), artifact_location=None, source=source)
+    if scheme == "sqlite":
+        if not chosen.startswith("sqlite:///"):
+            raise ValueError(f"{where} {chosen!r}: write SQLite URIs as sqlite:///PATH/mlflow.db")
+        absolute, path = _absolute_sqlite(chosen, base)
+        return TrackingTarget(
+            uri=absolute,
+            artifact_location=(path.parent / EMBEDDED_ARTIFACTS).as_uri(),
+            source=source,
+        )
+    if scheme == "file":
+        path = Path(urllib.parse.urlparse(chosen).path)
+        if not path.is_absolute():
+            path = (base / path).resolve()
+        return TrackingTarget(uri=path.as_uri(), artifact_location=None, source=source)
+    if (
+        scheme in _DATABASE_SCHEMES
+        or scheme in _OTHER_SCHEMES
+        or scheme.startswith(_DATABASE_SCHEMES)
+    ):
+        return TrackingTarget(uri=chosen, artifact_location=None, source=source)
+    raise ValueError(
+        f"{where} {chosen!r} is not a tracking URI; use http(s)://HOST:PORT (an mlflow server), "
+        "sqlite:///PATH/mlflow.db, a database URI (postgresql://, mysql://) or file:///PATH"
+    )
+
+
+def check_tracking_reachable(target: TrackingTarget, *, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any trial starts, when the tracking store cannot be used.
+
+    A server must answer ``/health`` within ``timeout_s`` (any HTTP answer other than 401/403
+    counts as reachable); a SQLite file's folder must exist and be writable.
+
+    Raises:
+        ConnectionError: the server does not answer, or rejects our credentials.
+        ValueError: the SQLite folder does not exist or is not writable.
+    """
+    parsed = urllib.parse.urlparse(target.uri)
+    if parsed.scheme in _REMOTE_SCHEMES:
+        health = target.uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=timeout_s):
+                return
+        except urllib.error.HTTPError as error:
+            if error.code in (401, 403):
+                raise ConnectionError(
+                    f"MLflow tracking server {target.uri} refused us (HTTP {error.code}): set "
+                    "MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD"
+                ) from None
+            return  # it answered: a proxy without /health, say
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise ConnectionError(
+                f"MLflow tracking server {target.uri} is unreachable ({reason}); start it "
+                "(mlflow server --host 127.0.0.1 --port 5000), fix --tracking-uri / "
+                f"{TRACKING_URI_ENV}, or unset both to use the local SQLite default"
+            ) from None
+    if parsed.scheme == "sqlite":
+        folder = Path(target.uri[len("sqlite:///") :]).parent
+        if not folder.is_dir():
+            raise ValueError(
+                f"tracking URI {target.uri}: folder {folder} does not exist; create it or pick "
+                "another path"
+            )
+        if not os.access(folder, os.W_OK):
+            raise ValueError(f"tracking URI {target.uri}: folder {folder} is not writable")
+
+
+@contextlib.contextmanager
+def tracking_scope(target: TrackingTarget) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI at ``target`` for the block, then restore it.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which local Ray workers
+    started inside the block inherit (as an absolute URI); the previous value comes back after.
+    """
+    import mlflow
+    from mlflow.tracking import is_tracking_uri_set
+
+    env_before = os.environ.get(TRACKING_URI_ENV)
+    uri_before = mlflow.get_tracking_uri() if is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(target.uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(uri_before)  # type: ignore[arg-type]  # None unsets it
+        if env_before is None:
+            os.environ.pop(TRACKING_URI_ENV, None)
+        else:
+            os.environ[TRACKING_URI_ENV] = env_before
+
+
+def code_version() -> str:
+    """tauray's version, plus the git commit (and ``.dirty``) when run from a checkout."""
+    from tauray import __version__
+
+    package_dir = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(package_dir), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(package_dir), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    if not sha:
+        return __version__
+    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+
+
+def _param_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return text if len(text) <= _MAX_PARAM_LENGTH else text[: _MAX_PARAM_LENGTH - 3] + "..."
+
+
+def config_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """A nested config as MLflow params: dotted keys (``temperature.mode``), text values."""
+    return {key: _param_text(value) for key, value in flatten(config, separator=".").items()}
+
+
+# ---- the writer ------------------------------------------------------------------------------
+
+
+class SweepRecorder:
+    """Every MLflow write of one sweep: the experiment, parent run, child runs, models, registry.
+
+    Args:
+        target: where runs go (see :func:`resolve_tracking_target`).
+        experiment: the experiment name (created if missing).
+
+    Raises:
+        ValueError: the experiment exists but was deleted.
+    """
+
+    def __init__(self, target: TrackingTarget, experiment: str) -> None:
+        from mlflow import MlflowClient
+
+        self.target = target
+        self.client: MlflowClient = MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
+        self.experiment_name = experiment
+        self.experiment_id = self._experiment_id(experiment)
+
+    def _experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        existing = self.client.get_experiment_by_name(name)
+        if existing is None:
+            try:
+                return self.client.create_experiment(
+                    name, artifact_location=self.target.artifact_location
+                )
+            except MlflowException:  # created concurrently by another sweep
+                existing = self.client.get_experiment_by_name(name)
+                if existing is None:
+                    raise
+        if existing.lifecycle_stage == "deleted":
+            raise ValueError(
+                f"MLflow experiment {name!r} was deleted; restore it (mlflow experiments restore "
+                f"--experiment-id {existing.experiment_id}) or pass another --experiment"
+            )
+        return existing.experiment_id
+
+    # ---- runs --------------------------------------------------------------------------------
+
+    def start_sweep_run(
+        self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str:
+        """Create the sweep's parent run; return its id."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={TAG_KIND: "sweep", **tags},
+        )
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def find_trial_run(self, parent_run_id: str, trial_id: str) -> str | None:
+        """The child run of ``trial_id`` under the sweep, if a previous driver created it."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{TAG_PARENT_RUN_ID}` = '{parent_run_id}' "
+                f"and tags.`{TAG_TRIAL_ID}` = '{trial_id}'"
+            ),
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def start_trial_run(
+        self,
+        parent_run_id: str,
+        trial_id: str,
+        run_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+    ) -> tuple[str, bool]:
+        """Find or create the child run of a trial; return ``(run_id, created)``."""
+        existing = self.find_trial_run(parent_run_id, trial_id)
+        if existing is not None:
+            self.client.update_run(existing, status="RUNNING")
+            return existing, False
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={
+                TAG_KIND: "trial",
+                TAG_PARENT_RUN_ID: parent_run_id,
+                TAG_TRIAL_ID: trial_id,
+                **tags,
+            },
+        )
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id, True
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(key), _param_text(value)) for key, value in params.items()]
+        for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
+
+    def log_metrics(self, run_id: str, values: Mapping[str, float], step: int) -> None:
+        """Log ``values`` at ``step`` (NaN and inf are kept: they say what happened)."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        items = [Metric(key, float(value), timestamp, step) for key, value in values.items()]
+        for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
+
+    def last_step(self, run_id: str, metric: str) -> int | None:
+        """The highest step logged for ``metric`` in a run (to skip re-reported epochs)."""
+        history = self.client.get_metric_history(run_id, metric)
+        return max((entry.step for entry in history), default=None)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(key, str(value)[:5000]) for key, value in tags.items()]
+        if items:
+            self.client.log_batch(run_id, tags=items)
+
+    def end_run(self, run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_artifacts(self, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:
+        for path in paths:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # ---- models ------------------------------------------------------------------------------
+
+    def log_model(self, run_id: str, model: torch.nn.Module, input_example: torch.Tensor) -> str:
+        """Log a trial's embedding model to its run (``pt2``); return the model URI.
+
+        ``pt2`` (``torch.export``) loads back without unpickling code and keeps the batch
+        dimension dynamic (the example has a batch of at least 2).
+
+        Raises:
+            mlflow.exceptions.MlflowException: if export or upload fails.
+        """
+        import mlflow
+        import torch
+
+        if input_example.shape[0] < 2:
+            input_example = torch.cat([input_example, input_example])
+        torch_version = torch.__version__.split("+", 1)[0]
+        with tracking_scope(self.target), mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name=MODEL_NAME,
+                input_example=input_example.detach().cpu().numpy(),
+                serialization_format="pt2",
+                pip_requirements=[f"torch=={torch_version}"],
+            )
+        return info.model_uri
+
+    def register_champion(self, model_uri: str, name: str) -> ModelVersion:
+        """Register ``model_uri`` as a new version of ``name`` and point ``@champion`` at it."""
+        import mlflow
+
+        with tracking_scope(self.target):
+            version = mlflow.register_model(model_uri, name)
+        self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+        return version
+
+
+# ---- the Tune callback -----------------------------------------------------------------------
+
+
+def _load_embedding_model(checkpoint_path: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    import ray.train
+    from tauray_trainers.models import load_embedding_model
+
+    checkpoint = ray.train.Checkpoint(path=checkpoint_path)
+    with checkpoint.as_directory() as directory:
+        model, example, _ = load_embedding_model(directory)
+    return model, example
+
+
+class MlflowTrialLogger(Callback):
+    """Ray Tune callback that writes every trial to MLflow as a child run of the sweep.
+
+    Runs in the sweep driver only. Put it after the :class:`~tauray.trials.TrialLedger` in
+    ``RunConfig(callbacks=[...])``: it reads the ledger's records. Tracking problems are logged
+    and counted (:attr:`errors`) instead of stopping the sweep: the training is the expensive
+    part, the tracking can be repaired.
+
+    Args:
+        recorder: the sweep's MLflow writer.
+        ledger: the sweep's trial records.
+        parent_run_id: the sweep's parent run.
+        space: the search space's name (tag ``tauray.space``).
+        log_models: log each trial's model from its last checkpoint when it ends without error.
+    """
+
+    def __init__(
+        self,
+        recorder: SweepRecorder,
+        ledger: TrialLedger,
+        parent_run_id: str,
+        space: str,
+        *,
+        log_models: bool = True,
+    ) -> None:
+        self.recorder = recorder
+        self.ledger = ledger
+        self.parent_run_id = parent_run_id
+        self.space = space
+        self.log_models = log_models
+        self.run_ids: dict[str, str] = {}
+        self.model_uris: dict[str, str] = {}
+        self._last_step: dict[str, int] = {}
+        self.errors = 0
+
+    @contextlib.contextmanager
+    def _guard(self, what: str, trial: Trial) -> Iterator[None]:
+        try:
+            yield
+        except Exception:
+            self.errors += 1
+            logger.exception("MLflow: could not %s for trial %s", what, trial.trial_id)
+
+    def _run_id(self, trial: Trial) -> str:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is not None:
+            return run_id
+        record = self.ledger.record_for(trial)
+        params = config_params(record.config) if record.config else dict(record.sampled)
+        tags = {
+            TAG_SPACE: self.space,
+            TAG_TRIAL_INDEX: str(record.index),
+            TAG_STATUS: "running",
+            TAG_SAMPLED: ",".join(sorted(record.sampled)),
+        }
+        if record.method:
+            tags[TAG_METHOD] = record.method
+        run_id, created = self.recorder.start_trial_run(
+            self.parent_run_id,
+            trial.trial_id,
+            run_name=f"trial-{record.index:03d}-{trial.trial_id}",
+            params=params,
+            tags=tags,
+        )
+        if not created:  # a restored sweep: continue after the epochs already logged
+            last = self.recorder.last_step(run_id, names.TRAIN_LOSS)
+            if last is not None:
+                self._last_step[trial.trial_id] = last
+        self.run_ids[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        with self._guard("create the run", trial):
+            self._run_id(trial)
+
+    def on_trial_result(
+        self,
+        iteration: int,
+        trials: list[Trial],
+        trial: Trial,
+        result: dict[str, Any],
+        **info: Any,
+    ) -> None:
+        with self._guard("log metrics", trial):
+            run_id = self._run_id(trial)
+            step = result_step(result)
+            if step <= self._last_step.get(trial.trial_id, -1):
+                return  # re-reported after a restart: MLflow already has this epoch
+            values = {
+                key: float(value)
+                for key, value in result.items()
+                if is_metric(key, value) and key != names.EPOCH
+            }
+            if values:
+                self.recorder.log_metrics(run_id, values, step)
+            self._last_step[trial.trial_id] = step
+
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        record = self.ledger.record_for(trial)
+        with self._guard("finish the run", trial):
+            run_id = self._run_id(trial)
+            tags = {TAG_STATUS: record.status}
+            if self.log_models and record.checkpoint_path:
+                try:
+                    model, example = _load_embedding_model(record.checkpoint_path)
+                    model_uri = self.recorder.log_model(run_id, model, example)
+                    self.model_uris[trial.trial_id] = model_uri
+                    tags[TAG_MODEL_URI] = model_uri
+                except Exception as error:
+                    self.errors += 1
+                    logger.exception("MLflow: could not log the model of trial %s", trial.trial_id)
+                    tags["tauray.model_error"] = " ".join(str(error).split())[:500]
+            self.recorder.set_tags(run_id, tags)
+            self.recorder.end_run(run_id, "FINISHED")
+
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        record = self.ledger.record_for(trial)
+        with self._guard("record the failure", trial):
+            run_id = self._run_id(trial)
+            reason = record.error or "unknown error"
+            self.recorder.set_tags(
+                run_id,
+                {
+                    TAG_STATUS: "failed",
+                    TAG_FAILURE_REASON: reason,
+                    TAG_FAILURE_KIND: failure_kind(reason),
+                },
+            )
+            self.recorder.end_run(run_id, "FAILED")
+
+    def get_state(self) -> dict[str, Any] | None:
+        return {"run_ids": dict(self.run_ids), "model_uris": dict(self.model_uris)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.run_ids.update(state.get("run_ids", {}))
+        self.model_uris.update(state.get("model_uris", {}))
+
+
+def best_params(record: TrialRecord) -> dict[str, str]:
+    """The best trial's sampled values as parent-run params ``best/<key>``."""
+    return {f"best/{key}": _param_text(value) for key, value in sorted(record.sampled.items())}

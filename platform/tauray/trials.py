@@ -1,0 +1,350 @@
+"""What a sweep knows about its trials, kept in the sweep driver as Ray Tune reports events.
+
+:class:`TrialLedger` is a Ray Tune callback: it turns the stream of trial events (start, every
+epoch's result, completion, error) into one :class:`TrialRecord` per trial (its sampled
+parameters, the resolved ``train_loop_config`` the workers train with, the last metrics, the
+objective and temperature trajectories, how it ended and why). The MLflow logger, the progress
+printer, the plots and the final summary all read these records, so every view of a sweep
+agrees on what happened.
+
+A trial *completed* when it reported every epoch of its config, was *stopped early* when it
+ended without error before that (the early-stopping scheduler or the time budget stopped it),
+and *failed* when it raised (an error, a non-finite loss, out of memory).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ray.tune import Callback
+from tauray_trainers import metrics as names
+from tauray_trainers.config import build_config
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+logger = logging.getLogger(__name__)
+
+#: The key under which Ray Tune's config (and the search space's names) holds the trainer config.
+TRAIN_LOOP_CONFIG = "train_loop_config"
+#: Ray Train's ``TuneReportCallback`` adds the path of a reported checkpoint under this key.
+CHECKPOINT_PATH = "checkpoint_path"
+
+TrialStatus = Literal["running", "completed", "stopped", "failed"]
+STATUS_WORDS: dict[str, str] = {
+    "running": "running",
+    "completed": "completed",
+    "stopped": "stopped early",
+    "failed": "failed",
+}
+
+# Metric namespaces the trainer reports (``train/loss`` -> ``train``), from the one list of names.
+_METRIC_NAMESPACES = frozenset(name.split("/", 1)[0] for name in names.ALL_METRICS if "/" in name)
+_ERROR_LINE = re.compile(
+    r"^\s*(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Failure))(?::\s*(.*))?$"
+)
+_OOM_WORDS = ("outofmemory", "out of memory", "oom")
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A new nested dict: ``base`` with ``update`` merged in (``update`` wins on scalars)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def flatten(tree: Mapping[str, Any], separator: str = "/", prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested dict into ``{"a/b/c": value}`` (lists and scalars are leaves)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{separator}{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, separator, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def sampled_train_loop_config(trial_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The nested ``train_loop_config`` a search algorithm chose for one trial.
+
+    Raises:
+        ValueError: if the trial config has keys other than ``train_loop_config`` (search spaces
+            sample only the trainer's config; infrastructure is bound to the trainable).
+    """
+    extra = sorted(set(trial_config) - {TRAIN_LOOP_CONFIG})
+    if extra:
+        raise ValueError(
+            f"trial config has keys {extra}; a search space may only set "
+            f"'{TRAIN_LOOP_CONFIG}/...' names"
+        )
+    sampled = trial_config.get(TRAIN_LOOP_CONFIG) or {}
+    if not isinstance(sampled, Mapping):
+        raise TypeError(f"trial config '{TRAIN_LOOP_CONFIG}' must be a mapping, got {sampled!r}")
+    return dict(sampled)
+
+
+def resolve_train_loop_config(
+    fixed: Mapping[str, Any], trial_config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The full, validated ``train_loop_config`` of a trial: fixed settings + sampled values.
+
+    Args:
+        fixed: the sweep's fixed nested config (the space's fixed settings and ``--set``).
+        trial_config: the config Ray Tune gives the trial (``{"train_loop_config": {...}}``).
+
+    Returns:
+        Every field of :class:`tauray_trainers.config.TrainConfig`, defaults filled in, as the
+        JSON-compatible nested dict the workers build their config from.
+
+    Raises:
+        ValueError: if the combination is not a valid trainer config (names the key and value).
+    """
+    merged = deep_merge(fixed, sampled_train_loop_config(trial_config))
+    return build_config(merged).to_dict()
+
+
+def is_metric(key: str, value: Any) -> bool:
+    """Whether a result entry is a trainer metric (a number under a known metric namespace)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return key in names.ALL_METRICS or key.split("/", 1)[0] in _METRIC_NAMESPACES
+
+
+def result_step(result: Mapping[str, Any]) -> int:
+    """The step a result belongs to: the completed epoch (1-based), else Tune's iteration."""
+    for key in (names.EPOCH, "training_iteration"):
+        value = result.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value)
+    return 0
+
+
+def failure_reason(error_text: str | None) -> str:
+    """One line saying why a trial failed, from Ray's error text (innermost exception last).
+
+    Ray wraps a worker's exception in several layers (the Tune task error, Ray Train's worker
+    group error); the user's exception (``NonFiniteLossError: non-finite loss at step 12 ...``)
+    is the last ``SomethingError: message`` line of the text.
+    """
+    if not error_text:
+        return "unknown error (no error text recorded)"
+    best: str | None = None
+    for line in error_text.splitlines():
+        match = _ERROR_LINE.match(line)
+        if match and match.group(1) not in ("TuneError", "RayTaskError"):
+            message = (match.group(2) or "").strip()
+            best = f"{match.group(1)}: {message}" if message else match.group(1)
+    if best is None:
+        lines = [line.strip() for line in error_text.splitlines() if line.strip()]
+        best = lines[-1] if lines else "unknown error"
+    return " ".join(best.split())[:500]
+
+
+def failure_kind(reason: str) -> Literal["out_of_memory", "non_finite", "error"]:
+    """Classify a failure reason: out of memory, non-finite loss, or any other error."""
+    lowered = reason.lower()
+    if any(word in lowered.replace("_", "") for word in _OOM_WORDS):
+        return "out_of_memory"
+    if "nonfinite" in lowered.replace("-", "").replace("_", "") or "non-finite" in lowered:
+        return "non_finite"
+    return "error"
+
+
+def _error_text(trial: Trial) -> str | None:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        try:
+            return Path(path).read_text(errors="replace")
+        except OSError:
+            pass
+    try:
+        return trial.get_error()
+    except Exception:  # the error file lives in storage we may not reach
+        return None
+
+
+@dataclass
+class TrialRecord:
+    """Everything the sweep driver knows about one trial.
+
+    Attributes:
+        trial_id: Ray Tune's trial id (stable across a sweep restore).
+        index: 1-based order in which the trial started (what the progress table shows).
+        sampled: the values the search space chose, ``temperature/mode`` style keys.
+        config: the resolved nested ``train_loop_config`` (None if the combination is invalid).
+        config_error: why the combination is invalid, if it is.
+        status: ``running``, ``completed``, ``stopped`` (early) or ``failed``.
+        epoch: the last epoch the trial reported (0 before the first report).
+        metrics: the trial's last value of every metric it reported.
+        history: per metric, ``(epoch, value)`` pairs in reporting order.
+        checkpoint_path: the last checkpoint the trial reported.
+        error: one-line failure reason of a failed trial.
+    """
+
+    trial_id: str
+    index: int
+    sampled: dict[str, Any]
+    config: dict[str, Any] | None
+    config_error: str | None = None
+    status: TrialStatus = "running"
+    epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    checkpoint_path: str | None = None
+    error: str | None = None
+
+    @property
+    def planned_epochs(self) -> int | None:
+        """The number of epochs the trial's config asks for."""
+        return int(self.config["epochs"]) if self.config else None
+
+    @property
+    def method(self) -> str | None:
+        return str(self.config["method"]) if self.config else None
+
+    @property
+    def temperature_mode(self) -> str | None:
+        """``fixed``, ``learnable`` or ``scheduled`` (DINO trials have a teacher schedule)."""
+        return str(self.config["temperature"]["mode"]) if self.config else None
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+    def value(self, metric: str) -> float | None:
+        """The trial's last reported value of ``metric`` (None if never reported or not finite)."""
+        value = self.metrics.get(metric)
+        if value is None or not math.isfinite(value):
+            return None
+        return float(value)
+
+    def final_temperature(self) -> float | None:
+        """The temperature at the trial's last report (for DINO: the student's)."""
+        value = self.value(names.TRAIN_TEMPERATURE)
+        if value is not None:
+            return value
+        if self.config is None:
+            return None
+        if self.config["method"] == "dino":
+            return float(self.config["dino"]["student_temperature"])
+        return float(self.config["temperature"]["value"])
+
+
+class TrialLedger(Callback):
+    """Ray Tune callback that keeps a :class:`TrialRecord` per trial in the sweep driver.
+
+    Put it first in ``RunConfig(callbacks=[...])``: callbacks run in list order, and the MLflow
+    logger and the progress printer read the records this one updates.
+
+    Args:
+        fixed_config: the sweep's fixed nested ``train_loop_config`` (merged under each trial's
+            sampled values to get the config the workers train with).
+    """
+
+    def __init__(self, fixed_config: Mapping[str, Any]) -> None:
+        self.fixed_config = copy.deepcopy(dict(fixed_config))
+        self.records: dict[str, TrialRecord] = {}
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def ordered(self) -> list[TrialRecord]:
+        """Records in the order the trials started."""
+        return sorted(self.records.values(), key=lambda record: record.index)
+
+    def counts(self) -> dict[str, int]:
+        """How many trials are running, completed, stopped early and failed."""
+        counts = dict.fromkeys(STATUS_WORDS, 0)
+        for record in self.records.values():
+            counts[record.status] += 1
+        return counts
+
+    def best(self, metric: str, mode: str) -> TrialRecord | None:
+        """The finished, non-failed trial with the best last value of ``metric``."""
+        candidates = [
+            record
+            for record in self.records.values()
+            if record.status in ("completed", "stopped") and record.value(metric) is not None
+        ]
+        if not candidates:
+            return None
+        sign = 1.0 if mode == "max" else -1.0
+        return max(
+            candidates, key=lambda record: (sign * (record.value(metric) or 0.0), -record.index)
+        )
+
+    # ---- Tune events -------------------------------------------------------------------------
+
+    def record_for(self, trial: Trial) -> TrialRecord:
+        """The record of ``trial``, created on first sight (also after a sweep restore)."""
+        record = self.records.get(trial.trial_id)
+        if record is None:
+            sampled = sampled_train_loop_config(trial.config)
+            try:
+                config: dict[str, Any] | None = resolve_train_loop_config(
+                    self.fixed_config, trial.config
+                )
+                config_error = None
+            except (ValueError, TypeError) as error:
+                config, config_error = None, str(error)
+            record = TrialRecord(
+                trial_id=trial.trial_id,
+                index=len(self.records) + 1,
+                sampled=flatten(sampled),
+                config=config,
+                config_error=config_error,
+            )
+            self.records[trial.trial_id] = record
+        return record
+
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        record = self.record_for(trial)
+        record.status = "running"
+
+    def on_trial_result(
+        self,
+        iteration: int,
+        trials: list[Trial],
+        trial: Trial,
+        result: dict[str, Any],
+        **info: Any,
+    ) -> None:
+        record = self.record_for(trial)
+        step = result_step(result)
+        record.epoch = max(record.epoch, step)
+        for key, value in result.items():
+            if is_metric(key, value) and key != names.EPOCH:
+                record.metrics[key] = float(value)
+                record.history.setdefault(key, []).append((step, float(value)))
+        checkpoint = result.get(CHECKPOINT_PATH)
+        if isinstance(checkpoint, str) and checkpoint:
+            record.checkpoint_path = checkpoint
+
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        record = self.record_for(trial)
+        planned = record.planned_epochs
+        record.status = (
+            "completed" if planned is not None and record.epoch >= planned else "stopped"
+        )
+
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        record = self.record_for(trial)
+        record.status = "failed"
+        record.error = record.config_error or failure_reason(_error_text(trial))
