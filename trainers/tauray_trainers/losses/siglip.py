@@ -67,7 +67,8 @@ class SigLipLoss(nn.Module):
 
         logits = torch.addmm(shift, images * scale, all_texts.T)
         positives = (images * texts).sum(dim=1) * scale + shift
-        # Every pair as a negative, softplus(z) = -logsigmoid(-z); then for the positives
-        # swap softplus(z) for softplus(-z), which differs by exactly z.
-        summed = F.softplus(logits).sum() - positives.sum()
+        # Every pair as a negative, -logsigmoid(-z); then for the positives swap that for
+        # -logsigmoid(z), which is smaller by exactly z. (F.softplus is not used: above its
+        # threshold it returns z itself, off by up to e^-20.)
+        summed = -F.logsigmoid(-logits).sum() - positives.sum()
         return summed * (world / sum(sizes))
