@@ -1,0 +1,271 @@
+"""The sweep's pictures, rendered headless (matplotlib ``Figure`` + Agg canvas, no pyplot).
+
+- :func:`objective_vs_temperature`: the objective against the temperature each trial ended with,
+  coloured by temperature mode (fixed, learnable, scheduled); a learnable trial also shows where
+  its τ started.
+- :func:`optimization_history`: each trial's objective in start order and the best so far.
+- :func:`parameter_importances`: Optuna's fANOVA importances of the sampled parameters, computed
+  on a study rebuilt from the finished trials (needs at least two finished trials whose
+  parameters vary).
+
+:func:`render_sweep_plots` writes the PNG files a sweep logs to its MLflow parent run and says
+why it skipped any.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tauray.trials import TrialRecord
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+MODE_COLOURS = {"fixed": "tab:blue", "learnable": "tab:orange", "scheduled": "tab:green"}
+_OTHER_COLOUR = "tab:gray"
+_PREFIX = "train_loop_config/"
+
+
+def _figure(width: float = 6.4, height: float = 4.2) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _finished(records: Sequence[TrialRecord], metric: str) -> list[TrialRecord]:
+    return [
+        record
+        for record in records
+        if record.status in ("completed", "stopped") and record.value(metric) is not None
+    ]
+
+
+def objective_vs_temperature(records: Sequence[TrialRecord], metric: str) -> Figure:
+    """Objective against final temperature (log scale), one colour per temperature mode.
+
+    Args:
+        records: the sweep's trials (failed and running ones are left out).
+        metric: the objective's metric name, e.g. ``val/knn_top1``.
+
+    Raises:
+        ValueError: if no finished trial reported ``metric``.
+    """
+    finished = _finished(records, metric)
+    if not finished:
+        raise ValueError(f"no finished trial reported {metric!r}")
+    figure = _figure()
+    axes = figure.add_subplot()
+    seen: set[str] = set()
+    for record in finished:
+        temperature = record.final_temperature()
+        value = record.value(metric)
+        if temperature is None or value is None or temperature <= 0:
+            continue
+        mode = record.temperature_mode or "unknown"
+        colour = MODE_COLOURS.get(mode, _OTHER_COLOUR)
+        start = record.config["temperature"]["value"] if record.config else None
+        if mode == "learnable" and start and start > 0 and not math.isclose(start, temperature):
+            axes.annotate(
+                "",
+                xy=(temperature, value),
+                xytext=(float(start), value),
+                arrowprops={"arrowstyle": "->", "color": colour, "alpha": 0.5},
+            )
+        label = mode if mode not in seen else None
+        seen.add(mode)
+        axes.scatter(
+            [temperature],
+            [value],
+            color=colour,
+            marker="o" if record.status == "completed" else "v",
+            s=42,
+            label=label,
+            edgecolors="black",
+            linewidths=0.4,
+        )
+        axes.annotate(
+            str(record.index),
+            (temperature, value),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("temperature τ at the end of the trial (arrow: from the initial τ)")
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric} vs temperature (o completed, v stopped early)")
+    axes.grid(True, which="both", alpha=0.3)
+    if seen:
+        axes.legend(title="temperature mode", fontsize=8)
+    return figure
+
+
+def optimization_history(records: Sequence[TrialRecord], metric: str, mode: str) -> Figure:
+    """Each trial's objective in start order, the best so far, and failed trials as red marks.
+
+    Raises:
+        ValueError: if no finished trial reported ``metric``.
+    """
+    if not _finished(records, metric):
+        raise ValueError(f"no finished trial reported {metric!r}")
+    ordered = sorted(records, key=lambda record: record.index)
+    figure = _figure()
+    axes = figure.add_subplot()
+    best: float | None = None
+    steps_x: list[int] = []
+    steps_y: list[float] = []
+    failed: list[int] = []
+    for record in ordered:
+        value = record.value(metric)
+        if record.status == "failed":
+            failed.append(record.index)
+            continue
+        if value is None or record.status == "running":
+            continue
+        colour = "tab:blue" if record.status == "completed" else "tab:gray"
+        axes.scatter([record.index], [value], color=colour, s=28, zorder=3)
+        better = best is None or (value > best if mode == "max" else value < best)
+        best = value if better else best
+        steps_x.append(record.index)
+        steps_y.append(best)  # type: ignore[arg-type]
+    axes.step(steps_x, steps_y, where="post", color="tab:red", label=f"best {metric} so far")
+    if failed:
+        bottom = min(steps_y)
+        axes.scatter(failed, [bottom] * len(failed), marker="x", color="red", label="failed")
+    axes.set_xlabel("trial (start order)")
+    axes.set_ylabel(metric)
+    axes.set_title("optimisation history (blue completed, grey stopped early)")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    return figure
+
+
+def _distribution_names(distributions: Mapping[str, Any]) -> dict[str, Any]:
+    return {name.removeprefix(_PREFIX): dist for name, dist in distributions.items()}
+
+
+def study_from_records(
+    records: Sequence[TrialRecord],
+    metric: str,
+    mode: str,
+    distributions: Mapping[str, optuna.distributions.BaseDistribution],
+) -> optuna.Study:
+    """An in-memory Optuna study holding the finished trials (for Optuna's analyses).
+
+    Args:
+        records: the sweep's trials; those that finished with a value of ``metric`` are added.
+        metric: the objective.
+        mode: ``max`` or ``min``.
+        distributions: the search space's distributions by name (``train_loop_config/...`` or
+            bare config keys); constants a space returns are not parameters and are left out.
+    """
+    import optuna
+
+    dists = _distribution_names(distributions)
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for record in sorted(_finished(records, metric), key=lambda r: r.index):
+        params = {key: value for key, value in record.sampled.items() if key in dists}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={key: dists[key] for key in params},
+                value=record.value(metric),
+            )
+        )
+    return study
+
+
+def parameter_importances(study: optuna.Study, metric: str, seed: int = 0) -> Figure:
+    """Horizontal bars of Optuna's fANOVA importances (fraction of the objective's variance).
+
+    Raises:
+        ValueError: with fewer than two finished trials or no parameter that varies.
+    """
+    import optuna
+
+    completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,), deepcopy=False)
+    if len(completed) < 2:
+        raise ValueError(f"importances need >= 2 finished trials, have {len(completed)}")
+    varying = {
+        name
+        for name in {key for trial in completed for key in trial.params}
+        if len({repr(trial.params.get(name)) for trial in completed}) > 1
+    }
+    if not varying:
+        raise ValueError("importances need a parameter that varies between finished trials")
+    if len({trial.value for trial in completed}) < 2:
+        raise ValueError("importances need objective values that differ between trials")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed)
+        )
+    if not importances:
+        raise ValueError("no parameter is shared by all finished trials (conditional space)")
+    names = list(importances)[::-1]
+    values = [importances[name] for name in names]
+    figure = _figure(height=max(2.4, 0.45 * len(names) + 1.2))
+    axes = figure.add_subplot()
+    axes.barh(names, values, color="tab:blue")
+    for position, value in enumerate(values):
+        axes.text(value, position, f" {value:.2f}", va="center", fontsize=8)
+    axes.set_xlim(0, max(1.0, max(values) * 1.15))
+    axes.set_xlabel(f"importance for {metric} (fANOVA, sums to 1)")
+    axes.set_title(f"parameter importances over {len(completed)} trials")
+    return figure
+
+
+@dataclass
+class PlotSet:
+    """Files written by :func:`render_sweep_plots` and why any picture was skipped."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def render_sweep_plots(
+    records: Sequence[TrialRecord],
+    metric: str,
+    mode: str,
+    distributions: Mapping[str, Any],
+    out_dir: str | Path,
+    seed: int = 0,
+) -> PlotSet:
+    """Write ``objective_vs_temperature.png``, ``optimization_history.png`` and
+    ``parameter_importances.png`` into ``out_dir``; skip (with a reason) what cannot be drawn."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = PlotSet()
+
+    def save(name: str, make: Any) -> None:
+        try:
+            figure = make()
+        except (ValueError, RuntimeError, ZeroDivisionError) as error:
+            result.skipped[name] = str(error)
+            logger.info("plot %s skipped: %s", name, error)
+            return
+        path = folder / f"{name}.png"
+        figure.savefig(path)
+        result.paths[name] = path
+
+    save("objective_vs_temperature", lambda: objective_vs_temperature(records, metric))
+    save("optimization_history", lambda: optimization_history(records, metric, mode))
+    save(
+        "parameter_importances",
+        lambda: parameter_importances(
+            study_from_records(records, metric, mode, distributions), metric, seed
+        ),
+    )
+    return result
