@@ -190,16 +190,17 @@ def submit_command(
     Prints the job id on stdout. The job runs the tauray installed on the cluster (nothing is
     uploaded as a working_dir), with MLFLOW_TRACKING_URI in its environment.
     """
+    url = tauray_jobs.resolve_address(address)
+    request = tauray_jobs.build_submit_request(
+        command,
+        tracking_uri=tracking_uri,
+        env=env or (),
+        pip=pip or (),
+        submission_id=submission_id,
+        address=url,
+    )
     with _JobsErrorsToCli():
-        client = _connect(address, token_file)
-        request = tauray_jobs.build_submit_request(
-            command,
-            tracking_uri=tracking_uri,
-            env=env or (),
-            pip=pip or (),
-            submission_id=submission_id,
-            address=client.address,
-        )
+        client = _connect(url, token_file)
         job_id = client.submit(request)
         print(job_id)
         sys.stdout.flush()
@@ -226,9 +227,8 @@ def jobs_list_command(
     import json
 
     with _JobsErrorsToCli():
-        listed = [
-            tauray_jobs.describe(job) for job in _connect(address, token_file).list(include_drivers)
-        ]
+        found = _connect(address, token_file).list_jobs(include_drivers)
+    listed = [tauray_jobs.describe(job) for job in found]
     if as_json:
         print(json.dumps(listed, indent=2))
         return 0
