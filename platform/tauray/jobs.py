@@ -392,8 +392,8 @@ def build_submit_request(
 
 
 @contextlib.contextmanager
-def _sdk_sees_only(address: str) -> Iterator[None]:
-    """Hide ``RAY_ADDRESS``/``RAY_API_SERVER_ADDRESS`` while the SDK resolves ``address``.
+def _address_env_hidden() -> Iterator[None]:
+    """Hide ``RAY_ADDRESS``/``RAY_API_SERVER_ADDRESS`` while the SDK resolves its address.
 
     ``JobSubmissionClient`` lets those variables override the address it is given; tauray's
     ``--address`` must win. The variables are restored at once (under a lock).
@@ -477,7 +477,7 @@ class JobsClient:
         logger.info("submitted %s to %s: %s", job_id, self.address, request.entrypoint)
         return str(job_id)
 
-    def list(self, include_drivers: bool = False) -> list[JobDetails]:
+    def list_jobs(self, include_drivers: bool = False) -> list[JobDetails]:
         """The cluster's jobs, oldest first; drivers not started by job submission only if asked."""
         with self._translated():
             jobs = self._client.list_jobs()
@@ -690,7 +690,7 @@ def connect(
 
     from ray.job_submission import JobSubmissionClient
 
-    with _translate_errors(url, token), _sdk_sees_only(url):
+    with _translate_errors(url, token), _address_env_hidden():
         client = JobSubmissionClient(url, headers=token.headers() if token else None)
     return JobsClient(client, url, token)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 from tauray import jobs
 from tauray.cli import main
+from tauray.cluster import DRIVER_RESOURCE, DRIVER_RESOURCE_UNITS
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -233,7 +234,7 @@ def _stop_head(process: subprocess.Popen[bytes], marker: str) -> None:
         os.killpg(process.pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 3  # a throwaway cluster: no need for Ray's long grace period
     while time.monotonic() < deadline and _pids_with_marker(marker):
         time.sleep(0.5)
     for pid in _pids_with_marker(marker):
@@ -304,6 +305,8 @@ def ray_head() -> Iterator[RayHead]:
         "--disable-usage-stats",
         f"--temp-dir={temp_dir / 'ray'}",
         "--object-store-memory=150000000",
+        # Trial drivers reserve this instead of a CPU (see tauray.cluster), as on a real cluster.
+        f"--resources={json.dumps({DRIVER_RESOURCE: DRIVER_RESOURCE_UNITS})}",
         f"--port={gcs}",
         f"--dashboard-port={dashboard}",
         f"--node-manager-port={node_manager}",
