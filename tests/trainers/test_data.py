@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
-from torchvision.transforms import v2
-
 from tauray_trainers.config import build_config
 from tauray_trainers.data import DataBundle, build_data, make_eval_loader, make_loader
 from tauray_trainers.data.captions import class_prompts, digit_prompts, with_article
 from tauray_trainers.data.digits import cluttered_digits, plain_digits
 from tauray_trainers.data.sources import split_indices
 from tauray_trainers.evaluation import knn_top1
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 # --------------------------------------------------------------------------- helpers
 
@@ -348,7 +347,7 @@ def test_cifar10_reader_matches_torchvision(tmp_path: Path, monkeypatch) -> None
         _raw_images(bundle.val).permute(0, 2, 3, 1), torch.from_numpy(reference.data)
     )
     assert bundle.val.source.labels.tolist() == reference.targets  # type: ignore[attr-defined]
-    view_a, view_b = bundle.train[0]
+    view_a, _ = bundle.train[0]
     assert view_a.shape == (3, 32, 32)
     assert v2.RandomHorizontalFlip in _transform_types(bundle.train.transform)
     small = _bundle("simclr", name="cifar10", root=str(tmp_path), image_size=16)
@@ -356,9 +355,9 @@ def test_cifar10_reader_matches_torchvision(tmp_path: Path, monkeypatch) -> None
 
 
 def test_cifar10_without_files_or_root_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="data.download=true"):
+    with pytest.raises(FileNotFoundError, match=r"data\.download=true"):
         _bundle(name="cifar10", root=str(tmp_path))
-    with pytest.raises(ValueError, match="data.root is required"):
+    with pytest.raises(ValueError, match=r"data\.root is required"):
         _bundle(name="cifar10")
 
 
@@ -473,7 +472,7 @@ def test_jsonl_manifest_without_labels(tmp_path: Path) -> None:
     bundle = _bundle("clip", name="manifest", root=str(path))
     assert (len(bundle.train), len(bundle.val)) == (8, 2)
     assert bundle.num_classes == 0 and bundle.class_prompts == ()
-    image, label, tokens = bundle.val[0]
+    _, label, tokens = bundle.val[0]
     assert label == -1
     assert bundle.tokenizer.decode(tokens).startswith("picture number")
     simclr = _bundle("simclr", name="manifest", root=str(path))
@@ -487,9 +486,9 @@ def test_manifest_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"missing field\(s\) \['caption'\]"):
         _bundle("clip", name="manifest", root=str(path))
     path.write_text(json.dumps({"image": "missing.png", "caption": "x"}) + "\n")
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.png"):
         _bundle("clip", name="manifest", root=str(path))
-    with pytest.raises(FileNotFoundError, match=r"train.csv\|train.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"train\.csv\|train\.jsonl"):
         _bundle("clip", name="manifest", root=str(tmp_path))
 
 

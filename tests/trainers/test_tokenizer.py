@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tauray_trainers.data import ByteTokenizer
 from tauray_trainers.data.tokenizer import BOS_ID, BYTE_OFFSET, EOS_ID, PAD_ID
 
