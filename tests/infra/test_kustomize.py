@@ -116,14 +116,26 @@ MISSPELLINGS = [
     ("RayCluster", ("spec", "headGroupSpec"), "rayStartParams", "rayStartParam"),
     ("RayCluster", ("spec", "authOptions"), "mode", "mod"),
     ("RayCluster", ("spec", "workerGroupSpecs", 0), "minReplicas", "minReplica"),
-    ("RayCluster", ("spec", "headGroupSpec", "template", "spec", "containers", 0), "resources",
-     "resource"),
-    ("RayCluster", ("spec", "autoscalerOptions", "securityContext"), "allowPrivilegeEscalation",
-     "allowPriviledgeEscalation"),
+    (
+        "RayCluster",
+        ("spec", "headGroupSpec", "template", "spec", "containers", 0),
+        "resources",
+        "resource",
+    ),
+    (
+        "RayCluster",
+        ("spec", "autoscalerOptions", "securityContext"),
+        "allowPrivilegeEscalation",
+        "allowPriviledgeEscalation",
+    ),
     ("RayJob", ("spec",), "shutdownAfterJobFinishes", "shutdownAfterJobFinish"),
     ("RayJob", ("spec", "rayClusterSpec", "workerGroupSpecs", 0), "maxReplicas", "maxReplica"),
-    ("RayJob", ("spec", "submitterPodTemplate", "spec", "containers", 0), "securityContext",
-     "securitycontext"),
+    (
+        "RayJob",
+        ("spec", "submitterPodTemplate", "spec", "containers", 0),
+        "securityContext",
+        "securitycontext",
+    ),
 ]
 
 
