@@ -51,6 +51,37 @@ def _root(
 
 # ---- tune, spaces, demo (issue 4) -------------------------------------------------------------
 
+spaces_app = typer.Typer(
+    help="Search spaces: the built-ins and YAML space files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(spaces_app, name="spaces")
+
+
+@spaces_app.command("list")
+def _spaces_list() -> None:
+    """List the built-in search spaces (name, method, parameter count, objective, summary)."""
+    from tauray_spaces import format_space_list, list_spaces
+
+    typer.echo(format_space_list(list_spaces()))
+
+
+@spaces_app.command("show")
+def _spaces_show(
+    name: Annotated[str, typer.Argument(help="A built-in space's name or a .yaml space file.")],
+    as_yaml: Annotated[
+        bool, typer.Option("--yaml", help="Print the space as a YAML file to copy and edit.")
+    ] = False,
+) -> None:
+    """Show a space: its parameters, their conditions and help, fixed settings and objective."""
+    from tauray_spaces import format_space, get_space
+
+    space = get_space(name)
+    typer.echo(space.to_yaml() if as_yaml else format_space(space), nl=not as_yaml)
+
+
 # ---- submit, jobs, report (issue 5) -----------------------------------------------------------
 
 import logging  # noqa: E402 - kept beside the commands that use it (this region is issue 5's)

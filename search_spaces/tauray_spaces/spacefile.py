@@ -132,6 +132,8 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(error, yaml.constructor.ConstructorError):
+            raise ValueError(f"{source}: {problem}{where}") from None
         raise ValueError(f"{source}: YAML syntax error{where}: {problem}") from None
 
 
@@ -363,7 +365,9 @@ def _suggest(word: str, options: Sequence[str]) -> str:
 
 
 def _one_line(error: ValidationError, raw: Any) -> str:
-    first = error.errors()[0]
+    errors = error.errors()
+    # A misspelt key also makes the real one "missing": report the unknown key, it explains both.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(first["loc"])
     kind = first["type"]
     ctx = first.get("ctx") or {}
@@ -371,7 +375,10 @@ def _one_line(error: ValidationError, raw: Any) -> str:
     if kind == "extra_forbidden":
         where = _where(loc[:-1], raw)
         model = _model_at(loc[:-1])
-        allowed = [str(f) for f in model.model_fields] if model else []
+        fields = [str(f) for f in model.model_fields] if model else []
+        first, last = ["key", "distribution"], ["when", "help"]
+        allowed = [f for f in first if f in fields]
+        allowed += [f for f in fields if f not in first + last] + [f for f in last if f in fields]
         text = f"unknown key {loc[-1]!r}; allowed: {', '.join(allowed)}"
         text += _suggest(str(loc[-1]), allowed)
         return f"{where}: {text}" if where else text
@@ -552,8 +559,11 @@ class _Checker:
                     f"{method}; searching it would waste every trial"
                 )
             specs.append(self.parameter(index, key, item))
-        if not specs:
-            raise ValueError("parameters is empty; a space needs at least one parameter")
+        if not any(spec.sampled for spec in specs):
+            raise ValueError(
+                "parameters: none is sampled (the list is empty or holds only constant and "
+                "tied ones); a space needs a uniform, loguniform, int or choice parameter"
+            )
         return specs
 
     def parameter(self, index: int, key: str, item: Any) -> ParameterSpec:
@@ -976,6 +986,10 @@ def override_space(space: SearchSpace, overrides: Mapping[str, Any] | Sequence[s
                 if entry["to"] not in present:
                     parameters.remove(entry)
                     changed = True
+    for entry in parameters:  # a pinned parent takes one value: narrow its conditions to it
+        for name, wanted in entry.get("when", {}).items():
+            if name in pinned and isinstance(wanted, list):
+                entry["when"][name] = next(o for o in wanted if _same_scalar(pinned[name], o))
     keep = {p["key"]: p for p in parameters if p["distribution"] not in ("constant", "tied")}
     points = []
     for point in data.get("points_to_evaluate", []):
@@ -996,7 +1010,7 @@ def override_space(space: SearchSpace, overrides: Mapping[str, Any] | Sequence[s
             points.append(consistent)
     data["fixed"] = unflatten(fixed)
     data["points_to_evaluate"] = points
-    if not parameters:
+    if not keep:
         raise ValueError(
             f"the overrides {', '.join(k for k, _ in pairs)} pin every parameter of space "
             f"{space.name!r}; nothing is left to search"
