@@ -545,7 +545,6 @@ class JobsClient:
         job_id: str,
         write: Callable[[str], None],
         max_reconnects: int = 5,
-        settle_s: float = 30.0,
     ) -> JobDetails:
         """Stream the job's logs to ``write`` until it ends; return its final details.
 
@@ -555,55 +554,58 @@ class JobsClient:
         Args:
             job_id: The submission id.
             write: Called with each new chunk of log text.
-            max_reconnects: Dropped connections tolerated before giving up.
-            settle_s: Seconds to wait for the final status once the stream has closed.
+            max_reconnects: Dropped or early-closed streams tolerated before giving up.
 
         Raises:
             JobNotFoundError: If the cluster has no such job.
             JobsError: If the stream keeps failing (the job itself keeps running).
         """
+        import aiohttp
+
         self.details(job_id)
-        written = 0
+        written = [0]  # characters of the log already written, across connections
         failures = 0
         while True:
             try:
-                written = asyncio.run(self._tail(job_id, write, skip=written))
-            except (RuntimeError, OSError) as error:
+                asyncio.run(self._tail(job_id, write, written))
+            except aiohttp.ClientResponseError as error:
+                if error.status in (401, 403):
+                    raise _auth_error(self.address, self.token, error.status) from error
+                problem: Exception | None = error
+            except (RuntimeError, OSError, aiohttp.ClientError) as error:
                 if isinstance(error, JobsError):
                     raise
-                failures += 1
-                if failures > max_reconnects:
-                    raise JobsError(
-                        f"lost the log stream of job {job_id} {failures} times ({error}); the "
-                        f"job keeps running: `tauray jobs logs {job_id} --follow` reattaches"
-                    ) from error
-                logger.warning("log stream of %s dropped (%s); reconnecting", job_id, error)
-                time.sleep(min(2.0**failures, 10.0))
-                continue
-            details = self.details(job_id)
-            if _status_name(details) in TERMINAL_STATUSES:
-                return details
-            # The stream closed although the job is not finished: wait a moment, then resume.
-            try:
-                return self.wait(job_id, timeout_s=settle_s)
-            except JobsError:
-                failures += 1
-                if failures > max_reconnects:
-                    raise
+                problem = error
+            else:
+                details = self.details(job_id)
+                if _status_name(details) in TERMINAL_STATUSES:
+                    return details
+                problem = None  # closed while the job runs (a proxy's idle timeout, say)
+            failures += 1
+            if failures > max_reconnects:
+                raise JobsError(
+                    f"lost the log stream of job {job_id} {failures} times ({problem or 'closed'});"
+                    f" the job keeps running: `tauray jobs logs {job_id} --follow` reattaches"
+                ) from problem
+            logger.warning("log stream of %s ended early (%s); reconnecting", job_id, problem)
+            time.sleep(min(2.0**failures, 10.0))
 
-    async def _tail(self, job_id: str, write: Callable[[str], None], skip: int) -> int:
-        """One log-stream connection: write what comes after ``skip`` characters; return total."""
-        seen = 0
+    async def _tail(self, job_id: str, write: Callable[[str], None], written: list[int]) -> None:
+        """One log-stream connection: write only what lies beyond ``written[0]`` characters.
+
+        ``written[0]`` is updated as text is written, so it is right even if the stream drops.
+        """
+        position = 0  # characters of the log this connection has received
         stream = self._client.tail_job_logs(job_id)
         try:
             async for chunk in stream:
-                start = max(0, skip - seen)
-                seen += len(chunk)
+                start = max(0, written[0] - position)
+                position += len(chunk)
                 if start < len(chunk):
                     write(chunk[start:])
+                    written[0] = position
         finally:
             await stream.aclose()
-        return max(seen, skip)
 
 
 def _auth_error(address: str, token: ClusterToken | None, status: int) -> ClusterAuthError:

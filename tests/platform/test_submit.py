@@ -23,9 +23,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from tauray import jobs
@@ -410,29 +411,44 @@ def test_missing_or_wrong_token_is_a_clear_error(
 @pytest.mark.ray
 @pytest.mark.usefixtures("no_ambient_token")
 def test_jobs_list_status_logs_and_a_failed_follow(
-    ray_head: RayHead, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+    ray_head: RayHead,
+    mlflow_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # An explicit --address wins over RAY_ADDRESS (Ray's SDK alone would let the env win).
+    monkeypatch.setenv("RAY_ADDRESS", f"http://127.0.0.1:{_closed_port()}")
     connection = ["--address", ray_head.url, "--token-file", str(ray_head.token_file)]
-    script = "import os, sys; print('job sees', os.environ['MLFLOW_TRACKING_URI']); sys.exit(3)"
-    code, out, err = _cli(
-        capsys,
+    job_id = f"tauray-test-{secrets.token_hex(4)}"
+    script = (
+        "import os, sys; "
+        "print('job sees', os.environ['MLFLOW_TRACKING_URI'], os.environ['TAURAY_PROBE']); "
+        "sys.exit(3)"
+    )
+    submit = [
         "submit",
         *connection,
         "--tracking-uri",
         mlflow_uri,
         "--env",
-        "TAURAY_PROBE=1",
+        "TAURAY_PROBE=probe-value",
+        "--submission-id",
+        job_id,
         "--follow",
         "--",
         "python",
         "-c",
         script,
-    )
+    ]
+    code, out, err = _cli(capsys, *submit)
     assert code == 1, err  # the job FAILED: --follow must not report success
-    job_id = out.splitlines()[0].strip()
-    assert job_id.startswith("raysubmit_")
-    assert f"job sees {mlflow_uri}" in out  # the runtime env carried the tracking URI
+    assert out.splitlines()[0].strip() == job_id
+    assert f"job sees {mlflow_uri} probe-value" in out  # the runtime env reached the job
     assert f"tauray: job {job_id} FAILED" in err and "exit code 3" in err
+
+    code, _, err = _cli(capsys, *submit)  # the same submission id again
+    assert code == 2
+    assert job_id in err and "already" in err and len(err.strip().splitlines()) == 1
 
     code, out, _ = _cli(capsys, "jobs", "list", *connection)
     assert code == 0
@@ -447,7 +463,7 @@ def test_jobs_list_status_logs_and_a_failed_follow(
     assert status["metadata"]["submitted_by"] == "tauray"
 
     code, out, _ = _cli(capsys, "jobs", "logs", job_id, *connection)
-    assert code == 0 and f"job sees {mlflow_uri}" in out
+    assert code == 0 and f"job sees {mlflow_uri} probe-value" in out
 
 
 @pytest.mark.ray
@@ -519,3 +535,38 @@ def test_submit_follow_sweep_succeeds_and_logs_to_mlflow(
     runs = client.search_runs([found.experiment_id])
     assert len(runs) == 2
     assert sorted(run.data.metrics["val/knn_top1"] for run in runs) == [0.5, 0.6]
+
+
+# ---- log following over a dropped connection (the SDK's stream replaced by a scripted one) -------
+
+
+class _ScriptedSdk:
+    """Stands in for ``JobSubmissionClient``: each log stream replays the log so far, and the
+    first one drops mid-way the way Ray's websocket does on an abnormal closure."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+        self.streams = 0
+
+    def get_job_info(self, job_id: str) -> object:
+        status = "SUCCEEDED" if self.streams >= 2 else "RUNNING"
+        return SimpleNamespace(status=status, submission_id=job_id, job_id="01000000")
+
+    async def tail_job_logs(self, job_id: str) -> AsyncIterator[str]:
+        self.streams += 1
+        yield self.log[:4]
+        if self.streams == 1:
+            raise RuntimeError("WebSocket connection closed unexpectedly with close code 1006")
+        yield self.log[4:]
+
+
+def test_follow_resumes_a_dropped_stream_without_repeating_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    sdk = _ScriptedSdk("line 1\nline 2\n")
+    client = jobs.JobsClient(sdk, "http://127.0.0.1:8265", None)  # type: ignore[arg-type]
+    written: list[str] = []
+    final = client.follow("job-1", written.append)
+    assert "".join(written) == "line 1\nline 2\n"
+    assert sdk.streams == 2 and str(final.status) == "SUCCEEDED"
