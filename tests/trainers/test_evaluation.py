@@ -18,6 +18,7 @@ from tauray_trainers.evaluation import (
     caption_groups,
     class_embeddings,
     extract_features,
+    extract_text_features,
     knn_top1,
     recall_at_k,
     uniformity,
@@ -219,6 +220,7 @@ def test_extract_features_restores_dataset_order_on_one_rank() -> None:
     assert torch.equal(features, embed(data.x)) and torch.equal(labels, data.labels)
     tokens, _ = extract_features(lambda t: t, loader, "cpu", input_index=2)
     assert torch.equal(tokens, data.captions)
+    assert torch.equal(extract_text_features(lambda t: t * 2, shuffled, "cpu"), data.captions * 2)
 
 
 def test_extract_features_refuses_loaders_that_drop_samples() -> None:
@@ -242,7 +244,7 @@ def _rank_main(rank: int, store: str, out_dir: str) -> None:
         data = Points(COUNT)
         loader = make_eval_loader(data, 4, rank=rank, world_size=WORLD)
         features, labels = extract_features(embed, loader, "cpu")
-        tokens, _ = extract_features(lambda t: t, loader, "cpu", input_index=2)
+        tokens = extract_text_features(lambda t: t, loader, "cpu")
         memory_bank, bank_labels = extract_features(
             embed, make_eval_loader(Points(40, seed=1), 8, rank=rank, world_size=WORLD), "cpu"
         )

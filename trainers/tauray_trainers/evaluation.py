@@ -28,9 +28,23 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler
 
+from tauray_trainers.data.loaders import make_eval_loader
 from tauray_trainers.distributed import gather_no_grad, gather_sizes, world_size
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "alignment",
+    "caption_groups",
+    "class_embeddings",
+    "extract_features",
+    "extract_text_features",
+    "knn_top1",
+    "make_eval_loader",
+    "recall_at_k",
+    "uniformity",
+    "zeroshot_top1",
+]
 
 # Largest similarity block (rows x columns) held at once by the chunked metrics.
 _MAX_BLOCK_ELEMENTS = 1 << 24
@@ -458,3 +472,30 @@ def extract_features(
             "dataset: use make_eval_loader (unshuffled shards, no drop_last)"
         )
     return local_features[keep], local_labels[keep]
+
+
+def extract_text_features(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    loader: DataLoader,
+    device: torch.device | str,
+    *,
+    token_index: int = 2,
+) -> torch.Tensor:
+    """Caption embeddings of a CLIP validation loader, gathered like :func:`extract_features`.
+
+    Batches are ``(image, label, tokens)`` (``DataBundle.val`` for clip); row ``i`` of the result
+    embeds the caption of sample ``i``, matching the rows of ``extract_features`` on the images.
+
+    Args:
+        fn: the text tower, ``[B, context_length]`` int64 tokens -> ``[B, D]``.
+        loader: the evaluation loader (:func:`make_eval_loader`).
+        device: where tokens go and outputs stay.
+        token_index: position of the tokens in a batch.
+
+    Returns:
+        ``[N, D]`` caption embeddings on ``device``.
+
+    Raises:
+        ValueError: as :func:`extract_features`.
+    """
+    return extract_features(fn, loader, device, input_index=token_index)[0]
