@@ -1,0 +1,985 @@
+"""Sweeps: Ray Tune + Optuna over Ray Train trials, every trial and model tracked in MLflow.
+
+A sweep is one ``ray.tune.Tuner``:
+
+- each trial runs :func:`tauray_trial`, a Tune *function trainable* that builds a Ray Train
+  ``TorchTrainer`` for the trial's ``train_loop_config`` (named after the trial id, so a sweep
+  restore resumes the same Train run) and forwards every epoch's report to Tune with
+  ``TuneReportCallback`` (Ray Train V2's supported way to run Train inside Tune);
+- the search algorithm is ``OptunaSearch`` over the space's define-by-run function with a seeded
+  multivariate, grouped TPE sampler (conditional parameters), the space's baselines
+  (``points_to_evaluate``) first;
+- early stopping is ASHA on the epoch counter by default (HyperBand or none selectable);
+- trials never take a CPU for their driver (:mod:`tauray.cluster`), and as many run at once as
+  the cluster's CPUs/GPUs allow;
+- a trial that raises (an error, a non-finite loss, out of memory) is recorded as failed with its
+  reason and the sweep goes on.
+
+Infrastructure (storage path, resources, the fixed settings) is bound to the trainable with
+``tune.with_parameters``; the search space only ever sees ``train_loop_config/...`` names. Only
+this driver process writes to MLflow (:mod:`tauray.tracking`).
+
+Entry points: :func:`plan_sweep` validates a :class:`SweepRequest` without starting Ray (a bad
+``--set`` or an unreachable tracking server fails in about a second), :func:`run_sweep` runs
+it and returns a :class:`SweepSummary`, :func:`format_summary` prints it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import re
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from ray import tune
+from tauray_trainers import metrics as names
+from tauray_trainers.config import TrainConfig, build_config
+
+from tauray.trials import (
+    TrialLedger,
+    TrialRecord,
+    flatten,
+    resolve_train_loop_config,
+)
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+    from tauray_spaces import Objective, SearchSpace
+
+    from tauray.cluster import ClusterInfo
+    from tauray.tracking import TrackingTarget
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS = ("asha", "hyperband", "none")
+DEFAULT_TRIALS = 10
+DEFAULT_STORAGE = "tauray_results"
+_NAME_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+Echo = Callable[[str], None]
+
+
+# ---- the request and its validation ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """What the user asked for (the ``tauray tune`` options), before validation.
+
+    Args:
+        space: a built-in space's name or a YAML space file.
+        experiment: MLflow experiment name (default ``tauray-<space>``).
+        trials: number of trials (default 10 unless only a time budget is given).
+        time_budget_s: stop starting trials and stop running ones after this many seconds.
+        workers_per_trial: Ray Train workers (DDP ranks) per trial.
+        gpus_per_worker: GPUs per worker (0: CPU training).
+        cpus_per_worker: CPUs per worker.
+        scheduler: ``asha`` (default), ``hyperband`` or ``none``.
+        tracking_uri: MLflow tracking URI (else ``MLFLOW_TRACKING_URI``, else local SQLite).
+        address: a running Ray cluster (else a local Ray is started and stopped).
+        overrides: ``key=value`` settings pinned for every trial (``--set``); a key the space
+            samples becomes a constant.
+        storage_path: where Ray Tune and Ray Train keep results and checkpoints.
+        seed: seed of the TPE sampler (the trainer's own seed is the config's ``seed``).
+        objectives: ``metric:mode`` texts overriding the space's objective(s); the first one
+            drives early stopping and the champion.
+        model_name: registered model name of the champion (default: the experiment name).
+        num_cpus: CPUs of a local Ray (default: all of this machine's).
+        num_gpus: GPUs of a local Ray (default: autodetected).
+        max_concurrent_trials: cap on trials at once (default: what the cluster fits).
+        log_models: log every trial's model to MLflow (the champion needs it).
+    """
+
+    space: str
+    experiment: str | None = None
+    trials: int | None = None
+    time_budget_s: float | None = None
+    workers_per_trial: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    scheduler: str = "asha"
+    tracking_uri: str | None = None
+    address: str | None = None
+    overrides: tuple[str, ...] = ()
+    storage_path: str | None = None
+    seed: int = 0
+    objectives: tuple[str, ...] = ()
+    model_name: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    max_concurrent_trials: int | None = None
+    log_models: bool = True
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A validated sweep, ready to run (nothing started yet).
+
+    Attributes:
+        request: what was asked.
+        space: the search space with ``--set`` applied.
+        fixed_config: the nested ``train_loop_config`` settings every trial shares.
+        objectives: what the sweep optimises (the first drives early stopping and the champion).
+        target: the MLflow tracking target (absolute URI).
+        experiment: MLflow experiment name.
+        sweep_name: unique name of this sweep (Ray Tune experiment folder, MLflow parent run).
+        storage_path: absolute folder of Ray Tune / Ray Train results.
+        model_name: registered model name of the champion.
+        epochs: epochs per trial (the early-stopping horizon).
+        num_samples: trials to run (-1: until the time budget is spent).
+    """
+
+    request: SweepRequest
+    space: SearchSpace
+    fixed_config: dict[str, Any]
+    objectives: tuple[Objective, ...]
+    target: TrackingTarget
+    experiment: str
+    sweep_name: str
+    storage_path: Path
+    model_name: str
+    epochs: int
+    num_samples: int
+
+    @property
+    def objective(self) -> Objective:
+        """The primary objective."""
+        return self.objectives[0]
+
+    @property
+    def sweep_dir(self) -> Path:
+        """Ray Tune's folder for this sweep (trial results, best config, plots)."""
+        return self.storage_path / self.sweep_name
+
+
+def parse_objective(text: str) -> Objective:
+    """``val/knn_top1:max`` -> ``Objective("val/knn_top1", "max")``.
+
+    Raises:
+        ValueError: without ``:max``/``:min``, or with an empty metric.
+    """
+    from tauray_spaces import Objective
+
+    metric, sep, mode = text.rpartition(":")
+    if not sep or not metric.strip() or mode not in ("max", "min"):
+        raise ValueError(f"objective {text!r} must look like METRIC:max or METRIC:min")
+    return Objective(metric.strip(), mode)  # type: ignore[arg-type]
+
+
+def _safe_name(text: str) -> str:
+    return _NAME_SAFE.sub("-", text).strip("-") or "sweep"
+
+
+def _absolute_data_root(config: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """Make a relative ``data.root`` absolute: local Ray workers run in other directories."""
+    root = config.get("data", {}).get("root")
+    if isinstance(root, str) and root and not Path(root).expanduser().is_absolute():
+        config = {**config, "data": {**config["data"], "root": str((cwd / root).resolve())}}
+    return config
+
+
+def plan_sweep(
+    request: SweepRequest,
+    *,
+    cwd: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    check_tracking: bool = True,
+    now: _dt.datetime | None = None,
+) -> SweepPlan:
+    """Validate a request without starting Ray: every mistake fails here, in about a second.
+
+    Args:
+        request: the sweep request.
+        cwd: directory for relative paths and the embedded MLflow default (default: cwd).
+        environ: environment for ``MLFLOW_TRACKING_URI`` (default: ``os.environ``).
+        check_tracking: probe the tracking server (``/health``) before returning.
+        now: the time that names the sweep (default: now).
+
+    Raises:
+        ValueError: an invalid option, space, ``--set`` or config (one line naming it).
+        ConnectionError: the tracking server does not answer.
+    """
+    from tauray_spaces import get_space
+
+    from tauray.tracking import check_tracking_reachable, resolve_tracking_target
+
+    base = Path(cwd).resolve() if cwd is not None else Path.cwd()
+    if request.scheduler not in SCHEDULERS:
+        raise ValueError(
+            f"--scheduler {request.scheduler!r} is not one of: {', '.join(SCHEDULERS)}"
+        )
+    if request.trials is not None and request.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {request.trials}")
+    if request.time_budget_s is not None and not request.time_budget_s > 0:
+        raise ValueError(f"--time-budget must be > 0 seconds, got {request.time_budget_s}")
+    if request.workers_per_trial < 1:
+        raise ValueError(f"--workers-per-trial must be >= 1, got {request.workers_per_trial}")
+    if request.gpus_per_worker < 0:
+        raise ValueError(f"--gpus-per-worker must be >= 0, got {request.gpus_per_worker}")
+    if request.cpus_per_worker < 0:
+        raise ValueError(f"--cpus-per-worker must be >= 0, got {request.cpus_per_worker}")
+    if request.max_concurrent_trials is not None and request.max_concurrent_trials < 1:
+        raise ValueError(
+            f"--max-concurrent-trials must be >= 1, got {request.max_concurrent_trials}"
+        )
+
+    space = get_space(request.space)
+    if request.overrides:
+        space = space.with_overrides(list(request.overrides))
+    fixed = dict(space.fixed)
+    if request.address is None:
+        fixed = _absolute_data_root(fixed, base)
+    config = build_config(fixed)  # a bad --set fails here, before Ray starts
+    for point in space.points_to_evaluate:
+        build_config(space.trial_config(point))
+
+    objectives = (
+        tuple(parse_objective(text) for text in request.objectives)
+        if request.objectives
+        else tuple(space.objectives)
+    )
+    if not objectives:
+        raise ValueError(f"search space {space.name!r} names no objective")
+
+    target = resolve_tracking_target(request.tracking_uri, cwd=base, environ=environ)
+    if check_tracking:
+        check_tracking_reachable(target)
+
+    experiment = request.experiment or f"tauray-{space.name}"
+    if not experiment.strip():
+        raise ValueError("--experiment is empty")
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    storage = Path(request.storage_path or DEFAULT_STORAGE).expanduser()
+    if not storage.is_absolute():
+        storage = (base / storage).resolve()
+    if request.trials is not None:
+        num_samples = request.trials
+    elif request.time_budget_s is not None:
+        num_samples = -1
+    else:
+        num_samples = DEFAULT_TRIALS
+    return SweepPlan(
+        request=request,
+        space=space,
+        fixed_config=fixed,
+        objectives=objectives,
+        target=target,
+        experiment=experiment,
+        sweep_name=f"{_safe_name(experiment)}-{stamp}",
+        storage_path=storage,
+        model_name=request.model_name or _safe_name(experiment),
+        epochs=config.epochs,
+        num_samples=num_samples,
+    )
+
+
+# ---- the trial ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial driver gets bound (``tune.with_parameters``), never searched.
+
+    Attributes:
+        fixed_config: the sweep's fixed nested ``train_loop_config``.
+        workers: Ray Train workers per trial.
+        gpus_per_worker: GPUs per worker.
+        cpus_per_worker: CPUs per worker.
+        train_storage: where the trials' Ray Train runs keep checkpoints.
+        max_failures: Ray Train worker-group restarts per trial (from the last checkpoint).
+    """
+
+    fixed_config: dict[str, Any]
+    workers: int
+    gpus_per_worker: float
+    cpus_per_worker: float
+    train_storage: str
+    max_failures: int = 0
+
+
+def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """Ray Tune function trainable: run one trial as a Ray Train job and forward its reports.
+
+    The Train run is named after the trial id (unique in the sweep, stable across a restore, so
+    a restored trial resumes its own checkpoints).
+
+    Args:
+        config: Tune's trial config, ``{"train_loop_config": {...sampled values...}}``.
+        setup: the sweep's bound infrastructure.
+
+    Raises:
+        ValueError: the sampled values and fixed settings make an invalid trainer config.
+        ray.train.TrainingFailedError: training failed (the worker's error is inside).
+    """
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from tauray.training import build_trainer
+
+    train_loop_config = resolve_train_loop_config(setup.fixed_config, config)
+    trainer = build_trainer(
+        train_loop_config,
+        workers=setup.workers,
+        gpus_per_worker=setup.gpus_per_worker,
+        cpus_per_worker=setup.cpus_per_worker,
+        run_name=tune.get_context().get_trial_id(),
+        storage_path=setup.train_storage,
+        callbacks=[TuneReportCallback()],
+        max_failures=setup.max_failures,
+    )
+    trainer.fit()
+
+
+def trial_name(trial: Trial) -> str:
+    """Ray Tune trial (and folder) name: ``trial_<id>`` instead of the long config string."""
+    return f"trial_{trial.trial_id}"
+
+
+# ---- search algorithm and scheduler ----------------------------------------------------------
+
+
+class RecordingSpace:
+    """The space's define-by-run function, remembering each parameter's Optuna distribution.
+
+    Ray Tune's ``OptunaSearch`` calls it once per trial; the distributions it collects let the
+    sweep rebuild an Optuna study of the finished trials for the importance plot.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.distributions: dict[str, Any] = {}
+
+    def __call__(self, trial: Any) -> dict[str, Any] | None:
+        constants = self.space.define(trial)
+        try:
+            self.distributions.update(trial.distributions)
+        except AttributeError:  # a trial object without distributions: plots only lose one
+            pass
+        return constants
+
+
+def sampler_description(num_samples: int, concurrency: int, seed: int) -> tuple[Any, str]:
+    """The TPE sampler for a sweep and a one-line description of it (for MLflow).
+
+    Multivariate + grouped TPE models the conditional parameters jointly (Optuna's advice for
+    define-by-run spaces). Startup trials are random: Optuna's default is 10, which would make a
+    small sweep purely random, so a third of the budget is used, between 2 and 10. With
+    concurrent trials the constant liar keeps TPE from proposing the same point twice.
+    """
+    import optuna
+
+    startup = 10 if num_samples < 0 else max(2, min(10, num_samples // 3))
+    liar = concurrency > 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            multivariate=True,
+            group=True,
+            seed=seed,
+            n_startup_trials=startup,
+            constant_liar=liar,
+        )
+    text = (
+        f"TPESampler(multivariate=True, group=True, seed={seed}, n_startup_trials={startup}, "
+        f"constant_liar={liar})"
+    )
+    return sampler, text
+
+
+def build_searcher(plan: SweepPlan, concurrency: int) -> tuple[Any, RecordingSpace, str]:
+    """``OptunaSearch`` over the plan's space; returns ``(searcher, recording, description)``."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    recording = RecordingSpace(plan.space)
+    sampler, description = sampler_description(plan.num_samples, concurrency, plan.request.seed)
+    metric: str | list[str]
+    mode: str | list[str]
+    if len(plan.objectives) == 1:
+        metric, mode = plan.objective.metric, plan.objective.mode
+    else:
+        metric = [o.metric for o in plan.objectives]
+        mode = [o.mode for o in plan.objectives]
+    searcher = OptunaSearch(
+        space=recording,
+        metric=metric,
+        mode=mode,
+        points_to_evaluate=[dict(point) for point in plan.space.points_to_evaluate] or None,
+        sampler=sampler,
+        study_name=plan.sweep_name,
+    )
+    return searcher, recording, description
+
+
+def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
+    """The early-stopping scheduler and its description.
+
+    ASHA (asynchronous successive halving, Li et al. 2020) compares trials at rungs of
+    ``grace_period * 3**k`` epochs and stops those below the top third; the grace period is one
+    epoch for short trials, two from ten epochs on. HyperBand runs several such brackets.
+    Both use the trainer's ``epoch`` counter, which a restarted trial does not inflate.
+    """
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+
+    metric, mode = plan.objective.metric, plan.objective.mode
+    epochs = plan.epochs
+    if plan.request.scheduler == "none" or epochs < 2:
+        return FIFOScheduler(), "none (every trial runs all its epochs)"
+    if plan.request.scheduler == "asha":
+        grace = 1 if epochs < 10 else 2
+        scheduler = ASHAScheduler(
+            time_attr=names.EPOCH,
+            metric=metric,
+            mode=mode,
+            max_t=epochs,
+            grace_period=grace,
+            reduction_factor=3,
+        )
+        return scheduler, (
+            f"ASHA(time_attr={names.EPOCH}, max_t={epochs}, grace_period={grace}, "
+            "reduction_factor=3)"
+        )
+    scheduler = HyperBandScheduler(
+        time_attr=names.EPOCH, metric=metric, mode=mode, max_t=epochs, reduction_factor=3
+    )
+    return scheduler, f"HyperBand(time_attr={names.EPOCH}, max_t={epochs}, reduction_factor=3)"
+
+
+# ---- live progress ---------------------------------------------------------------------------
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.4g}"
+
+
+class ProgressPrinter(tune.Callback):
+    """One line per trial event (start, epoch, end) and a running tally; no Ray tables.
+
+    Put it after the :class:`~tauray.trials.TrialLedger`, whose records it reads.
+    """
+
+    def __init__(self, ledger: TrialLedger, objective: Objective, echo: Echo) -> None:
+        self.ledger = ledger
+        self.objective = objective
+        self.echo = echo
+        self.start = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        elapsed = int(time.monotonic() - self.start)
+        self.echo(f"[{elapsed // 60:3d}m{elapsed % 60:02d}s] {text}")
+
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        record = self.ledger.record_for(trial)
+        params = "  ".join(f"{key}={_number(value)}" for key, value in record.sampled.items())
+        self._line(f"trial {record.index:3d} started   {params}")
+
+    def on_trial_result(
+        self,
+        iteration: int,
+        trials: list[Trial],
+        trial: Trial,
+        result: dict[str, Any],
+        **info: Any,
+    ) -> None:
+        record = self.ledger.record_for(trial)
+        parts = [f"epoch {record.epoch}/{record.planned_epochs or '?'}"]
+        for key in (self.objective.metric, names.TRAIN_LOSS, names.TRAIN_TEMPERATURE):
+            if key in result:
+                label = "τ" if key == names.TRAIN_TEMPERATURE else key
+                parts.append(f"{label} {_number(result[key])}")
+        self._line(f"trial {record.index:3d} " + "  ".join(parts))
+
+    def _tally(self) -> str:
+        counts = self.ledger.counts()
+        done = counts["completed"] + counts["stopped"] + counts["failed"]
+        return (
+            f"{done} done: {counts['completed']} completed, {counts['stopped']} stopped early, "
+            f"{counts['failed']} failed; {counts['running']} running"
+        )
+
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        record = self.ledger.record_for(trial)
+        value = record.value(self.objective.metric)
+        word = "completed" if record.status == "completed" else "stopped early"
+        self._line(
+            f"trial {record.index:3d} {word} at epoch {record.epoch}/"
+            f"{record.planned_epochs or '?'}  {self.objective.metric} {_number(value)}  "
+            f"({self._tally()})"
+        )
+
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
+        record = self.ledger.record_for(trial)
+        self._line(
+            f"trial {record.index:3d} FAILED at epoch {record.epoch}: {record.error}  "
+            f"({self._tally()})"
+        )
+
+
+# ---- running it --------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepSummary:
+    """What a finished sweep found and where everything is.
+
+    Attributes:
+        plan: the sweep that ran.
+        records: every trial, in start order.
+        counts: trials per status (``completed``, ``stopped``, ``failed``, ``running``).
+        best: the best trial (None when no trial finished with a value of the objective).
+        best_config: the best trial's full nested ``train_loop_config``.
+        best_config_path: the YAML file holding it (``tauray train --config`` accepts it).
+        experiment_id: MLflow experiment id.
+        parent_run_id: MLflow run id of the sweep.
+        best_run_id: MLflow run id of the best trial.
+        champion: ``models:/<name>@champion`` and its version, when registered.
+        plots: plot files written (name -> path) and skipped plots (name -> reason).
+        tracking_errors: MLflow writes that failed (details in the log).
+        elapsed_s: wall time of the sweep.
+        sampler: the sampler's description; scheduler: the scheduler's.
+        concurrency: trials run at once.
+    """
+
+    plan: SweepPlan
+    records: list[TrialRecord]
+    counts: dict[str, int]
+    best: TrialRecord | None
+    best_config: dict[str, Any] | None
+    best_config_path: Path | None
+    experiment_id: str
+    parent_run_id: str
+    best_run_id: str | None
+    champion: tuple[str, str] | None
+    plots: dict[str, Path] = field(default_factory=dict)
+    skipped_plots: dict[str, str] = field(default_factory=dict)
+    tracking_errors: int = 0
+    elapsed_s: float = 0.0
+    sampler: str = ""
+    scheduler: str = ""
+    concurrency: int = 1
+
+
+def _sweep_params(plan: SweepPlan) -> dict[str, Any]:
+    from tauray.tracking import code_version
+
+    request = plan.request
+    return {
+        "space": plan.space.name,
+        "space_source": plan.space.source or plan.space.name,
+        "method": plan.fixed_config.get("method", plan.space.method),
+        "objective": ",".join(f"{o.metric}:{o.mode}" for o in plan.objectives),
+        "trials": plan.num_samples if plan.num_samples > 0 else "until time budget",
+        "time_budget_s": request.time_budget_s,
+        "epochs": plan.epochs,
+        "workers_per_trial": request.workers_per_trial,
+        "gpus_per_worker": request.gpus_per_worker,
+        "cpus_per_worker": request.cpus_per_worker,
+        "seed": request.seed,
+        "overrides": " ".join(request.overrides) or "none",
+        "storage_path": str(plan.sweep_dir),
+        "code_version": code_version(),
+    }
+
+
+def best_config_yaml(config: Mapping[str, Any], header: str) -> str:
+    """A ``tauray train --config`` file: a comment header, then the nested config."""
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
+
+
+def changed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a full config that differs from :class:`TrainConfig`'s defaults (+ method)."""
+    defaults = flatten(TrainConfig().to_dict(), ".")
+    changed: dict[str, Any] = {"method": config.get("method")}
+    for key, value in flatten(dict(config), ".").items():
+        if key != "method" and defaults.get(key, object()) != value:
+            node = changed
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return changed
+
+
+def run_sweep(
+    plan: SweepPlan,
+    *,
+    echo: Echo = print,
+    ledger_factory: Callable[[Mapping[str, Any]], TrialLedger] = TrialLedger,
+) -> SweepSummary:
+    """Run a planned sweep to the end and return its summary.
+
+    Starts (and stops) a local Ray unless the request names an address; writes the MLflow
+    parent run, a child run per trial, the models, the plots and the champion.
+
+    Args:
+        plan: from :func:`plan_sweep`.
+        echo: where progress lines go.
+        ledger_factory: builds the trial ledger from the fixed config (tests may wrap it).
+
+    Raises:
+        ValueError: one trial cannot fit the cluster.
+        ConnectionError: the Ray cluster at the requested address cannot be reached.
+    """
+    from tauray.cluster import ray_session
+    from tauray.tracking import (
+        TAG_BEST_RUN,
+        TAG_BEST_TRIAL,
+        TAG_SPACE,
+        TAG_STORAGE,
+        TAG_SWEEP,
+        SweepRecorder,
+        best_params,
+        tracking_scope,
+    )
+
+    request = plan.request
+    started = time.monotonic()
+    with tracking_scope(plan.target):
+        recorder = SweepRecorder(plan.target, plan.experiment)
+        parent_run_id = recorder.start_sweep_run(
+            plan.sweep_name,
+            params=_sweep_params(plan),
+            tags={
+                TAG_SWEEP: plan.sweep_name,
+                TAG_SPACE: plan.space.name,
+                TAG_STORAGE: str(plan.sweep_dir),
+            },
+        )
+        echo(
+            f"sweep {plan.sweep_name}: space {plan.space.name}, "
+            f"{_budget_text(plan)}, {request.workers_per_trial} worker(s) per trial"
+        )
+        echo(f"MLflow: {plan.target.uri}, experiment {plan.experiment!r}, run {parent_run_id}")
+        status = "FAILED"
+        try:
+            with ray_session(
+                request.address, num_cpus=request.num_cpus, num_gpus=request.num_gpus
+            ) as info:
+                ledger, mlflow_logger, outcome = _fit(
+                    plan, info, recorder, parent_run_id, echo, ledger_factory
+                )
+            summary = _finish(plan, recorder, parent_run_id, ledger, mlflow_logger, outcome)
+            summary.elapsed_s = time.monotonic() - started
+            recorder.set_tags(
+                parent_run_id,
+                {
+                    TAG_BEST_TRIAL: summary.best.trial_id if summary.best else "",
+                    TAG_BEST_RUN: summary.best_run_id or "",
+                },
+            )
+            if summary.best is not None:
+                recorder.log_params(parent_run_id, best_params(summary.best))
+            status = "FINISHED"
+            return summary
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            recorder.end_run(parent_run_id, status)  # type: ignore[arg-type]
+
+
+def _budget_text(plan: SweepPlan) -> str:
+    parts = []
+    if plan.num_samples > 0:
+        parts.append(f"{plan.num_samples} trials")
+    if plan.request.time_budget_s is not None:
+        parts.append(f"time budget {plan.request.time_budget_s:g} s")
+    parts.append(f"{plan.epochs} epochs each")
+    return ", ".join(parts)
+
+
+@dataclass
+class _FitOutcome:
+    recording: RecordingSpace
+    sampler: str
+    scheduler: str
+    concurrency: int
+
+
+def _fit(
+    plan: SweepPlan,
+    info: ClusterInfo,
+    recorder: Any,
+    parent_run_id: str,
+    echo: Echo,
+    ledger_factory: Callable[[Mapping[str, Any]], TrialLedger],
+) -> tuple[TrialLedger, Any, _FitOutcome]:
+    from tauray.cluster import driver_resources, max_concurrent_trials
+    from tauray.tracking import MlflowTrialLogger
+
+    request = plan.request
+    concurrency = max_concurrent_trials(
+        info, request.workers_per_trial, request.gpus_per_worker, request.cpus_per_worker
+    )
+    if request.max_concurrent_trials is not None:
+        concurrency = min(concurrency, request.max_concurrent_trials)
+    if plan.num_samples > 0:
+        concurrency = min(concurrency, plan.num_samples)
+    searcher, recording, sampler_text = build_searcher(plan, concurrency)
+    scheduler, scheduler_text = build_scheduler(plan)
+    recorder.log_params(
+        parent_run_id,
+        {
+            "sampler": sampler_text,
+            "scheduler": scheduler_text,
+            "max_concurrent_trials": concurrency,
+            "cluster_cpus": info.cpus,
+            "cluster_gpus": info.gpus,
+            "ray_address": info.address or "local",
+        },
+    )
+    echo(
+        f"Ray: {info.cpus:g} CPUs, {info.gpus:g} GPUs ({'local' if info.local else info.address}); "
+        f"up to {concurrency} trial(s) at once; {scheduler_text}"
+    )
+    ledger = ledger_factory(plan.fixed_config)
+    mlflow_logger = MlflowTrialLogger(
+        recorder, ledger, parent_run_id, plan.space.name, log_models=request.log_models
+    )
+    progress = ProgressPrinter(ledger, plan.objective, echo)
+    setup = TrialSetup(
+        fixed_config=plan.fixed_config,
+        workers=request.workers_per_trial,
+        gpus_per_worker=request.gpus_per_worker,
+        cpus_per_worker=request.cpus_per_worker,
+        train_storage=str(plan.sweep_dir / "train"),
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(tauray_trial, setup=setup), driver_resources(info)
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=plan.num_samples,
+            max_concurrent_trials=concurrency,
+            time_budget_s=request.time_budget_s,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.sweep_name,
+            storage_path=str(plan.storage_path),
+            callbacks=[ledger, mlflow_logger, progress],
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    outcome = _FitOutcome(recording, sampler_text, scheduler_text, concurrency)
+    return ledger, mlflow_logger, outcome
+
+
+def _finish(
+    plan: SweepPlan,
+    recorder: Any,
+    parent_run_id: str,
+    ledger: TrialLedger,
+    mlflow_logger: Any,
+    outcome: _FitOutcome,
+) -> SweepSummary:
+    from tauray.plots import render_sweep_plots
+
+    objective = plan.objective
+    records = ledger.ordered()
+    counts = ledger.counts()
+    best = ledger.best(objective.metric, objective.mode)
+    sweep_dir = plan.sweep_dir
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    errors_before = mlflow_logger.errors
+
+    best_config = best.config if best is not None else None
+    best_config_path: Path | None = None
+    champion: tuple[str, str] | None = None
+    best_run_id = mlflow_logger.run_ids.get(best.trial_id) if best is not None else None
+    metrics: dict[str, float] = {
+        "trials/completed": counts["completed"],
+        "trials/stopped_early": counts["stopped"],
+        "trials/failed": counts["failed"],
+    }
+    if best is not None and best_config is not None:
+        header = (
+            f"Best trial of sweep {plan.sweep_name} (trial {best.index}, {best.trial_id}): "
+            f"{objective.metric} = {best.value(objective.metric):.6g}\n"
+            f"Train it: tauray train --config best_config.yaml "
+            f"--workers {plan.request.workers_per_trial}"
+        )
+        text = best_config_yaml(best_config, header)
+        best_config_path = sweep_dir / "best_config.yaml"
+        best_config_path.write_text(text)
+        metrics[f"best/{objective.metric}"] = best.value(objective.metric) or float("nan")
+        try:
+            recorder.log_text(parent_run_id, text, "best_config.yaml")
+        except Exception:
+            mlflow_logger.errors += 1
+            logger.exception("MLflow: could not log best_config.yaml")
+        model_uri = mlflow_logger.model_uris.get(best.trial_id)
+        if model_uri is not None:
+            try:
+                version = recorder.register_champion(model_uri, plan.model_name)
+                champion = (f"models:/{plan.model_name}@champion", str(version.version))
+            except Exception:
+                mlflow_logger.errors += 1
+                logger.exception("MLflow: could not register the champion model")
+    plots = render_sweep_plots(
+        records,
+        objective.metric,
+        objective.mode,
+        outcome.recording.distributions,
+        sweep_dir / "plots",
+        seed=plan.request.seed,
+    )
+    try:
+        recorder.log_metrics(parent_run_id, metrics, step=0)
+        recorder.log_artifacts(parent_run_id, list(plots.paths.values()), "plots")
+    except Exception:
+        mlflow_logger.errors += 1
+        logger.exception("MLflow: could not log the sweep's results")
+    if mlflow_logger.errors > errors_before:
+        logger.warning("some MLflow writes failed at the end of the sweep (see above)")
+    return SweepSummary(
+        plan=plan,
+        records=records,
+        counts=counts,
+        best=best,
+        best_config=best_config,
+        best_config_path=best_config_path,
+        experiment_id=recorder.experiment_id,
+        parent_run_id=parent_run_id,
+        best_run_id=best_run_id,
+        champion=champion,
+        plots=dict(plots.paths),
+        skipped_plots=dict(plots.skipped),
+        tracking_errors=mlflow_logger.errors,
+        sampler=outcome.sampler,
+        scheduler=outcome.scheduler,
+        concurrency=outcome.concurrency,
+    )
+
+
+# ---- the summary -------------------------------------------------------------------------------
+
+
+def _short_names(keys: Sequence[str]) -> dict[str, str]:
+    """Column headers: the last path segment, or the last two where the last is ambiguous."""
+    last = [key.rsplit("/", 1)[-1] for key in keys]
+    return {
+        key: (key.split("/", key.count("/") - 1)[-1] if last.count(short) > 1 else short)
+        for key, short in zip(keys, last, strict=True)
+    }
+
+
+def trial_table(records: Sequence[TrialRecord], objective: Objective, max_params: int = 8) -> str:
+    """A compact text table of the trials: status, epochs, sampled parameters, objective, τ."""
+    keys: list[str] = []
+    for record in records:
+        for key in record.sampled:
+            if key not in keys:
+                keys.append(key)
+    shown = keys[:max_params]
+    short = _short_names(shown)
+    header = ["#", "status", "epochs", *[short[key] for key in shown], "τ end", objective.metric]
+    rows = [header]
+    for record in records:
+        rows.append(
+            [
+                str(record.index),
+                {"stopped": "stopped early"}.get(record.status, record.status),
+                f"{record.epoch}/{record.planned_epochs or '?'}",
+                *[_number(record.sampled[key]) if key in record.sampled else "-" for key in shown],
+                _number(record.final_temperature()) if record.status != "failed" else "-",
+                _number(record.value(objective.metric)) if record.status != "failed" else "-",
+            ]
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [
+        "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    if len(keys) > len(shown):
+        lines.append(f"({len(keys) - len(shown)} more parameters per trial in MLflow)")
+    return "\n".join(lines)
+
+
+def format_summary(summary: SweepSummary) -> str:
+    """The end-of-sweep report printed by ``tauray tune``."""
+    plan = summary.plan
+    objective = plan.objective
+    counts = summary.counts
+    total = sum(counts.values())
+    minutes, seconds = divmod(int(summary.elapsed_s), 60)
+    lines = [
+        "",
+        f"Sweep {plan.sweep_name} finished in {minutes}m{seconds:02d}s: {total} trials, "
+        f"{counts['completed']} completed, {counts['stopped']} stopped early, "
+        f"{counts['failed']} failed.",
+        "",
+        trial_table(summary.records, objective),
+    ]
+    failed = [record for record in summary.records if record.status == "failed"]
+    if failed:
+        lines.append("")
+        lines.extend(f"trial {record.index} failed: {record.error}" for record in failed)
+    lines.append("")
+    best = summary.best
+    if best is None or summary.best_config is None:
+        lines.append(f"No trial finished with a value of {objective.metric}.")
+    else:
+        temperature = best.final_temperature()
+        lines.append(
+            f"Best trial: #{best.index} ({best.trial_id}), {objective.metric} = "
+            f"{_number(best.value(objective.metric))} at epoch {best.epoch}/{best.planned_epochs}"
+            + (
+                f", τ {_number(temperature)} ({best.temperature_mode})"
+                if temperature is not None
+                else ""
+            )
+        )
+        lines.append(
+            f"Its configuration (settings that differ from the defaults; the full config is in "
+            f"{summary.best_config_path}):"
+        )
+        lines.append(
+            yaml.safe_dump(changed_settings(summary.best_config), sort_keys=False).rstrip()
+        )
+        lines.append(
+            f"Train it: tauray train --config {summary.best_config_path} "
+            f"--workers {plan.request.workers_per_trial}"
+        )
+    if summary.champion is not None:
+        uri, version = summary.champion
+        lines.append(
+            f"Champion model: {uri} (version {version}); "
+            f"mlflow.pytorch.load_model({uri!r}) maps images to embeddings"
+        )
+    lines.append(
+        f"MLflow: experiment {plan.experiment!r} (id {summary.experiment_id}), sweep run "
+        f"{summary.parent_run_id}"
+    )
+    lines.append(f"  {plan.target.ui_hint(summary.experiment_id, summary.parent_run_id)}")
+    if summary.plots:
+        lines.append(f"Plots: {', '.join(str(path) for path in summary.plots.values())}")
+    if summary.tracking_errors:
+        lines.append(
+            f"Warning: {summary.tracking_errors} MLflow write(s) failed; see the log above."
+        )
+    return "\n".join(lines)
