@@ -26,13 +26,15 @@ it and returns a :class:`SweepSummary`, :func:`format_summary` prints it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import math
+import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +97,8 @@ class SweepRequest:
         num_gpus: GPUs of a local Ray (default: autodetected).
         max_concurrent_trials: cap on trials at once (default: what the cluster fits).
         log_models: log every trial's model to MLflow (the champion needs it).
+        verbose: keep Ray Tune's own tables and error tracebacks (default: tauray's progress
+            lines only; failures still print their one-line reason).
     """
 
     space: str
@@ -116,6 +120,7 @@ class SweepRequest:
     num_gpus: int | None = None
     max_concurrent_trials: int | None = None
     log_models: bool = True
+    verbose: bool = False
 
 
 @dataclass(frozen=True)
@@ -293,6 +298,8 @@ class TrialSetup:
         gpus_per_worker: GPUs per worker.
         cpus_per_worker: CPUs per worker.
         train_storage: where the trials' Ray Train runs keep checkpoints.
+        tracking_uri: the absolute MLflow tracking URI, exported to the workers as
+            ``MLFLOW_TRACKING_URI`` (they never write to it: only the sweep driver does).
         max_failures: Ray Train worker-group restarts per trial (from the last checkpoint).
     """
 
@@ -301,6 +308,7 @@ class TrialSetup:
     gpus_per_worker: float
     cpus_per_worker: float
     train_storage: str
+    tracking_uri: str | None = None
     max_failures: int = 0
 
 
@@ -320,6 +328,7 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from tauray.tracking import TRACKING_URI_ENV
     from tauray.training import build_trainer
 
     train_loop_config = resolve_train_loop_config(setup.fixed_config, config)
@@ -332,6 +341,7 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         storage_path=setup.train_storage,
         callbacks=[TuneReportCallback()],
         max_failures=setup.max_failures,
+        worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
     )
     trainer.fit()
 
@@ -534,6 +544,60 @@ class ProgressPrinter(tune.Callback):
 
 # ---- running it --------------------------------------------------------------------------------
 
+# Ray Tune's legacy output engine at verbosity 0 prints no tables; failed trials' tracebacks
+# are left out (the ledger records each failure's one-line reason and prints it).
+_QUIET_TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
+_QUIET_TUNE_MESSAGES = (
+    "Trials did not complete",
+    "Trial task failed",
+    "Wrote the latest version of all result files",
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, fragments: Sequence[str]) -> None:
+        super().__init__()
+        self.fragments = tuple(fragments)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+@contextlib.contextmanager
+def quiet_ray_tune(enabled: bool = True) -> Iterator[None]:
+    """Leave the terminal to tauray's progress lines while Ray Tune runs, then restore.
+
+    Switches Ray Tune to its legacy output engine (silent at verbosity 0), stops it printing
+    each failed trial's traceback (:class:`~tauray.trials.TrialLedger` keeps the reason),
+    drops Tune's end-of-run file and failure notices and Optuna's per-study info lines.
+    """
+    if not enabled:
+        yield
+        return
+    import optuna
+
+    saved_env = {key: os.environ.get(key) for key in _QUIET_TUNE_ENV}
+    os.environ.update(_QUIET_TUNE_ENV)
+    message_filter = _DropMessages(_QUIET_TUNE_MESSAGES)
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.tune.tune")]
+    loggers.append(logging.getLogger("ray.tune.execution.tune_controller"))
+    for each in loggers:
+        each.addFilter(message_filter)
+    optuna_verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(optuna_verbosity)
+        for each in loggers:
+            each.removeFilter(message_filter)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
 
 @dataclass
 class SweepSummary:
@@ -598,10 +662,17 @@ def _sweep_params(plan: SweepPlan) -> dict[str, Any]:
     }
 
 
-def best_config_yaml(config: Mapping[str, Any], header: str) -> str:
-    """A ``tauray train --config`` file: a comment header, then the nested config."""
+def best_config_yaml(config: Mapping[str, Any], request: SweepRequest, header: str) -> str:
+    """A ``tauray train --config`` file: a comment header, the trial's resources and its full
+    nested ``train_loop_config``."""
     comment = "".join(f"# {line}\n" for line in header.splitlines())
-    return comment + yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
+    document = {
+        "workers": request.workers_per_trial,
+        "gpus_per_worker": request.gpus_per_worker,
+        "cpus_per_worker": request.cpus_per_worker,
+        "train_loop_config": dict(config),
+    }
+    return comment + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
 
 def changed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -670,13 +741,14 @@ def run_sweep(
         echo(f"MLflow: {plan.target.uri}, experiment {plan.experiment!r}, run {parent_run_id}")
         status = "FAILED"
         try:
-            with ray_session(
-                request.address, num_cpus=request.num_cpus, num_gpus=request.num_gpus
-            ) as info:
-                ledger, mlflow_logger, outcome = _fit(
-                    plan, info, recorder, parent_run_id, echo, ledger_factory
-                )
-            summary = _finish(plan, recorder, parent_run_id, ledger, mlflow_logger, outcome)
+            with quiet_ray_tune(enabled=not request.verbose):
+                with ray_session(
+                    request.address, num_cpus=request.num_cpus, num_gpus=request.num_gpus
+                ) as info:
+                    ledger, mlflow_logger, outcome = _fit(
+                        plan, info, recorder, parent_run_id, echo, ledger_factory
+                    )
+                summary = _finish(plan, recorder, parent_run_id, ledger, mlflow_logger, outcome)
             summary.elapsed_s = time.monotonic() - started
             recorder.set_tags(
                 parent_run_id,
@@ -761,6 +833,7 @@ def _fit(
         gpus_per_worker=request.gpus_per_worker,
         cpus_per_worker=request.cpus_per_worker,
         train_storage=str(plan.sweep_dir / "train"),
+        tracking_uri=plan.target.uri,
     )
     trainable = tune.with_resources(
         tune.with_parameters(tauray_trial, setup=setup), driver_resources(info)
@@ -820,10 +893,9 @@ def _finish(
         header = (
             f"Best trial of sweep {plan.sweep_name} (trial {best.index}, {best.trial_id}): "
             f"{objective.metric} = {best.value(objective.metric):.6g}\n"
-            f"Train it: tauray train --config best_config.yaml "
-            f"--workers {plan.request.workers_per_trial}"
+            "Train it: tauray train --config best_config.yaml"
         )
-        text = best_config_yaml(best_config, header)
+        text = best_config_yaml(best_config, plan.request, header)
         best_config_path = sweep_dir / "best_config.yaml"
         best_config_path.write_text(text)
         metrics[f"best/{objective.metric}"] = best.value(objective.metric) or float("nan")
@@ -874,6 +946,61 @@ def _finish(
         scheduler=outcome.scheduler,
         concurrency=outcome.concurrency,
     )
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+DEMO_EXPERIMENT = "tauray-demo"
+DEMO_SPACE = "simclr-temperature"
+DEMO_TRIALS = 10
+DEMO_OVERRIDES: tuple[str, ...] = ("epochs=4",)
+DEMO_TIME_BUDGET_S = 480.0
+DEMO_INTRO = (
+    f"tauray demo: {DEMO_TRIALS} trials of the {DEMO_SPACE} space (SimCLR's temperature: fixed, "
+    "learnable or a cosine schedule, with learning rate, weight decay and batch size) on the "
+    "bundled cluttered digits, one CPU worker per trial, ASHA early stopping, every trial in "
+    "MLflow. About 5 minutes on 2 CPU cores."
+)
+
+
+def demo_request(*, tracking_uri: str | None = None, verbose: bool = False) -> SweepRequest:
+    """The ``tauray demo`` sweep, sized to finish in about 5 minutes on 2 CPU cores.
+
+    The time budget is a safety net for slower machines, not the plan: on 2 cores the trial
+    budget ends the sweep first.
+    """
+    return SweepRequest(
+        space=DEMO_SPACE,
+        experiment=DEMO_EXPERIMENT,
+        trials=DEMO_TRIALS,
+        time_budget_s=DEMO_TIME_BUDGET_S,
+        workers_per_trial=1,
+        scheduler="asha",
+        tracking_uri=tracking_uri,
+        overrides=DEMO_OVERRIDES,
+        seed=0,
+        verbose=verbose,
+    )
+
+
+def sweep_command(request: SweepRequest, *, echo: Echo = print, echo_error: Echo = print) -> int:
+    """``tauray tune``: validate (before Ray starts), run, print the summary.
+
+    Returns:
+        0, or 1 when no trial finished with a value of the objective.
+
+    Raises:
+        ValueError, ConnectionError: from :func:`plan_sweep` / :func:`run_sweep`.
+    """
+    plan = plan_sweep(request)
+    summary = run_sweep(plan, echo=echo)
+    echo(format_summary(summary))
+    if summary.best is None:
+        echo_error(
+            f"no trial of sweep {plan.sweep_name} finished with a value of {plan.objective.metric}"
+        )
+        return 1
+    return 0
 
 
 # ---- the summary -------------------------------------------------------------------------------
@@ -961,10 +1088,7 @@ def format_summary(summary: SweepSummary) -> str:
         lines.append(
             yaml.safe_dump(changed_settings(summary.best_config), sort_keys=False).rstrip()
         )
-        lines.append(
-            f"Train it: tauray train --config {summary.best_config_path} "
-            f"--workers {plan.request.workers_per_trial}"
-        )
+        lines.append(f"Train it: tauray train --config {summary.best_config_path}")
     if summary.champion is not None:
         uri, version = summary.champion
         lines.append(
