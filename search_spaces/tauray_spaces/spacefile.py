@@ -303,7 +303,14 @@ class _SpaceModel(_Strict):
     @field_validator("objective", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, Mapping) else value
+        if isinstance(value, Mapping):
+            return [value]
+        if value is not None and not isinstance(value, list):
+            raise ValueError(
+                f"{_short(value)} is not an objective; write {{metric: val/knn_top1, mode: max}} "
+                "or a list of such mappings"
+            )
+        return value
 
     @field_validator("name")
     @classmethod

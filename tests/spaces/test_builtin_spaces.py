@@ -233,10 +233,15 @@ def test_define_returns_only_constants_and_ray_turns_names_into_the_config() -> 
     merged = build_config(space.trial_config({"train_loop_config/global_batch_size": 32}))
     assert merged.global_batch_size == 32 and merged.optimizer.lr == 1e-3
 
-    trial = optuna.create_study().ask()
-    assert space.define(trial) == {
-        "train_loop_config/temperature/value": pytest.approx(
-            1 / (10 + math.log((trial.params[P + "global_batch_size"] - 1) / 127))
-        )
-    }
-    assert get_space("dino-temperature").define(optuna.create_study().ask()) is None
+    for seed in range(8):
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+        batch = trial.suggest_categorical(P + "global_batch_size", [32, 64, 128, 256])
+        constants = space.define(trial)
+        assert trial.params[P + "global_batch_size"] == batch
+        assert constants == {
+            "train_loop_config/temperature/value": pytest.approx(
+                1 / (10 + math.log((batch - 1) / 127)), rel=1e-5
+            )
+        }
+    dino_trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    assert get_space("dino-temperature").define(dino_trial) is None

@@ -218,6 +218,11 @@ CASES: list[tuple[str, str, list[str]]] = [
         ["objective.mode='maximize' is not allowed", "'max' or 'min'"],
     ),
     (
+        "objective-as-plain-text",
+        edit(top(objective="val/knn_top1")),
+        ["objective: 'val/knn_top1' is not an objective", "{metric: val/knn_top1, mode: max}"],
+    ),
+    (
         "unknown-objective-metric",
         edit(top(objective={"metric": "val/knn_top_1", "mode": "max"})),
         ["objective.metric='val/knn_top_1' is not a metric", "did you mean 'val/knn_top1'"],
