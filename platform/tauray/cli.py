@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Optional
 
-import click
 import typer
+from typer._click import exceptions as click_errors  # typer 0.29 vendors click
 
 from tauray import __version__
 
@@ -469,7 +469,7 @@ def jobs_stop_command(
 # ---- end of commands --------------------------------------------------------------------------
 
 
-def click_command() -> click.Command:
+def click_command() -> typer.core.TyperGroup:
     """The click command behind the app (tests parse arguments with it without running)."""
     return typer.main.get_command(app)
 
@@ -480,13 +480,16 @@ def main(argv: list[str] | None = None) -> int:
     _DEBUG["on"] = "--debug" in args
     try:
         result = click_command().main(args=args, prog_name="tauray", standalone_mode=False)
-    except click.exceptions.Exit as stop:
+    except typer.Exit as stop:
         return int(stop.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("tauray: aborted", file=sys.stderr)
         return 130
-    except click.ClickException as error:
-        print(f"tauray: error: {error.format_message()}", file=sys.stderr)
+    except click_errors.NoArgsIsHelpError as error:
+        error.show()  # no arguments: the help text, then the usage exit code
+        return 2
+    except click_errors.ClickException as error:
+        print(f"tauray: error: {' '.join(error.format_message().split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tauray: interrupted", file=sys.stderr)
