@@ -1,0 +1,314 @@
+"""Peak memory and forward+backward time of CLIP losses on W gloo ranks (not a test).
+
+Compares, at each global batch size, three exact distributed CLIP losses:
+
+- ``ours-untiled``: ``tauray_trainers.losses.ClipLoss()``;
+- ``ours-tiled``: ``ClipLoss(chunk_size=k)``;
+- ``open_clip``: ``open_clip.loss.ClipLoss(local_loss=True, gather_with_grad=True)``, its most
+  memory-frugal exact mode (embeddings are L2-normalised before the call, inside the timed
+  region, because our losses normalise inside).
+
+Every configuration runs in fresh processes (one per rank) so that one configuration's allocator
+state cannot hide another's peak. Memory is the growth of the process's resident set during
+one forward+backward: the kernel's peak counter (VmHWM) is reset just before
+(``/proc/self/clear_refs``), falling back to ``ru_maxrss`` where that is not allowed, and
+compared with the resident set at that moment (inputs already allocated, a small warm-up
+done). The ranks run with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``),
+so freed large blocks leave the resident set at once and it tracks live memory. On CUDA
+(``--device cuda``, NCCL) it is the growth of ``torch.cuda.max_memory_allocated``.
+Time is the median over ``--repeats`` forward+backward passes, the slowest rank.
+
+    OMP_NUM_THREADS=1 python benchmarks/loss_memory.py --batch-sizes 1024 4096 16384
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+logger = logging.getLogger("benchmarks.loss_memory")
+
+IMPLEMENTATIONS = ("ours-untiled", "ours-tiled", "open_clip")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakResidentSet:
+    """Growth of the resident set between ``start()`` and ``peak_mib()`` (host memory)."""
+
+    def __init__(self) -> None:
+        self.method = "VmHWM"
+        self.baseline_kib = 0
+
+    def start(self) -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as clear:
+                clear.write("5")  # reset VmHWM to the current resident set
+        except OSError:
+            self.method = "ru_maxrss"
+        if self.method == "VmHWM" and _status_kib("VmHWM") is not None:
+            self.baseline_kib = _status_kib("VmRSS") or 0
+        else:
+            self.method = "ru_maxrss"
+            self.baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def peak_mib(self) -> float:
+        if self.method == "VmHWM":
+            peak = _status_kib("VmHWM") or 0
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return max(peak - self.baseline_kib, 0) / 1024.0
+
+
+def _make_step(
+    implementation: str,
+    images: torch.Tensor,
+    texts: torch.Tensor,
+    temperature: torch.Tensor,
+    chunk_size: int,
+    rank: int,
+    world: int,
+) -> Callable[[], float]:
+    if implementation == "open_clip":
+        from open_clip.loss import ClipLoss as OpenClipLoss
+
+        reference = OpenClipLoss(
+            local_loss=True, gather_with_grad=True, cache_labels=False, rank=rank, world_size=world
+        )
+
+        def loss_value() -> torch.Tensor:
+            return reference(
+                F.normalize(images, dim=1), F.normalize(texts, dim=1), temperature.reciprocal()
+            )
+    else:
+        from tauray_trainers.losses import ClipLoss
+
+        ours = ClipLoss(chunk_size=chunk_size if implementation == "ours-tiled" else None)
+
+        def loss_value() -> torch.Tensor:
+            return ours(images, texts, temperature=temperature)
+
+    def step() -> float:
+        images.grad = texts.grad = temperature.grad = None
+        loss = loss_value()
+        loss.backward()
+        return float(loss.detach())
+
+    return step
+
+
+def _worker(rank: int, settings: dict, store: str, out_dir: str) -> None:
+    # open_clip's gather uses torch.distributed.nn.all_gather, deprecated in torch 2.14.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    world = settings["world_size"]
+    device = torch.device(settings["device"])
+    torch.set_num_threads(settings["threads"])
+    if device.type == "cuda":
+        torch.cuda.set_device(rank)
+        device = torch.device("cuda", rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        result = _measure(rank, world, settings, device)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    dist.barrier()
+
+
+def _measure(rank: int, world: int, settings: dict, device: torch.device) -> dict:
+    n_local = settings["global_batch"] // world
+    generator = torch.Generator().manual_seed(1000 + rank)
+    dim = settings["dim"]
+    images = torch.randn(n_local, dim, generator=generator).to(device).requires_grad_()
+    texts = torch.randn(n_local, dim, generator=generator).to(device).requires_grad_()
+    temperature = torch.tensor(0.07, device=device, requires_grad=True)
+    make = (settings["implementation"], temperature, settings["chunk_size"], rank, world)
+
+    # Warm-up on a few rows: process group, thread pools and autograd initialise here.
+    small = [x[:8].detach().clone().requires_grad_() for x in (images, texts)]
+    _make_step(make[0], small[0], small[1], *make[1:])()
+
+    step = _make_step(make[0], images, texts, *make[1:])
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+        method = "cuda.max_memory_allocated"
+    else:
+        meter = PeakResidentSet()
+        meter.start()
+    started = time.perf_counter()
+    loss = step()
+    _sync(device)
+    first = time.perf_counter() - started
+    if device.type == "cuda":
+        peak_mib = (torch.cuda.max_memory_allocated(device) - baseline) / 2**20
+    else:
+        peak_mib, method = meter.peak_mib(), meter.method
+
+    times = []
+    for _ in range(settings["repeats"]):
+        _sync(device)
+        started = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return {
+        "peak_mib": peak_mib,
+        "memory_method": method,
+        "first_s": first,
+        "times_s": times,
+        "loss": loss,
+    }
+
+
+def run_configuration(settings: dict) -> dict:
+    """Start ``world_size`` fresh ranks for one configuration and collect their results."""
+    with tempfile.TemporaryDirectory(prefix="tauray-bench-") as out_dir:
+        store = os.path.join(out_dir, "store")
+        previous = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+        # A fixed glibc mmap threshold: every large block is mapped on allocation and unmapped
+        # on free, so the resident set follows live memory (the default dynamic threshold
+        # keeps freed blocks in the heap and under-reports later peaks).
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
+        try:
+            mp.start_processes(
+                _worker,
+                args=(settings, store, out_dir),
+                nprocs=settings["world_size"],
+                join=True,
+                start_method="spawn",
+            )
+        finally:
+            if previous is None:
+                os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
+            else:
+                os.environ["MALLOC_MMAP_THRESHOLD_"] = previous
+        ranks = [
+            json.loads(Path(out_dir, f"rank{r}.json").read_text())
+            for r in range(settings["world_size"])
+        ]
+    times = [statistics.median(r["times_s"]) if r["times_s"] else r["first_s"] for r in ranks]
+    return {
+        **settings,
+        "peak_mib": max(r["peak_mib"] for r in ranks),
+        "memory_method": ranks[0]["memory_method"],
+        "time_s": max(times),
+        "loss_mean": statistics.fmean(r["loss"] for r in ranks),
+    }
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[1024, 4096, 16384],
+        help="global batch sizes (pairs), divisible by --world-size",
+    )
+    parser.add_argument("--dim", type=int, default=512, help="embedding dimension D")
+    parser.add_argument("--world-size", type=int, default=2, help="number of ranks")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1024,
+        help="tile width k of ours-tiled (n_local x k scores at once)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes after the first")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS)
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    for size in args.batch_sizes:
+        if size < args.world_size or size % args.world_size:
+            parser.error(
+                f"--batch-sizes: {size} is not a multiple of --world-size {args.world_size}"
+            )
+    if args.chunk_size < 1 or args.repeats < 0 or args.world_size < 1 or args.threads < 1:
+        parser.error("--chunk-size, --world-size and --threads must be >= 1, --repeats >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    results = []
+    print(
+        f"# {args.world_size} {'gloo CPU' if args.device == 'cpu' else 'NCCL GPU'} ranks, "
+        f"D={args.dim}, chunk_size={args.chunk_size}, {args.threads} thread(s)/rank, "
+        f"torch {torch.__version__}; time = median of {args.repeats} fwd+bwd (slowest rank), "
+        "memory = peak growth during one fwd+bwd (largest rank)",
+        flush=True,
+    )
+    header = f"{'global batch':>12}  {'implementation':<14} {'peak MiB':>9} {'x open_clip':>11} "
+    header += f"{'time s':>8} {'x open_clip':>11}"
+    print(header, flush=True)
+    for batch in args.batch_sizes:
+        row = {}
+        for implementation in args.implementations:
+            settings = {
+                "implementation": implementation,
+                "global_batch": batch,
+                "dim": args.dim,
+                "world_size": args.world_size,
+                "chunk_size": args.chunk_size,
+                "repeats": args.repeats,
+                "threads": args.threads,
+                "device": args.device,
+            }
+            row[implementation] = run_configuration(settings)
+            results.append(row[implementation])
+        baseline = row.get("open_clip")
+        for implementation, result in row.items():
+            mem_ratio = time_ratio = "-"
+            if baseline is not None:
+                mem_ratio = f"{result['peak_mib'] / max(baseline['peak_mib'], 1e-9):.3f}"
+                time_ratio = f"{result['time_s'] / baseline['time_s']:.3f}"
+            print(
+                f"{batch:>12}  {implementation:<14} {result['peak_mib']:>9.1f} {mem_ratio:>11} "
+                f"{result['time_s']:>8.3f} {time_ratio:>11}",
+                flush=True,
+            )
+        losses = {k: round(v["loss_mean"], 5) for k, v in row.items()}
+        print(f"{'':>12}  (mean loss over ranks, must agree: {losses})", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
