@@ -1,0 +1,190 @@
+"""Ray sessions for tauray: start a local Ray (and stop it) or connect to a running cluster.
+
+Scheduling rule: drivers never take a CPU. A training run's driver (the ``tauray train`` process,
+or a Ray Tune trial that runs a ``TorchTrainer``) only waits on its workers, yet Ray Tune gives a
+trial 1 CPU by default, so on a 2-CPU machine a 2-worker trial can never start (Ray Train's
+controller then retries forever). A local session therefore carries a custom logical resource,
+``tauray_driver`` (1000 units), and :func:`driver_resources` asks for one unit of it instead of a
+CPU. On a cluster started without that resource (``ray start ... --resources
+'{"tauray_driver": 1000}'`` adds it), drivers ask for a hundredth of a CPU instead
+(``DRIVER_CPU_FRACTION``): negligible, and accounted for by :func:`max_concurrent_trials`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+DRIVER_RESOURCE = "tauray_driver"
+"""Custom logical resource that trial drivers reserve instead of a CPU."""
+
+DRIVER_RESOURCE_UNITS = 1000
+"""Units of ``DRIVER_RESOURCE`` a local session offers: at most this many concurrent drivers."""
+
+DRIVER_CPU_FRACTION = 0.01
+"""CPU share a driver reserves on a cluster without ``DRIVER_RESOURCE``."""
+
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What a Ray session offers.
+
+    Attributes:
+        cpus: logical CPUs in the cluster.
+        gpus: logical GPUs in the cluster.
+        local: True when this session started (and will stop) the Ray instance.
+        address: the address connected to (None for a local instance).
+        driver_resource: whether the cluster offers ``DRIVER_RESOURCE`` for drivers.
+    """
+
+    cpus: float
+    gpus: float
+    local: bool
+    address: str | None
+    driver_resource: bool = False
+
+
+def _cluster_info(*, local: bool, address: str | None) -> ClusterInfo:
+    import ray
+
+    resources = ray.cluster_resources()
+    return ClusterInfo(
+        cpus=float(resources.get("CPU", 0.0)),
+        gpus=float(resources.get("GPU", 0.0)),
+        local=local,
+        address=address,
+        driver_resource=resources.get(DRIVER_RESOURCE, 0.0) >= 1.0,
+    )
+
+
+@contextlib.contextmanager
+def ray_session(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    include_dashboard: bool = False,
+) -> Iterator[ClusterInfo]:
+    """Start a local Ray for the duration of the block, or connect to a running cluster.
+
+    Without ``address`` (and without ``RAY_ADDRESS`` in the environment, which a Ray job's
+    driver has) a local Ray is started with ``num_cpus``/``num_gpus`` (autodetected when None)
+    and ``DRIVER_RESOURCE``, and shut down afterwards. With an address (``auto``,
+    ``HOST:6379`` or ``ray://HOST:10001``) this process connects and only disconnects at the
+    end: the cluster keeps running. When Ray is already initialised in this process (a test
+    fixture, an enclosing session) that session is reused and left alone.
+
+    Args:
+        address: a running cluster's address, or None for a local Ray.
+        num_cpus: logical CPUs of a local Ray (ignored when connecting).
+        num_gpus: logical GPUs of a local Ray (ignored when connecting).
+        include_dashboard: start the dashboard with a local Ray (needed for Ray jobs).
+
+    Yields:
+        :class:`ClusterInfo` of the session.
+
+    Raises:
+        ValueError: negative ``num_cpus``/``num_gpus``, or resources given with an address.
+        ConnectionError: the cluster at ``address`` cannot be reached.
+    """
+    import ray
+
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if ray.is_initialized():
+        yield _cluster_info(local=False, address=address)
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
+        if num_cpus is not None or num_gpus is not None:
+            raise ValueError(
+                f"num_cpus/num_gpus size a local Ray; a running cluster ({address}) has its own"
+            )
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except (ConnectionError, TimeoutError, RuntimeError) as error:
+            raise ConnectionError(
+                f"cannot connect to the Ray cluster at {address!r}: {error}; check the address "
+                "(HOST:6379, ray://HOST:10001 or auto) and that the cluster is running"
+            ) from error
+        try:
+            yield _cluster_info(local=False, address=address)
+        finally:
+            ray.shutdown()  # disconnects this driver; the cluster keeps running
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources={DRIVER_RESOURCE: DRIVER_RESOURCE_UNITS},
+        include_dashboard=include_dashboard,
+    )
+    try:
+        info = _cluster_info(local=True, address=None)
+        logger.info("started a local Ray: %g CPUs, %g GPUs", info.cpus, info.gpus)
+        yield info
+    finally:
+        ray.shutdown()
+
+
+def driver_resources(info: ClusterInfo) -> dict[str, float]:
+    """Resources one trial driver should reserve (e.g. for ``tune.with_resources``).
+
+    One unit of ``DRIVER_RESOURCE`` where the cluster offers it, else ``DRIVER_CPU_FRACTION``
+    of a CPU. Never a whole CPU: the driver only waits on its Ray Train workers.
+    """
+    if info.driver_resource:
+        return {"CPU": 0.0, DRIVER_RESOURCE: 1.0}
+    return {"CPU": DRIVER_CPU_FRACTION}
+
+
+def max_concurrent_trials(
+    info: ClusterInfo,
+    workers_per_trial: int,
+    gpus_per_worker: float,
+    cpus_per_worker: float = 1,
+) -> int:
+    """How many trials of ``workers_per_trial`` workers can run at once (at least 1).
+
+    Counts cluster totals (a worker also needs its share on one node; Ray's placement decides
+    that). Drivers cost no CPU where ``DRIVER_RESOURCE`` exists, else ``DRIVER_CPU_FRACTION``.
+
+    Raises:
+        ValueError: invalid sizes, or one trial can never fit (names what it needs and what
+            the cluster has).
+    """
+    if workers_per_trial < 1:
+        raise ValueError(f"workers per trial must be >= 1, got {workers_per_trial}")
+    if gpus_per_worker < 0:
+        raise ValueError(f"gpus per worker must be >= 0, got {gpus_per_worker}")
+    if cpus_per_worker < 0:
+        raise ValueError(f"cpus per worker must be >= 0, got {cpus_per_worker}")
+    driver_cpu = 0.0 if info.driver_resource else DRIVER_CPU_FRACTION
+    cpu_need = workers_per_trial * cpus_per_worker + driver_cpu
+    gpu_need = workers_per_trial * gpus_per_worker
+    limits = []
+    if cpu_need > 0:
+        limits.append(math.floor(info.cpus / cpu_need + _EPSILON))
+    if gpu_need > 0:
+        limits.append(math.floor(info.gpus / gpu_need + _EPSILON))
+    if info.driver_resource:
+        limits.append(DRIVER_RESOURCE_UNITS)
+    count = min(limits) if limits else DRIVER_RESOURCE_UNITS
+    if count < 1:
+        need = f"{workers_per_trial} worker(s) x {cpus_per_worker:g} CPU"
+        if gpus_per_worker:
+            need += f" + {workers_per_trial} x {gpus_per_worker:g} GPU"
+        raise ValueError(
+            f"one trial needs {need} ({cpu_need:g} CPU, {gpu_need:g} GPU in all) but the "
+            f"cluster has {info.cpus:g} CPU and {info.gpus:g} GPU; use fewer workers, fewer "
+            "CPUs/GPUs per worker, or a bigger cluster"
+        )
+    return count

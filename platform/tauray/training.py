@@ -1,0 +1,423 @@
+"""One training job on Ray Train: build the ``TorchTrainer``, run it, follow its epochs.
+
+:func:`build_trainer` is shared by ``tauray train`` and the sweep driver (which calls it from a
+Ray Tune function trainable with ``TuneReportCallback``); :func:`run_training` is ``tauray
+train``: it reads the run's config (a YAML file, ``--set`` overrides), validates it before Ray
+starts, runs the job on a local Ray or a running cluster, prints one line per epoch and returns
+the final metrics and checkpoint path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue as queue_module
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tauray_trainers import metrics as names
+from tauray_trainers.config import TrainConfig, apply_overrides, build_config
+
+logger = logging.getLogger(__name__)
+
+TRAIN_LOOP_CONFIG = "train_loop_config"
+"""Top-level key under which ``tauray tune`` prints a trial's training config."""
+
+RUN_KEYS = ("workers", "gpus_per_worker", "cpus_per_worker")
+"""Run-level keys a config file may hold next to ``train_loop_config``."""
+
+DEFAULT_STORAGE = "tauray_results"
+
+# Key metrics of the one-line-per-epoch progress, in display order.
+PROGRESS_METRICS: tuple[tuple[str, str], ...] = (
+    (names.TRAIN_LOSS, "loss"),
+    (names.TRAIN_TEMPERATURE, "τ"),
+    (names.TRAIN_TEACHER_TEMPERATURE, "τ_teacher"),
+    (names.TRAIN_LR, "lr"),
+    (names.VAL_KNN_TOP1, "knn@1"),
+    (names.VAL_ZEROSHOT_TOP1, "zero-shot@1"),
+    (names.VAL_RECALL_AT_1, "R@1"),
+    (names.PERF_SAMPLES_PER_SECOND, "samples/s"),
+)
+
+
+class TrainingFailed(RuntimeError):
+    """The training job failed; the message is the workers' root error in one line."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A validated training job: the config and where/how it runs."""
+
+    config: TrainConfig
+    workers: int
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What ``tauray train`` reports at the end."""
+
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+    run_path: str
+
+
+# ---- the trainer --------------------------------------------------------------------------------
+
+
+def _check_resources(workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if gpus_per_worker < 0:
+        raise ValueError(f"gpus per worker must be >= 0, got {gpus_per_worker}")
+    if cpus_per_worker <= 0:
+        raise ValueError(f"cpus per worker must be > 0, got {cpus_per_worker}")
+
+
+def _storage_uri(storage_path: str | Path) -> str:
+    text = str(storage_path)
+    if "://" in text:
+        return text
+    return str(Path(text).expanduser().resolve())
+
+
+def build_trainer(
+    train_loop_config: Mapping[str, Any] | TrainConfig,
+    *,
+    workers: int,
+    gpus_per_worker: float,
+    run_name: str,
+    storage_path: str | Path,
+    callbacks: Sequence[Any] = (),
+    max_failures: int = 0,
+    cpus_per_worker: float = 1,
+    worker_env: Mapping[str, str] | None = None,
+) -> Any:
+    """A Ray Train V2 ``TorchTrainer`` running :func:`tauray_trainers.loop.train_fn_per_worker`.
+
+    The config is validated here (unknown keys, a global batch that does not divide by
+    ``workers``) so a bad run fails before any worker starts. Workers use NCCL when each has a
+    whole GPU, gloo otherwise (several ranks sharing one GPU cannot use NCCL).
+
+    Args:
+        train_loop_config: the training config (dict or ``TrainConfig``).
+        workers: number of DDP workers.
+        gpus_per_worker: GPUs reserved per worker (0 = CPU training).
+        run_name: Ray Train run name; must be unique per run (reusing it resumes that run).
+        storage_path: where checkpoints and results go (shared storage on multi-node clusters).
+        callbacks: ``ray.train.UserCallback`` instances (e.g. Tune's ``TuneReportCallback``).
+        max_failures: worker-group restarts from the latest checkpoint before giving up.
+        cpus_per_worker: CPUs reserved per worker.
+        worker_env: extra environment variables for the workers.
+
+    Returns:
+        ``ray.train.torch.TorchTrainer``; ``.fit()`` runs it.
+
+    Raises:
+        ValueError: invalid config, resources or names.
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from tauray_trainers.loop import per_worker_batch_size, train_fn_per_worker
+
+    config = build_config(train_loop_config)
+    _check_resources(workers, gpus_per_worker, cpus_per_worker)
+    per_worker_batch_size(config, workers)
+    if not run_name or "/" in run_name:
+        raise ValueError(f"run_name must be a non-empty name without '/', got {run_name!r}")
+    if max_failures < -1:
+        raise ValueError(f"max_failures must be >= -1 (-1 = unlimited), got {max_failures}")
+    resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
+    if gpus_per_worker > 0:
+        resources["GPU"] = float(gpus_per_worker)
+    backend = "nccl" if gpus_per_worker >= 1 else "gloo"
+    run_config = ray.train.RunConfig(
+        name=run_name,
+        storage_path=_storage_uri(storage_path),
+        failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.checkpoint.keep),
+        callbacks=list(callbacks),
+        worker_runtime_env={"env_vars": dict(worker_env)} if worker_env else None,
+    )
+    return TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=config.to_dict(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers,
+            use_gpu=gpus_per_worker > 0,
+            resources_per_worker=resources,
+        ),
+        torch_config=TorchConfig(backend=backend),
+        run_config=run_config,
+    )
+
+
+# ---- failures -----------------------------------------------------------------------------------
+
+
+def worker_errors(error: BaseException) -> list[BaseException]:
+    """The root exceptions behind a failed ``fit()`` (one per failed worker, rank order).
+
+    Unwraps ``WorkerGroupError.worker_failures``, ``ControllerError.controller_failure``,
+    Ray's ``RayTaskError.cause`` and ``__cause__`` chains.
+    """
+    pending: list[BaseException] = [error]
+    roots: list[BaseException] = []
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        failures = getattr(current, "worker_failures", None)
+        if isinstance(failures, Mapping) and failures:
+            pending.extend(failures[rank] for rank in sorted(failures))
+            continue
+        inner = getattr(current, "controller_failure", None) or getattr(current, "cause", None)
+        if isinstance(inner, BaseException):
+            pending.append(inner)
+            continue
+        if current.__cause__ is not None:
+            pending.append(current.__cause__)
+            continue
+        roots.append(current)
+    return roots
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True when a failed run ran out of device memory (a trial to mark infeasible)."""
+    from tauray_trainers.loop import TrialOutOfMemoryError
+
+    for root in worker_errors(error):
+        if isinstance(root, TrialOutOfMemoryError):
+            return True
+        text = f"{type(root).__name__} {root}".lower()
+        if "trialoutofmemoryerror" in text or "outofmemoryerror" in text:
+            return True
+    return False
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line naming the first worker's root error (type and message)."""
+    roots = worker_errors(error) or [error]
+    root = roots[0]
+    message = " ".join(str(root).split())
+    lines = [line for line in str(root).splitlines() if line.strip()]
+    # A RayTaskError's text is a traceback; its last line is "Type: message".
+    if lines and ("Traceback" in lines[0] or lines[0].startswith("ray::")):
+        message = lines[-1].strip()
+        return message
+    return f"{type(root).__name__}: {message}"
+
+
+# ---- progress -----------------------------------------------------------------------------------
+
+
+def format_metrics(metrics: Mapping[str, Any], *, epochs: int | None = None) -> str:
+    """One progress line: ``epoch 3/10  loss 4.1234  τ 0.1  knn@1 0.4123 ...``."""
+    epoch = metrics.get(names.EPOCH)
+    parts = [f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}"]
+    for key, label in PROGRESS_METRICS:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key == names.PERF_SAMPLES_PER_SECOND:
+                parts.append(f"{label} {value:.0f}")
+            elif key == names.TRAIN_LR:
+                parts.append(f"{label} {value:.3g}")
+            else:
+                parts.append(f"{label} {value:.4f}")
+    return "  ".join(parts)
+
+
+def _progress_callback(progress_queue: Any) -> Any:
+    """A Ray Train callback (runs in the controller) that forwards rank 0's metrics."""
+    from ray.train import UserCallback
+
+    class _ForwardMetrics(UserCallback):
+        def __init__(self, target: Any) -> None:
+            self.target = target
+
+        def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
+            if metrics:
+                self.target.put(dict(metrics[0]))
+
+    return _ForwardMetrics(progress_queue)
+
+
+# ---- tauray train -------------------------------------------------------------------------------
+
+
+def load_run_file(path: str | Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a run YAML: a training config, or ``train_loop_config:`` plus run-level keys.
+
+    Returns:
+        ``(train_loop_config, run_keys)`` where ``run_keys`` holds any of ``RUN_KEYS``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a mapping, or unknown top-level keys next to ``train_loop_config``.
+    """
+    if path is None:
+        return {}, {}
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
+    if TRAIN_LOOP_CONFIG not in raw:
+        return dict(raw), {}
+    unknown = sorted(set(raw) - {TRAIN_LOOP_CONFIG, *RUN_KEYS})
+    if unknown:
+        raise ValueError(
+            f"config file {str(path)!r}: unknown top-level key(s) {', '.join(unknown)} next to "
+            f"{TRAIN_LOOP_CONFIG}; allowed: {', '.join((TRAIN_LOOP_CONFIG, *RUN_KEYS))}"
+        )
+    inner = raw[TRAIN_LOOP_CONFIG] or {}
+    if not isinstance(inner, Mapping):
+        raise ValueError(f"config file {str(path)!r}: {TRAIN_LOOP_CONFIG} must be a mapping")
+    return dict(inner), {key: raw[key] for key in RUN_KEYS if key in raw}
+
+
+def prepare_run(
+    *,
+    method: str | None = None,
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float | None = None,
+) -> RunRequest:
+    """Merge file, ``--method`` and ``--set`` into a validated run (nothing starts).
+
+    Precedence: the file, then ``method``, then ``overrides`` (``key=value``, dotted keys);
+    command-line resources win over the file's run-level keys.
+
+    Raises:
+        ValueError: any invalid key, value, batch split or resource.
+        FileNotFoundError: the config file does not exist.
+    """
+    tree, run_keys = load_run_file(config_path)
+    if method is not None:
+        tree["method"] = method
+    tree = apply_overrides(tree, list(overrides))
+    config = build_config(tree)
+    workers = workers if workers is not None else int(run_keys.get("workers", 1))
+    gpus = gpus_per_worker if gpus_per_worker is not None else run_keys.get("gpus_per_worker", 0)
+    cpus = cpus_per_worker if cpus_per_worker is not None else run_keys.get("cpus_per_worker", 1)
+    _check_resources(workers, float(gpus), float(cpus))
+    from tauray_trainers.loop import per_worker_batch_size
+
+    per_worker_batch_size(config, workers)
+    return RunRequest(config, workers, float(gpus), float(cpus))
+
+
+def default_run_name(config: TrainConfig) -> str:
+    """``train-<method>-<YYYYmmdd-HHMMSS>``: unique enough for interactive runs."""
+    return f"train-{config.method}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+
+
+def run_training(
+    request: RunRequest,
+    *,
+    address: str | None = None,
+    storage_path: str | Path | None = None,
+    run_name: str | None = None,
+    max_failures: int = 0,
+    num_cpus: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> TrainingOutcome:
+    """Run one training job and print its progress, one line per epoch.
+
+    A local Ray is started (and stopped) unless ``address`` names a running cluster. The job
+    must fit the cluster: a run that could never be scheduled is an error, not a hang.
+
+    Args:
+        request: the validated run (:func:`prepare_run`).
+        address: a running cluster (None: local Ray).
+        storage_path: results folder (default ``./tauray_results``).
+        run_name: Ray Train run name (default: :func:`default_run_name`).
+        max_failures: restarts from the latest checkpoint on worker failure.
+        num_cpus: CPUs of the local Ray (default: all of this machine).
+        echo: where progress lines go.
+
+    Raises:
+        ValueError: the job does not fit the cluster.
+        TrainingFailed: the job failed (the message names the workers' root error).
+    """
+    from ray.util.queue import Queue
+
+    from tauray.cluster import max_concurrent_trials, ray_session
+
+    config = request.config
+    storage = _storage_uri(storage_path or DEFAULT_STORAGE)
+    name = run_name or default_run_name(config)
+    with ray_session(address, num_cpus=num_cpus if address is None else None) as info:
+        fit_info = info
+        if not info.driver_resource:
+            # tauray train's driver is this process: it reserves nothing on the cluster.
+            fit_info = dataclasses.replace(info, driver_resource=True)
+        max_concurrent_trials(
+            fit_info, request.workers, request.gpus_per_worker, request.cpus_per_worker
+        )
+        progress = Queue(actor_options={"num_cpus": 0})
+        trainer = build_trainer(
+            config,
+            workers=request.workers,
+            gpus_per_worker=request.gpus_per_worker,
+            cpus_per_worker=request.cpus_per_worker,
+            run_name=name,
+            storage_path=storage,
+            callbacks=[_progress_callback(progress)],
+            max_failures=max_failures,
+        )
+        echo(
+            f"training {config.method} ({config.model.backbone}) for {config.epochs} epochs on "
+            f"{request.workers} worker(s) [{'local Ray' if info.local else info.address}]"
+        )
+        outcome: dict[str, Any] = {}
+
+        def fit() -> None:
+            try:
+                outcome["result"] = trainer.fit()
+            except BaseException as error:  # re-raised in the caller's thread
+                outcome["error"] = error
+
+        thread = threading.Thread(target=fit, name="tauray-train-fit", daemon=True)
+        started = time.monotonic()
+        thread.start()
+        while thread.is_alive() or not progress.empty():
+            try:
+                metrics = progress.get(timeout=0.5)
+            except queue_module.Empty:
+                continue
+            except Exception:  # the queue actor went away with the session
+                break
+            echo(format_metrics(metrics, epochs=config.epochs))
+        thread.join()
+        if "error" in outcome:
+            error = outcome["error"]
+            raise TrainingFailed(f"training failed: {describe_failure(error)}") from error
+        result = outcome["result"]
+    metrics = dict(result.metrics or {})
+    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    echo(f"finished in {time.monotonic() - started:.0f} s")
+    for key in sorted(metrics):
+        value = metrics[key]
+        if isinstance(value, float):
+            echo(f"  {key}: {value:.6g}")
+        elif isinstance(value, (int, str)):
+            echo(f"  {key}: {value}")
+    echo(f"checkpoint: {checkpoint}")
+    return TrainingOutcome(metrics=metrics, checkpoint_path=checkpoint, run_path=result.path)
