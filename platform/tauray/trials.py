@@ -163,15 +163,14 @@ def failure_kind(reason: str) -> Literal["out_of_memory", "non_finite", "error"]
 
 
 def _error_text(trial: Trial) -> str | None:
-    path = getattr(trial, "error_file", None)
-    if path and Path(path).is_file():
-        try:
-            return Path(path).read_text(errors="replace")
-        except OSError:
-            pass
+    """The error text Ray Tune stored for a failed trial (None when there is none to read)."""
     try:
+        path = trial.error_file
+        if path and Path(path).is_file():
+            return Path(path).read_text(errors="replace")
         return trial.get_error()
-    except Exception:  # the error file lives in storage we may not reach
+    except Exception:  # no storage context, or storage we cannot reach
+        logger.debug("no error text for trial %s", trial.trial_id, exc_info=True)
         return None
 
 

@@ -1,0 +1,355 @@
+"""tauray.tracking: where runs go, fail-fast checks, and the MLflow writes of a sweep.
+
+The recorder and the Tune callback are tested against a real ``mlflow server`` (SQLite backend,
+served artifacts) on a loopback port. Trials are Ray Tune ``Trial`` objects built as stubs (no
+Ray cluster): the callbacks only read their id and config.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from ray.tune.experiment import Trial
+from tauray import tracking, trials
+from tauray.tracking import (
+    CHAMPION_ALIAS,
+    TAG_FAILURE_KIND,
+    TAG_FAILURE_REASON,
+    TAG_KIND,
+    TAG_METHOD,
+    TAG_MODEL_URI,
+    TAG_PARENT_RUN_ID,
+    TAG_SPACE,
+    TAG_STATUS,
+    TAG_TRIAL_ID,
+    MlflowTrialLogger,
+    SweepRecorder,
+    TrackingTarget,
+    check_tracking_reachable,
+    config_params,
+    resolve_tracking_target,
+    tracking_scope,
+)
+from tauray.trials import TrialLedger
+
+FIXED = {
+    "method": "simclr",
+    "epochs": 2,
+    "data": {"name": "digits-cluttered", "max_train_samples": 64},
+}
+
+# What Ray writes to a failed trial's error.txt (shape taken from a real Ray 2.60 run): Tune's
+# task error, Ray Train's worker-group error, then the worker's own exception last.
+RAY_ERROR_TEXT = """Failure # 1 (occurred at 2026-11-28_01-05-06)
+ray::ImplicitFunc.train() (pid=10923, ip=192.0.2.2, repr=tauray_trial)
+  File "/x/ray/tune/trainable/function_trainable.py", line 249, in _trainable_func
+    output = fn()
+  File "/x/tauray/tuning.py", line 310, in tauray_trial
+    trainer.fit()
+ray.train.WorkerGroupError: Training failed due to worker errors:
+[Rank 0 Error Snippet]:
+  File "/x/tauray_trainers/loop.py", line 586, in train_one_epoch
+    raise NonFiniteLossError(step, epoch, temperature, float(loss.detach()))
+tauray_trainers.loop.NonFiniteLossError: non-finite loss (nan) at step 7 (epoch 1)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class TinyEmbedder(torch.nn.Module):
+    """Conv + BatchNorm + projection to 4 L2-normalised dimensions (exports with torch.export)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.head = torch.nn.Linear(4, 4)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.norm(self.conv(images))).mean(dim=(2, 3))
+        return torch.nn.functional.normalize(self.head(features), dim=-1)
+
+
+def _tiny_model() -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return TinyEmbedder().eval(), torch.randn(2, 1, 8, 8)
+
+
+def _trial(trial_id: str, sampled: dict) -> Trial:
+    return Trial(
+        "tauray_trial", config={"train_loop_config": sampled}, trial_id=trial_id, stub=True
+    )
+
+
+@pytest.fixture
+def server_target(mlflow_uri: str) -> TrackingTarget:
+    return resolve_tracking_target(mlflow_uri, environ={})
+
+
+@pytest.fixture
+def recorder(server_target: TrackingTarget) -> SweepRecorder:
+    return SweepRecorder(server_target, f"test-{uuid.uuid4().hex[:8]}")
+
+
+# ---- where runs go ----------------------------------------------------------------------------
+
+
+def test_default_target_is_absolute_sqlite_with_artifacts_beside_it(tmp_path: Path) -> None:
+    target = resolve_tracking_target(None, cwd=tmp_path, environ={})
+    assert target.uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert target.artifact_location == (tmp_path.resolve() / "mlartifacts").as_uri()
+    assert target.source == "default"
+    assert "mlflow ui --backend-store-uri sqlite:////" in target.ui_hint("3", "abc")
+    assert "#/experiments/3/runs/abc" in target.ui_hint("3", "abc")
+
+
+def test_flag_beats_environment_and_environment_beats_default(tmp_path: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000/"}
+    from_env = resolve_tracking_target(None, cwd=tmp_path, environ=env)
+    assert (from_env.uri, from_env.source, from_env.artifact_location) == (
+        "http://mlflow.example:5000",
+        "env",
+        None,
+    )
+    from_flag = resolve_tracking_target("sqlite:///runs/m.db", cwd=tmp_path, environ=env)
+    assert from_flag.source == "flag"
+    assert from_flag.uri == f"sqlite:///{tmp_path.resolve() / 'runs' / 'm.db'}"
+    assert from_flag.artifact_location == (tmp_path.resolve() / "runs" / "mlartifacts").as_uri()
+    assert from_env.ui_hint("7", "r1") == "open http://mlflow.example:5000/#/experiments/7/runs/r1"
+
+
+@pytest.mark.parametrize(
+    ("uri", "fragment"),
+    [
+        ("", "empty"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("sqlite://relative.db", "sqlite:///PATH"),
+        ("http://", "no host"),
+        ("mlruns", "not a tracking URI"),
+        ("ftp://host/x", "not a tracking URI"),
+    ],
+)
+def test_bad_tracking_uris_are_one_line_errors(tmp_path: Path, uri: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment) as caught:
+        resolve_tracking_target(uri, cwd=tmp_path, environ={})
+    assert "\n" not in str(caught.value)
+
+
+def test_unreachable_server_fails_fast_with_a_clear_message() -> None:
+    target = resolve_tracking_target(f"http://127.0.0.1:{_free_port()}", environ={})
+    with pytest.raises(ConnectionError, match="unreachable") as caught:
+        check_tracking_reachable(target, timeout_s=2.0)
+    assert target.uri in str(caught.value)
+    assert "--tracking-uri" in str(caught.value)
+
+
+def test_sqlite_in_a_missing_folder_is_rejected(tmp_path: Path) -> None:
+    target = resolve_tracking_target(f"sqlite:///{tmp_path}/nope/mlflow.db", environ={})
+    with pytest.raises(ValueError, match="does not exist"):
+        check_tracking_reachable(target)
+    check_tracking_reachable(resolve_tracking_target(None, cwd=tmp_path, environ={}))
+
+
+def test_running_server_passes_the_check(server_target: TrackingTarget) -> None:
+    check_tracking_reachable(server_target, timeout_s=10.0)
+
+
+def test_tracking_scope_sets_and_restores_the_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://before.example:5000")
+    mlflow.set_tracking_uri("http://before.example:5000")
+    target = resolve_tracking_target(None, cwd=tmp_path, environ={})
+    with tracking_scope(target):
+        assert mlflow.get_tracking_uri() == target.uri
+        assert os.environ["MLFLOW_TRACKING_URI"] == target.uri
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://before.example:5000"
+    assert mlflow.get_tracking_uri() == "http://before.example:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    with tracking_scope(target):
+        pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_config_params_flatten_with_dots() -> None:
+    params = config_params({"epochs": 2, "temperature": {"mode": "fixed", "start": None}})
+    assert params == {"epochs": "2", "temperature.mode": "fixed", "temperature.start": "null"}
+
+
+# ---- the recorder -----------------------------------------------------------------------------
+
+
+def test_experiment_is_created_once_and_a_deleted_one_is_refused(
+    server_target: TrackingTarget,
+) -> None:
+    name = f"exp-{uuid.uuid4().hex[:8]}"
+    first = SweepRecorder(server_target, name)
+    assert SweepRecorder(server_target, name).experiment_id == first.experiment_id
+    first.client.delete_experiment(first.experiment_id)
+    with pytest.raises(ValueError, match="was deleted"):
+        SweepRecorder(server_target, name)
+
+
+def test_trial_runs_are_children_found_again_by_trial_id(recorder: SweepRecorder) -> None:
+    parent = recorder.start_sweep_run("sweep", {"space": "s"}, {"tauray.sweep": "sweep"})
+    params = {f"p{index:03d}": index for index in range(150)}  # more than one log_batch
+    run_id, created = recorder.start_trial_run(parent, "t1", "trial-001", params, {})
+    again, created_again = recorder.start_trial_run(parent, "t1", "trial-001", params, {})
+    other, _ = recorder.start_trial_run(parent, "t2", "trial-002", {}, {})
+    assert (created, created_again, again) == (True, False, run_id)
+    assert other != run_id
+    run = recorder.client.get_run(run_id)
+    assert run.data.tags[TAG_PARENT_RUN_ID] == parent
+    assert run.data.tags[TAG_TRIAL_ID] == "t1"
+    assert run.data.tags[TAG_KIND] == "trial"
+    assert len(run.data.params) == 150
+    assert recorder.client.get_run(parent).data.tags[TAG_KIND] == "sweep"
+
+
+def test_model_is_logged_registered_and_loads_as_champion(recorder: SweepRecorder) -> None:
+    parent = recorder.start_sweep_run("sweep", {}, {})
+    run_id, _ = recorder.start_trial_run(parent, "t1", "trial-001", {}, {})
+    model, example = _tiny_model()
+    model_uri = recorder.log_model(run_id, model, example)
+    name = f"champ-{uuid.uuid4().hex[:8]}"
+    version = recorder.register_champion(model_uri, name)
+    assert recorder.client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == (
+        version.version
+    )
+    with tracking_scope(recorder.target):
+        loaded = mlflow.pytorch.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
+    batch = torch.randn(5, 1, 8, 8)  # another batch size than the example: the batch is dynamic
+    with torch.no_grad():
+        expected = model(batch)
+        embedded = loaded(batch)
+    assert embedded.shape == (5, 4)
+    torch.testing.assert_close(embedded, expected)
+    torch.testing.assert_close(embedded.norm(dim=-1), torch.ones(5))
+
+
+# ---- the Tune callback ----------------------------------------------------------------------
+
+
+def _result(epoch: int, knn: float, temperature: float, checkpoint: str | None = None) -> dict:
+    result = {
+        "epoch": epoch,
+        "training_iteration": epoch,
+        "train/loss": 5.0 - epoch,
+        "train/temperature": temperature,
+        "val/knn_top1": knn,
+        "cost/samples_seen": 64 * epoch,
+        "time_total_s": 1.5 * epoch,
+        "trial_id": "ignored",
+        "config": {"train_loop_config": {}},
+    }
+    if checkpoint:
+        result["checkpoint_path"] = checkpoint
+    return result
+
+
+def test_callback_writes_children_metrics_statuses_and_models(
+    recorder: SweepRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded_from: list[str] = []
+
+    def fake_load(path: str) -> tuple[torch.nn.Module, torch.Tensor]:
+        loaded_from.append(path)
+        return _tiny_model()
+
+    monkeypatch.setattr(tracking, "_load_embedding_model", fake_load)
+    monkeypatch.setattr(trials, "_error_text", lambda trial: RAY_ERROR_TEXT)
+    parent = recorder.start_sweep_run("sweep", {}, {})
+    ledger = TrialLedger(FIXED)
+    logger = MlflowTrialLogger(recorder, ledger, parent, "simclr-temperature")
+    callbacks = [ledger, logger]
+
+    def emit(event: str, trial: Trial, **kwargs) -> None:
+        for callback in callbacks:
+            getattr(callback, event)(iteration=0, trials=[], trial=trial, **kwargs)
+
+    done = _trial("aaaa0001", {"temperature": {"mode": "fixed", "value": 0.1}})
+    stopped = _trial("aaaa0002", {"temperature": {"mode": "learnable", "value": 0.07}})
+    failed = _trial("aaaa0003", {"temperature": {"mode": "fixed", "value": 0.02}})
+    for trial in (done, stopped, failed):
+        emit("on_trial_start", trial)
+    emit("on_trial_result", done, result=_result(1, 0.30, 0.1, "/ckpt/a1"))
+    emit("on_trial_result", done, result=_result(2, 0.40, 0.1, "/ckpt/a2"))
+    emit("on_trial_result", done, result=_result(2, 0.40, 0.1, "/ckpt/a2"))  # re-reported
+    emit("on_trial_result", stopped, result=_result(1, 0.20, 0.08, "/ckpt/b1"))
+    emit("on_trial_result", failed, result=_result(1, 0.10, 0.02))
+    emit("on_trial_complete", done)
+    emit("on_trial_complete", stopped)
+    emit("on_trial_error", failed)
+
+    assert logger.errors == 0
+    assert loaded_from == ["/ckpt/a2", "/ckpt/b1"]
+    assert set(logger.model_uris) == {"aaaa0001", "aaaa0002"}
+    client = recorder.client
+    done_run = client.get_run(logger.run_ids["aaaa0001"])
+    assert done_run.info.status == "FINISHED"
+    assert done_run.data.tags[TAG_STATUS] == "completed"
+    assert done_run.data.tags[TAG_SPACE] == "simclr-temperature"
+    assert done_run.data.tags[TAG_METHOD] == "simclr"
+    assert done_run.data.tags[TAG_MODEL_URI] == logger.model_uris["aaaa0001"]
+    assert done_run.data.params["temperature.mode"] == "fixed"
+    assert done_run.data.params["temperature.value"] == "0.1"
+    assert done_run.data.params["data.max_train_samples"] == "64"
+    knn = client.get_metric_history(done_run.info.run_id, "val/knn_top1")
+    assert [(m.step, m.value) for m in knn] == [(1, 0.30), (2, 0.40)]
+    assert [
+        m.step for m in client.get_metric_history(done_run.info.run_id, "train/temperature")
+    ] == [1, 2]
+    assert "time_total_s" not in done_run.data.metrics
+    assert "epoch" not in done_run.data.metrics
+
+    stopped_run = client.get_run(logger.run_ids["aaaa0002"])
+    assert stopped_run.data.tags[TAG_STATUS] == "stopped"
+    assert stopped_run.info.status == "FINISHED"
+
+    failed_run = client.get_run(logger.run_ids["aaaa0003"])
+    assert failed_run.info.status == "FAILED"
+    assert failed_run.data.tags[TAG_STATUS] == "failed"
+    assert failed_run.data.tags[TAG_FAILURE_REASON].startswith(
+        "NonFiniteLossError: non-finite loss (nan) at step 7"
+    )
+    assert failed_run.data.tags[TAG_FAILURE_KIND] == "non_finite"
+    assert TAG_MODEL_URI not in failed_run.data.tags
+
+    children = client.search_runs(
+        [recorder.experiment_id], filter_string=f"tags.`{TAG_PARENT_RUN_ID}` = '{parent}'"
+    )
+    assert len(children) == 3
+
+    # A restarted driver (sweep restore) finds the runs and does not log epoch 2 twice.
+    again = MlflowTrialLogger(recorder, TrialLedger(FIXED), parent, "simclr-temperature")
+    again.on_trial_result(0, [], done, _result(2, 0.40, 0.1))
+    again.on_trial_result(0, [], done, _result(3, 0.45, 0.1))
+    assert again.run_ids["aaaa0001"] == logger.run_ids["aaaa0001"]
+    steps = [m.step for m in client.get_metric_history(done_run.info.run_id, "val/knn_top1")]
+    assert steps == [1, 2, 3]
+
+
+def test_callback_survives_an_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    class BrokenRecorder:
+        def start_trial_run(self, *args, **kwargs):
+            raise ConnectionError("tracking server went away")
+
+    ledger = TrialLedger(FIXED)
+    logger = MlflowTrialLogger(BrokenRecorder(), ledger, "parent", "space")  # type: ignore[arg-type]
+    trial = _trial("bbbb0001", {})
+    ledger.on_trial_start(0, [], trial)
+    logger.on_trial_start(0, [], trial)
+    logger.on_trial_result(0, [], trial, _result(1, 0.1, 0.1))
+    assert logger.errors == 2
+    assert ledger.records["bbbb0001"].status == "running"
