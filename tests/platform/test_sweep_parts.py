@@ -1,0 +1,322 @@
+"""The pieces of a sweep that need no cluster: validation, search algorithm, scheduler, trial
+records, failure reasons, the summary and the plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+from ray.tune.search.optuna import OptunaSearch
+from tauray import tuning
+from tauray.plots import render_sweep_plots
+from tauray.training import load_run_file, prepare_run
+from tauray.trials import (
+    TrialLedger,
+    TrialRecord,
+    failure_kind,
+    failure_reason,
+    flatten,
+    is_metric,
+    resolve_train_loop_config,
+)
+from tauray.tuning import SweepRequest, plan_sweep
+from tauray_trainers.config import build_config
+
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5)
+
+
+def _plan(tmp_path: Path, **changes) -> tuning.SweepPlan:
+    request = SweepRequest(space="simclr-temperature", **changes)
+    return plan_sweep(request, cwd=tmp_path, environ={}, check_tracking=False, now=NOW)
+
+
+# ---- validation before Ray starts -------------------------------------------------------------
+
+
+def test_plan_defaults(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    assert plan.experiment == "tauray-simclr-temperature"
+    assert plan.sweep_name == "tauray-simclr-temperature-20260102-030405"
+    assert plan.num_samples == tuning.DEFAULT_TRIALS
+    assert plan.epochs == 6  # the space's fixed setting
+    assert plan.objective.metric == "val/knn_top1" and plan.objective.mode == "max"
+    assert plan.target.uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert plan.storage_path == tmp_path.resolve() / "tauray_results"
+    assert plan.model_name == "tauray-simclr-temperature"
+    assert plan.fixed_config["method"] == "simclr"
+
+
+def test_set_pins_settings_and_searched_parameters(tmp_path: Path) -> None:
+    plan = _plan(
+        tmp_path,
+        overrides=("epochs=3", "temperature.mode=fixed", "data.root=data/here"),
+        time_budget_s=60,
+    )
+    assert plan.epochs == 3
+    assert plan.num_samples == -1  # only a time budget: run until it is spent
+    assert plan.fixed_config["data"]["root"] == str(tmp_path.resolve() / "data" / "here")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        sampled = plan.space.sample_config(study.ask())
+        assert sampled["temperature"]["mode"] == "fixed"
+        assert "lr_multiplier" not in sampled["temperature"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"overrides": ("optimizer.lrr=0.1",)}, "lrr"),
+        ({"overrides": ("epochs=0",)}, "epochs"),
+        ({"overrides": ("epochs",)}, "key=value"),
+        ({"trials": 0}, "--trials"),
+        ({"time_budget_s": -5.0}, "--time-budget"),
+        ({"scheduler": "pbt"}, "--scheduler"),
+        ({"workers_per_trial": 0}, "--workers-per-trial"),
+        ({"objectives": ("val/knn_top1",)}, "METRIC:max"),
+        ({"tracking_uri": "sqlite:///:memory:"}, "in-memory"),
+    ],
+)
+def test_mistakes_fail_in_planning(tmp_path: Path, changes: dict, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment) as caught:
+        _plan(tmp_path, **changes)
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_space_lists_the_builtins(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="simclr-temperature"):
+        plan_sweep(SweepRequest(space="simclr-temp"), cwd=tmp_path, environ={})
+
+
+def test_objectives_override_the_space(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, objectives=("val/knn_top1:max", "cost/cpu_seconds:min"))
+    assert [(o.metric, o.mode) for o in plan.objectives] == [
+        ("val/knn_top1", "max"),
+        ("cost/cpu_seconds", "min"),
+    ]
+    searcher, _, _ = tuning.build_searcher(plan, concurrency=1)
+    assert searcher.metric == ["val/knn_top1", "cost/cpu_seconds"]
+
+
+# ---- search algorithm and scheduler -----------------------------------------------------------
+
+
+def test_searcher_runs_the_baselines_first_and_records_distributions(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, trials=9, seed=3)
+    searcher, recording, description = tuning.build_searcher(plan, concurrency=2)
+    assert isinstance(searcher, OptunaSearch)
+    assert "multivariate=True, group=True, seed=3, n_startup_trials=3" in description
+    assert "constant_liar=True" in description
+    first = searcher.suggest("trial-1")
+    second = searcher.suggest("trial-2")
+    third = searcher.suggest("trial-3")
+    assert set(first) == {"train_loop_config"}
+    assert first["train_loop_config"]["temperature"] == {"mode": "fixed", "value": 0.1}
+    assert second["train_loop_config"]["temperature"]["mode"] == "learnable"
+    assert second["train_loop_config"]["temperature"]["value"] == 0.07
+    for suggestion in (first, second, third):
+        build_config(resolve_train_loop_config(plan.fixed_config, suggestion))
+    assert "train_loop_config/optimizer/lr" in recording.distributions
+    assert "train_loop_config/temperature/mode" in recording.distributions
+
+
+def test_sampler_startup_trials_scale_with_the_budget() -> None:
+    assert "n_startup_trials=2," in tuning.sampler_description(4, 1, 0)[1]
+    assert "n_startup_trials=10," in tuning.sampler_description(60, 1, 0)[1]
+    assert "n_startup_trials=10," in tuning.sampler_description(-1, 1, 0)[1]
+    assert "constant_liar=False" in tuning.sampler_description(4, 1, 0)[1]
+
+
+def test_schedulers(tmp_path: Path) -> None:
+    asha, text = tuning.build_scheduler(_plan(tmp_path))
+    assert isinstance(asha, ASHAScheduler)
+    assert "max_t=6, grace_period=1" in text and "time_attr=epoch" in text
+    long_asha, long_text = tuning.build_scheduler(_plan(tmp_path, overrides=("epochs=20",)))
+    assert "grace_period=2" in long_text
+    hyperband, _ = tuning.build_scheduler(_plan(tmp_path, scheduler="hyperband"))
+    assert isinstance(hyperband, HyperBandScheduler)
+    none, _ = tuning.build_scheduler(_plan(tmp_path, scheduler="none"))
+    assert isinstance(none, FIFOScheduler)
+    single_epoch, _ = tuning.build_scheduler(_plan(tmp_path, overrides=("epochs=1",)))
+    assert isinstance(single_epoch, FIFOScheduler)
+    assert isinstance(long_asha, ASHAScheduler)
+
+
+# ---- trial records and failures ---------------------------------------------------------------
+
+
+FIXED = {"method": "simclr", "epochs": 4}
+
+
+def _record(index: int, mode: str, value: float, knn: float | None, status: str) -> TrialRecord:
+    sampled = {"temperature": {"mode": mode, "value": value}, "optimizer": {"lr": 1e-3 * index}}
+    if mode == "learnable":
+        sampled["temperature"]["lr_multiplier"] = 2.0
+    config = resolve_train_loop_config(FIXED, {"train_loop_config": sampled})
+    record = TrialRecord(f"t{index}", index, flatten(sampled), config, status=status)
+    record.epoch = 4 if status == "completed" else 1
+    if knn is not None:
+        final = value * 0.8 if mode == "learnable" else value
+        record.metrics = {"val/knn_top1": knn, "train/temperature": final}
+    return record
+
+
+def test_resolved_config_merges_fixed_and_sampled_and_validates() -> None:
+    config = resolve_train_loop_config(
+        FIXED, {"train_loop_config": {"temperature": {"mode": "learnable", "value": 0.07}}}
+    )
+    assert config["epochs"] == 4
+    assert config["temperature"]["mode"] == "learnable"
+    assert config["optimizer"]["name"] == "adamw"  # defaults filled in
+    with pytest.raises(ValueError, match=r"temperature\.value"):
+        resolve_train_loop_config(
+            FIXED, {"train_loop_config": {"temperature": {"mode": "learnable", "value": 5.0}}}
+        )
+    with pytest.raises(ValueError, match="workers"):
+        resolve_train_loop_config(FIXED, {"train_loop_config": {}, "workers": 2})
+
+
+def test_ledger_best_ignores_failed_and_running_trials() -> None:
+    ledger = TrialLedger(FIXED)
+    for record in (
+        _record(1, "fixed", 0.1, 0.40, "completed"),
+        _record(2, "fixed", 0.5, 0.55, "stopped"),
+        _record(3, "learnable", 0.07, 0.90, "failed"),
+        _record(4, "fixed", 0.2, 0.95, "running"),
+    ):
+        ledger.records[record.trial_id] = record
+    assert ledger.best("val/knn_top1", "max").trial_id == "t2"
+    assert ledger.best("val/knn_top1", "min").trial_id == "t1"
+    assert ledger.counts() == {"running": 1, "completed": 1, "stopped": 1, "failed": 1}
+    assert ledger.best("val/zeroshot_top1", "max") is None
+
+
+def test_failure_reasons_and_kinds() -> None:
+    text = (
+        "ray::ImplicitFunc.train() (pid=1)\n"
+        "ray.train.WorkerGroupError: Training failed due to worker errors:\n"
+        "    raise TrialOutOfMemoryError(batch_size)\n"
+        "tauray_trainers.loop.TrialOutOfMemoryError: CUDA out of memory at batch size 512\n"
+    )
+    assert failure_reason(text) == "TrialOutOfMemoryError: CUDA out of memory at batch size 512"
+    assert failure_kind(failure_reason(text)) == "out_of_memory"
+    assert failure_kind("NonFiniteLossError: non-finite loss at step 3") == "non_finite"
+    assert failure_kind("ValueError: bad") == "error"
+    assert failure_reason(None).startswith("unknown error")
+    assert failure_reason("something odd happened\n") == "something odd happened"
+
+
+def test_metric_filter() -> None:
+    assert is_metric("val/knn_top1", 0.5)
+    assert is_metric("cost/cpu_seconds", 3)
+    assert not is_metric("time_total_s", 1.0)
+    assert not is_metric("val/knn_top1", "0.5")
+    assert not is_metric("train/flag", True)
+    assert not is_metric("config/train_loop_config/epochs", 3)
+
+
+# ---- summary, best config, plots --------------------------------------------------------------
+
+
+def test_best_config_file_is_accepted_by_tauray_train(tmp_path: Path) -> None:
+    record = _record(2, "learnable", 0.07, 0.5, "completed")
+    request = SweepRequest(space="simclr-temperature", workers_per_trial=2)
+    text = tuning.best_config_yaml(record.config, request, "best trial\nsecond line")
+    assert text.startswith("# best trial\n# second line\n")
+    path = tmp_path / "best.yaml"
+    path.write_text(text)
+    tree, run_keys = load_run_file(path)
+    assert tree == record.config
+    assert run_keys["workers"] == 2
+    run = prepare_run(config_path=path)
+    assert run.workers == 2
+    assert run.config.to_dict() == record.config
+
+
+def test_changed_settings_keep_only_what_differs_from_defaults() -> None:
+    record = _record(3, "fixed", 0.3, 0.5, "completed")
+    changed = tuning.changed_settings(record.config)
+    assert changed == {
+        "method": "simclr",
+        "epochs": 4,
+        "optimizer": {"lr": pytest.approx(0.003)},
+        "temperature": {"value": 0.3},
+    }
+    assert build_config(changed).to_dict() == record.config
+
+
+def test_summary_text(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, workers_per_trial=2)
+    records = [
+        _record(1, "fixed", 0.1, 0.40, "completed"),
+        _record(2, "learnable", 0.07, 0.30, "stopped"),
+        _record(3, "fixed", 0.02, None, "failed"),
+    ]
+    records[2].error = "NonFiniteLossError: non-finite loss at step 3"
+    summary = tuning.SweepSummary(
+        plan=plan,
+        records=records,
+        counts={"running": 0, "completed": 1, "stopped": 1, "failed": 1},
+        best=records[0],
+        best_config=records[0].config,
+        best_config_path=tmp_path / "best_config.yaml",
+        experiment_id="4",
+        parent_run_id="parent123",
+        best_run_id="child1",
+        champion=("models:/tauray-simclr-temperature@champion", "2"),
+        elapsed_s=125.0,
+    )
+    text = tuning.format_summary(summary)
+    assert "finished in 2m05s: 3 trials, 1 completed, 1 stopped early, 1 failed." in text
+    assert "trial 3 failed: NonFiniteLossError: non-finite loss at step 3" in text
+    assert "Best trial: #1 (t1), val/knn_top1 = 0.4 at epoch 4/4, τ 0.1 (fixed)" in text
+    assert f"tauray train --config {tmp_path / 'best_config.yaml'}" in text
+    assert "models:/tauray-simclr-temperature@champion (version 2)" in text
+    assert "mlflow ui --backend-store-uri sqlite:///" in text
+    assert "#/experiments/4/runs/parent123" in text
+    table = tuning.trial_table(records, plan.objective)
+    header, *rows = table.splitlines()
+    assert header.split()[:3] == ["#", "status", "epochs"]
+    assert "lr_multiplier" in header
+    assert rows[0].split()[1] == "completed"
+    assert "stopped early" in rows[1]
+    assert yaml.safe_load(
+        text.split("the full config is in")[1].split("\n", 1)[1].split("Train it")[0]
+    )
+
+
+def test_plots_are_written_and_importances_need_two_trials(tmp_path: Path) -> None:
+    records = [
+        _record(1, "fixed", 0.1, 0.40, "completed"),
+        _record(2, "learnable", 0.07, 0.30, "stopped"),
+        _record(3, "fixed", 0.5, 0.45, "completed"),
+        _record(4, "fixed", 0.03, 0.35, "completed"),
+        _record(5, "fixed", 0.02, None, "failed"),
+    ]
+    distributions = {
+        "train_loop_config/temperature/mode": optuna.distributions.CategoricalDistribution(
+            ["fixed", "learnable"]
+        ),
+        "train_loop_config/temperature/value": optuna.distributions.FloatDistribution(
+            0.02, 1.0, log=True
+        ),
+        "train_loop_config/optimizer/lr": optuna.distributions.FloatDistribution(
+            1e-4, 1e-2, log=True
+        ),
+    }
+    plots = render_sweep_plots(records, "val/knn_top1", "max", distributions, tmp_path / "p")
+    assert set(plots.paths) == {
+        "objective_vs_temperature",
+        "optimization_history",
+        "parameter_importances",
+    }, plots.skipped
+    for path in plots.paths.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    single = render_sweep_plots(records[:1], "val/knn_top1", "max", distributions, tmp_path / "q")
+    assert ">= 2 finished trials" in single.skipped["parameter_importances"]
+    assert "objective_vs_temperature" in single.paths
+    nothing = render_sweep_plots(records[4:], "val/knn_top1", "max", distributions, tmp_path / "r")
+    assert not nothing.paths and len(nothing.skipped) == 3
