@@ -503,14 +503,34 @@ def test_stop_a_long_running_job(
 def test_submit_follow_sweep_succeeds_and_logs_to_mlflow(
     ray_head: RayHead, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The issue's test: `tauray submit --follow -- tauray tune ...` of a tiny sweep."""
     from mlflow.tracking import MlflowClient
 
     experiment = f"submit-{secrets.token_hex(4)}"
-    script = (
-        f"import mlflow; mlflow.set_experiment({experiment!r})\n"
-        "for trial in range(2):\n"
-        "    with mlflow.start_run(): mlflow.log_metric('val/knn_top1', 0.5 + trial / 10)\n"
-    )
+    sweep = [
+        "tauray",
+        "tune",
+        "--space",
+        "simclr-temperature",
+        "--experiment",
+        experiment,
+        "--trials",
+        "2",
+        "--scheduler",
+        "none",
+        "--seed",
+        "0",
+        "--storage-path",
+        str(ray_head.temp_dir / "results"),
+        "--set",
+        "epochs=1",
+        "--set",
+        "data.max_train_samples=64",
+        "--set",
+        "data.max_val_samples=64",
+        "--set",
+        "batch_size_per_worker=32",
+    ]
     code, out, err = _cli(
         capsys,
         "submit",
@@ -522,19 +542,22 @@ def test_submit_follow_sweep_succeeds_and_logs_to_mlflow(
         mlflow_uri,
         "--follow",
         "--",
-        "python",
-        "-c",
-        script,
+        *sweep,
     )
-    assert code == 0, out + err
+    assert code == 0, (out + err)[-4000:]
     job_id = out.splitlines()[0].strip()
     assert f"tauray: job {job_id} SUCCEEDED" in err
+
     client = MlflowClient(tracking_uri=mlflow_uri)
     found = client.get_experiment_by_name(experiment)
-    assert found is not None
+    assert found is not None, f"no MLflow experiment {experiment!r}; job output:\n{out[-3000:]}"
     runs = client.search_runs([found.experiment_id])
-    assert len(runs) == 2
-    assert sorted(run.data.metrics["val/knn_top1"] for run in runs) == [0.5, 0.6]
+    trials = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1 and len(trials) == 2
+    assert {run.data.tags["mlflow.parentRunId"] for run in trials} == {parents[0].info.run_id}
+    for run in trials:
+        assert 0.0 <= run.data.metrics["val/knn_top1"] <= 1.0
 
 
 # ---- log following over a dropped connection (the SDK's stream replaced by a scripted one) -------
