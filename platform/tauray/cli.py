@@ -404,7 +404,11 @@ def submit_command(
     env: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option(
-            "--env", "-e", metavar="KEY=VALUE", help="Environment variable for the job (repeat)."
+            "--env",
+            "-e",
+            metavar="KEY=VALUE",
+            help="Environment variable for the job (repeat). Values show in the job's details on "
+            "the dashboard: keep secrets (MLflow passwords) in the cluster's own environment.",
         ),
     ] = None,
     pip: Annotated[
