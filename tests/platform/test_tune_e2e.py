@@ -1,0 +1,306 @@
+"""``tauray tune`` end to end: a real local Ray, real Ray Train DDP trials, a real MLflow server.
+
+One sweep runs once for the module (3 trials of simclr-temperature, 2 CPU workers each so
+negatives are gathered across ranks, 2 tiny epochs). The first trial is made to fail halfway
+through its first epoch with the trainer's fault-injection hook (``TAURAY_INJECT_FAILURE``), so
+the sweep has to record a failure and go on. Everything is then checked through
+``MlflowClient``: the parent run, a child run per trial with its parameters and per-epoch
+metrics, the logged models, and the registered champion, which must load and embed a batch.
+
+The fail-fast paths (unreachable tracking server, a bad ``--set``) need no cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+import ray
+import torch
+from mlflow import MlflowClient
+from tauray import __version__
+from tauray.cli import main
+from tauray.tracking import (
+    CHAMPION_ALIAS,
+    TAG_BEST_RUN,
+    TAG_FAILURE_REASON,
+    TAG_KIND,
+    TAG_METHOD,
+    TAG_MODEL_URI,
+    TAG_PARENT_RUN_ID,
+    TAG_SPACE,
+    TAG_STATUS,
+    TAG_TRIAL_ID,
+    TAG_TRIAL_INDEX,
+    resolve_tracking_target,
+    tracking_scope,
+)
+from tauray.training import prepare_run
+from tauray_trainers.loop import FAULT_INJECTION_ENV
+
+EXPERIMENT = "e2e-simclr"
+TRIALS = 3
+EPOCHS = 2
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    exit_code: int
+    stdout: str
+    uri: str
+    client: MlflowClient
+    experiment_id: str
+    parent: mlflow.entities.Run
+    children: list[mlflow.entities.Run]
+    storage: Path
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def sweep(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
+    root = tmp_path_factory.mktemp("e2e-sweep")
+    storage = root / "results"
+    argv = [
+        "tune",
+        "--space",
+        "simclr-temperature",
+        "--experiment",
+        EXPERIMENT,
+        "--trials",
+        str(TRIALS),
+        "--workers-per-trial",
+        "2",
+        "--tracking-uri",
+        mlflow_uri,
+        "--storage-path",
+        str(storage),
+        "--num-cpus",
+        "2",
+        "--seed",
+        "0",
+        "--set",
+        f"epochs={EPOCHS}",
+        "--set",
+        "batch_size_per_worker=16",
+        "--set",
+        "data.max_train_samples=128",
+        "--set",
+        "data.max_val_samples=64",
+    ]
+    stdout = io.StringIO()
+    started = time.monotonic()
+    with pytest.MonkeyPatch.context() as patch:
+        # Local Ray workers inherit this process's environment: trial 1 (the first to reach
+        # epoch 1) fails on both ranks; the marker files keep later trials from failing.
+        patch.setenv(FAULT_INJECTION_ENV, f"epoch=1,marker={root / 'fault' / 'injected'}")
+        patch.chdir(root)
+        with contextlib.redirect_stdout(stdout):
+            exit_code = main(argv)
+    seconds = time.monotonic() - started
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, stdout.getvalue()[-3000:]
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [run for run in runs if run.data.tags.get(TAG_KIND) == "sweep"]
+    assert len(parents) == 1, [run.data.tags for run in runs]
+    children = sorted(
+        (run for run in runs if run.data.tags.get(TAG_KIND) == "trial"),
+        key=lambda run: int(run.data.tags[TAG_TRIAL_INDEX]),
+    )
+    return SweepRun(
+        exit_code,
+        stdout.getvalue(),
+        mlflow_uri,
+        client,
+        experiment.experiment_id,
+        parents[0],
+        children,
+        storage,
+        seconds,
+    )
+
+
+@pytest.mark.ray
+def test_sweep_finishes_and_prints_a_summary(sweep: SweepRun) -> None:
+    assert sweep.exit_code == 0, sweep.stdout[-3000:]
+    out = sweep.stdout
+    assert f"{TRIALS} trials" in out
+    assert "1 failed." in out
+    assert "trial 1 failed: InjectedFailure: injected failure in epoch 1" in out
+    assert "Best trial: #" in out
+    assert "tauray train --config" in out
+    assert f"{sweep.uri}/#/experiments/{sweep.experiment_id}/runs/{sweep.parent.info.run_id}" in out
+    assert f"models:/{EXPERIMENT}@champion" in out
+    print(f"e2e sweep wall time: {sweep.seconds:.0f} s")
+
+
+@pytest.mark.ray
+def test_parent_run_describes_the_sweep(sweep: SweepRun) -> None:
+    parent = sweep.parent
+    assert parent.info.status == "FINISHED"
+    params = parent.data.params
+    assert params["space"] == "simclr-temperature"
+    assert params["method"] == "simclr"
+    assert params["objective"] == "val/knn_top1:max"
+    assert params["trials"] == str(TRIALS)
+    assert params["workers_per_trial"] == "2"
+    assert params["epochs"] == str(EPOCHS)
+    assert params["sampler"].startswith("TPESampler(multivariate=True, group=True, seed=0")
+    assert params["scheduler"].startswith("ASHA(time_attr=epoch, max_t=2")
+    assert params["code_version"].startswith(__version__)
+    assert params["cluster_cpus"] == "2.0"
+    metrics = parent.data.metrics
+    assert metrics["trials/failed"] == 1
+    assert metrics["trials/completed"] + metrics["trials/stopped_early"] == TRIALS - 1
+    best_run = sweep.client.get_run(parent.data.tags[TAG_BEST_RUN])
+    assert metrics["best/val/knn_top1"] == best_run.data.metrics["val/knn_top1"]
+    assert all(
+        best_run.data.params[key.removeprefix("best/").replace("/", ".")] == value
+        for key, value in params.items()
+        if key.startswith("best/")
+    )
+    artifacts = {item.path for item in sweep.client.list_artifacts(parent.info.run_id)}
+    assert {"best_config.yaml", "plots"} <= artifacts
+    plots = {item.path for item in sweep.client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/objective_vs_temperature.png", "plots/optimization_history.png"} <= plots
+
+
+@pytest.mark.ray
+def test_one_child_run_per_trial_with_params_and_metrics_per_epoch(sweep: SweepRun) -> None:
+    children = sweep.children
+    assert len(children) == TRIALS
+    assert len({run.data.tags[TAG_TRIAL_ID] for run in children}) == TRIALS
+    for run in children:
+        tags, params = run.data.tags, run.data.params
+        assert tags[TAG_PARENT_RUN_ID] == sweep.parent.info.run_id
+        assert tags[TAG_METHOD] == "simclr"
+        assert tags[TAG_SPACE] == "simclr-temperature"
+        assert params["epochs"] == str(EPOCHS)
+        assert params["batch_size_per_worker"] == "16"
+        assert params["temperature.mode"] in ("fixed", "learnable", "scheduled")
+        assert float(params["optimizer.lr"]) > 0
+    # The space's baselines run first: τ = 0.1 fixed, then τ = 0.07 learnable.
+    assert children[0].data.params["temperature.value"] == "0.1"
+    assert children[1].data.params["temperature.mode"] == "learnable"
+
+    failed, *finished = children
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags[TAG_STATUS] == "failed"
+    assert "InjectedFailure: injected failure in epoch 1" in failed.data.tags[TAG_FAILURE_REASON]
+    assert TAG_MODEL_URI not in failed.data.tags
+    for run in finished:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[TAG_STATUS] in ("completed", "stopped")
+        knn = sweep.client.get_metric_history(run.info.run_id, "val/knn_top1")
+        steps = [entry.step for entry in knn]
+        assert steps == list(range(1, len(steps) + 1)) and steps
+        if run.data.tags[TAG_STATUS] == "completed":
+            assert steps == list(range(1, EPOCHS + 1))
+        temperature = sweep.client.get_metric_history(run.info.run_id, "train/temperature")
+        assert [entry.step for entry in temperature] == steps
+        assert all(entry.value > 0 for entry in temperature)
+        assert run.data.metrics["cost/samples_seen"] > 0
+        assert 0.0 <= run.data.metrics["val/knn_top1"] <= 1.0
+
+
+@pytest.mark.ray
+def test_every_finished_trial_logged_its_model(sweep: SweepRun) -> None:
+    for run in sweep.children[1:]:
+        model_uri = run.data.tags[TAG_MODEL_URI]
+        model_id = model_uri.removeprefix("models:/")
+        logged = sweep.client.get_logged_model(model_id)
+        assert logged.source_run_id == run.info.run_id
+        assert logged.name == "model"
+
+
+@pytest.mark.ray
+def test_champion_alias_loads_and_embeds_a_batch(sweep: SweepRun) -> None:
+    version = sweep.client.get_model_version_by_alias(EXPERIMENT, CHAMPION_ALIAS)
+    assert version.run_id == sweep.parent.data.tags[TAG_BEST_RUN]
+    uri = f"models:/{EXPERIMENT}@{CHAMPION_ALIAS}"
+    with tracking_scope(resolve_tracking_target(sweep.uri, environ={})):
+        info = mlflow.models.get_model_info(uri)
+        model = mlflow.pytorch.load_model(uri)
+    shape = info.signature.inputs.inputs[0].shape
+    assert tuple(shape[1:]) == (1, 32, 32)  # cluttered digits: 1 channel at 32 px
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.rand(5, *shape[1:], generator=generator)
+    with torch.no_grad():
+        embeddings = model(batch)
+    assert embeddings.shape[0] == 5 and embeddings.ndim == 2
+    assert torch.isfinite(embeddings).all()
+    torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(5), atol=1e-4, rtol=0)
+    assert not torch.allclose(embeddings[0], embeddings[1])
+
+
+@pytest.mark.ray
+def test_best_config_file_trains_with_tauray_train(sweep: SweepRun) -> None:
+    files = list(sweep.storage.glob("*/best_config.yaml"))
+    assert len(files) == 1
+    run = prepare_run(config_path=files[0])
+    assert run.workers == 2
+    best_run = sweep.client.get_run(sweep.parent.data.tags[TAG_BEST_RUN])
+    assert run.config.temperature.mode == best_run.data.params["temperature.mode"]
+    assert str(run.config.optimizer.lr) == best_run.data.params["optimizer.lr"]
+
+
+# ---- fail fast, no cluster --------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_unreachable_tracking_server_fails_before_ray_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    uri = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    code = main(
+        [
+            "tune",
+            "--space",
+            "simclr-temperature",
+            "--tracking-uri",
+            uri,
+            "--storage-path",
+            str(tmp_path),
+        ]
+    )
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("tauray: error: ")
+    assert f"MLflow tracking server {uri} is unreachable" in err
+    assert not ray.is_initialized()
+    assert not list(tmp_path.iterdir())
+    print(f"unreachable tracking server reported after {elapsed:.1f} s")
+
+
+def test_bad_set_fails_before_ray_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = main(
+        [
+            "tune",
+            "--space",
+            "simclr-temperature",
+            "--tracking-uri",
+            f"http://127.0.0.1:{_free_port()}",
+            "--set",
+            "optimizer.learning_rate=0.1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "optimizer.learning_rate" in err or "learning_rate" in err
+    assert not ray.is_initialized()
