@@ -118,6 +118,8 @@ def optimization_history(records: Sequence[TrialRecord], metric: str, mode: str)
     Raises:
         ValueError: if no finished trial reported ``metric``.
     """
+    from matplotlib.ticker import MaxNLocator
+
     if not _finished(records, metric):
         raise ValueError(f"no finished trial reported {metric!r}")
     ordered = sorted(records, key=lambda record: record.index)
@@ -144,6 +146,7 @@ def optimization_history(records: Sequence[TrialRecord], metric: str, mode: str)
     if failed:
         bottom = min(steps_y)
         axes.scatter(failed, [bottom] * len(failed), marker="x", color="red", label="failed")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("trial (start order)")
     axes.set_ylabel(metric)
     axes.set_title("optimisation history (blue completed, grey stopped early)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import inspect
 import logging
 import math
 import os
@@ -709,7 +710,6 @@ def run_sweep(
         ValueError: one trial cannot fit the cluster.
         ConnectionError: the Ray cluster at the requested address cannot be reached.
     """
-    from tauray.cluster import ray_session
     from tauray.tracking import (
         TAG_BEST_RUN,
         TAG_BEST_TRIAL,
@@ -742,9 +742,7 @@ def run_sweep(
         status = "FAILED"
         try:
             with quiet_ray_tune(enabled=not request.verbose):
-                with ray_session(
-                    request.address, num_cpus=request.num_cpus, num_gpus=request.num_gpus
-                ) as info:
+                with _ray_session(request) as info:
                     ledger, mlflow_logger, outcome = _fit(
                         plan, info, recorder, parent_run_id, echo, ledger_factory
                     )
@@ -766,6 +764,21 @@ def run_sweep(
             raise
         finally:
             recorder.end_run(parent_run_id, status)  # type: ignore[arg-type]
+
+
+def _ray_session(request: SweepRequest) -> contextlib.AbstractContextManager[ClusterInfo]:
+    """:func:`tauray.cluster.ray_session` for a sweep.
+
+    Without ``--verbose`` the workers' own output (Ray Train's start-up lines, rank 0's epoch
+    lines) stays in Ray's log files: the progress printer shows each trial's epochs. That needs
+    ``ray_session(log_to_driver=...)``; it is passed where the session accepts it.
+    """
+    from tauray.cluster import ray_session
+
+    options: dict[str, Any] = {"num_cpus": request.num_cpus, "num_gpus": request.num_gpus}
+    if "log_to_driver" in inspect.signature(ray_session).parameters:
+        options["log_to_driver"] = request.verbose
+    return ray_session(request.address, **options)
 
 
 def _budget_text(plan: SweepPlan) -> str:
