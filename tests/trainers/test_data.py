@@ -166,6 +166,19 @@ def test_flips_are_off_for_digits_and_configurable() -> None:
     assert v2.GaussianBlur in types and v2.RandomGrayscale not in types  # 1 channel
 
 
+def _crop_scale(transform: v2.Compose) -> tuple[float, float]:
+    crops = [t for t in transform.transforms if isinstance(t, v2.RandomResizedCrop)]
+    assert len(crops) == 1
+    return tuple(crops[0].scale)
+
+
+def test_crop_scale_defaults_per_data_set_and_override() -> None:
+    assert _crop_scale(_bundle("simclr", max_train_samples=8).train.transform) == (0.5, 1.0)
+    assert _crop_scale(_bundle("clip", max_train_samples=8).train.transform) == (0.5, 1.0)
+    custom = _bundle("simclr", max_train_samples=8, crop_min_scale=0.3)
+    assert _crop_scale(custom.train.transform) == (0.3, 1.0)
+
+
 def test_clip_samples_captions_from_the_class_templates() -> None:
     bundle = build_data(
         build_config(
@@ -350,6 +363,7 @@ def test_cifar10_reader_matches_torchvision(tmp_path: Path, monkeypatch) -> None
     view_a, _ = bundle.train[0]
     assert view_a.shape == (3, 32, 32)
     assert v2.RandomHorizontalFlip in _transform_types(bundle.train.transform)
+    assert _crop_scale(bundle.train.transform) == (0.2, 1.0)
     small = _bundle("simclr", name="cifar10", root=str(tmp_path), image_size=16)
     assert small.val[0][0].shape == (3, 16, 16)
 

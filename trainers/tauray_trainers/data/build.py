@@ -25,7 +25,12 @@ from tauray_trainers.data.sources import (
     split_indices,
 )
 from tauray_trainers.data.tokenizer import ByteTokenizer
-from tauray_trainers.data.transforms import dino_transforms, eval_transform, simclr_transform
+from tauray_trainers.data.transforms import (
+    SIMCLR_CROP_SCALE,
+    dino_transforms,
+    eval_transform,
+    simclr_transform,
+)
 from tauray_trainers.data.views import (
     CaptionedImages,
     LabelledCaptionedImages,
@@ -37,6 +42,10 @@ from tauray_trainers.data.views import (
 logger = logging.getLogger(__name__)
 
 DIGITS_DATA_SETS = ("digits", "digits-cluttered")
+# Measured: SimCLR on the cluttered digits (data seed 0; small CNN, batch 128, Adam 1e-3, tau 0.2,
+# 15 epochs, one process) reached kNN top-1 0.348 with crops of at least half the canvas and 0.304
+# with 0.2 (random init: 0.181), and learned faster all along.
+DIGITS_CROP_MIN_SCALE = 0.5
 # Per-channel statistics of ImageNet (torchvision's reference scripts), used for file data whose
 # pixels are not all in memory to measure.
 IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
@@ -80,10 +89,22 @@ class DataBundle:
 
 
 def _channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 ``[N, C, H, W]`` images, in [0, 1]."""
-    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0
-    mean = pixels.mean(dim=1)
-    std = pixels.std(dim=1).clamp_min(1e-3)
+    """Per-channel mean and standard deviation of uint8 ``[N, C, H, W]`` images, in [0, 1].
+
+    Accumulated over blocks of images in float64, so a large set needs no float copy of itself.
+    """
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, images.shape[0], 1024):
+        block = images[start : start + 1024].transpose(0, 1).reshape(channels, -1).double()
+        total += block.sum(dim=1)
+        squares += block.square().sum(dim=1)
+    count = images.numel() // channels
+    mean = total / count
+    variance = (squares / count - mean.square()) * count / max(count - 1, 1)
+    std = variance.clamp_min(0.0).sqrt().div(255.0).clamp_min(1e-3)
+    mean = mean / 255.0
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
 
 
@@ -191,6 +212,12 @@ def build_data(config: TrainConfig) -> DataBundle:
     flip = data.horizontal_flip
     if flip is None:
         flip = data.name not in DIGITS_DATA_SETS
+    crop_min_scale = data.crop_min_scale
+    if crop_min_scale is None:
+        crop_min_scale = (
+            DIGITS_CROP_MIN_SCALE if data.name in DIGITS_DATA_SETS else SIMCLR_CROP_SCALE[0]
+        )
+    crop_scale = (crop_min_scale, 1.0)
     tokenizer = ByteTokenizer(config.model.context_length)
     evaluation = eval_transform(data.image_size, channels, mean, std)
 
@@ -198,13 +225,17 @@ def build_data(config: TrainConfig) -> DataBundle:
     if config.method == "simclr":
         train = TwoViews(
             train_source,
-            simclr_transform(data.image_size, channels, mean, std, flip=flip),
+            simclr_transform(
+                data.image_size, channels, mean, std, flip=flip, crop_scale=crop_scale
+            ),
             config.seed,
         )
     elif config.method == "clip":
         train = CaptionedImages(
             train_source,
-            simclr_transform(data.image_size, channels, mean, std, flip=flip),
+            simclr_transform(
+                data.image_size, channels, mean, std, flip=flip, crop_scale=crop_scale
+            ),
             tokenizer,
             prompts,
             config.seed,

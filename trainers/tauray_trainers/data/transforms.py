@@ -3,7 +3,9 @@
 * :func:`simclr_transform`: SimCLR's recipe (Chen et al. 2020, appendix A): random resized crop,
   horizontal flip, colour jitter (p=0.8), random grayscale (p=0.2), Gaussian blur (p=0.5), sized
   for small images: crop scale from 0.2 (the 0.08 of ImageNet leaves almost nothing of a 32x32
-  image), jitter strength 0.5 as the paper's CIFAR-10 runs, blur kernel about a tenth of the side.
+  image; :func:`~tauray_trainers.data.build_data` uses 0.5 for the digits, see
+  ``data.crop_min_scale``), jitter strength 0.5 as the paper's CIFAR-10 runs, blur kernel about a
+  tenth of the side.
 * :func:`dino_transforms`: DINO's multi-crop (Caron et al. 2021): two global crops (scale 0.4-1,
   blur always on the first, blur p=0.1 and solarisation p=0.2 on the second) and local crops
   (scale 0.05-0.4, blur p=0.5) at a smaller size.
