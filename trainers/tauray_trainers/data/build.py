@@ -38,6 +38,7 @@ from tauray_trainers.data.views import (
     MultiCrop,
     TwoViews,
 )
+from tauray_trainers.distributed import rank
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,8 @@ def build_data(config: TrainConfig) -> DataBundle:
         std=tuple(std),
         name=data.name,
     )
-    logger.info(
+    logger.log(
+        logging.INFO if rank() == 0 else logging.DEBUG,
         "data %s for %s: %d train, %d val, %d classes, %d channel(s) at %dpx",
         data.name,
         config.method,

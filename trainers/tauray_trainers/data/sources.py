@@ -411,7 +411,7 @@ def read_manifest(path: str | Path, channels: int = 3) -> FileImages:
         class_names = sorted({str(label) for label in raw_labels})
         lookup = {name: i for i, name in enumerate(class_names)}
         labels = torch.tensor([lookup[str(label)] for label in raw_labels], dtype=torch.int64)
-    logger.info("manifest %s: %d images, %d classes", path, len(paths), len(class_names))
+    logger.debug("manifest %s: %d images, %d classes", path, len(paths), len(class_names))
     return FileImages(paths, labels, class_names, captions, channels)
 
 
