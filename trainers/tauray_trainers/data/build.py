@@ -180,7 +180,8 @@ def build_data(config: TrainConfig) -> DataBundle:
     Splits: the digits, a single manifest and an ImageFolder without ``train``/``val`` folders
     are split at random with ``data.val_fraction`` and ``data.seed``; CIFAR-10 and STL-10 use their
     own train/test splits. ``data.max_train_samples`` / ``max_val_samples`` keep a seeded random
-    subset. Training augmentations are seeded by ``config.seed`` (per epoch and sample).
+    subset. Training augmentations are seeded by ``config.seed`` (per epoch and sample). CLIP's
+    images get the SimCLR pipeline too (crop, jitter, blur), which regularises small data sets.
 
     Args:
         config: the run's configuration.
