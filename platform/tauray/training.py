@@ -237,8 +237,11 @@ def format_metrics(metrics: Mapping[str, Any], *, epochs: int | None = None) -> 
     return "  ".join(parts)
 
 
-def _progress_callback(progress_queue: Any) -> Any:
-    """A Ray Train callback (runs in the controller) that forwards rank 0's metrics."""
+def forward_metrics_callback(target: Any) -> Any:
+    """A Ray Train callback that puts rank 0's metrics of every report into ``target``.
+
+    It runs in Ray Train's controller process; ``target`` is a ``ray.util.queue.Queue``.
+    """
     from ray.train import UserCallback
 
     class _ForwardMetrics(UserCallback):
@@ -249,7 +252,7 @@ def _progress_callback(progress_queue: Any) -> Any:
             if metrics:
                 self.target.put(dict(metrics[0]))
 
-    return _ForwardMetrics(progress_queue)
+    return _ForwardMetrics(target)
 
 
 # ---- tauray train -------------------------------------------------------------------------------
@@ -379,7 +382,7 @@ def run_training(
             cpus_per_worker=request.cpus_per_worker,
             run_name=name,
             storage_path=storage,
-            callbacks=[_progress_callback(progress)],
+            callbacks=[forward_metrics_callback(progress)],
             max_failures=max_failures,
         )
         echo(
