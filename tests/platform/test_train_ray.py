@@ -1,0 +1,201 @@
+"""Training on a real local Ray (2 CPUs, 2 Ray Train V2 workers, gloo): SimCLR learns, DINO
+keeps its ranks identical, a run killed after a checkpoint resumes to the same final metrics,
+and ``tauray train`` trains CLIP end to end through the CLI.
+
+One local Ray serves the whole module. Every trial costs ~30 s of fixed Ray overhead on 2 cores,
+so the module runs four short trials (about 4 minutes on an idle 2-core machine).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tauray.cli import main
+from tauray.cluster import ray_session
+from tauray.training import build_trainer
+from tauray_trainers import metrics as names
+from tauray_trainers.loop import FAULT_INJECTION_ENV, evaluate_untrained
+from tauray_trainers.models import load_embedding_model
+from tauray_trainers.models.checkpoint import read_checkpoint
+
+pytestmark = pytest.mark.ray
+
+# SimCLR on the cluttered digits: ~16% kNN top-1 at random init, ~35% after these 6 epochs.
+SIMCLR: dict[str, Any] = {
+    "method": "simclr",
+    "epochs": 6,
+    "seed": 0,
+    "batch_size_per_worker": 16,
+    "data": {"name": "digits-cluttered", "max_train_samples": 1024},
+    "optimizer": {"lr": 0.002, "warmup_epochs": 0.5},
+    "temperature": {"value": 0.2},
+    "eval": {"every_epochs": 3},
+    # Keep every checkpoint: Result.metrics_dataframe lists the epochs of the kept ones.
+    "checkpoint": {"keep": 10},
+}
+KNN_MARGIN = 0.10
+
+# CLIP on the plain digits with template captions: zero-shot ~10% at init, >80% after 6 epochs.
+CLIP: dict[str, Any] = {
+    "method": "clip",
+    "epochs": 6,
+    "batch_size_per_worker": 16,
+    "data": {"name": "digits", "max_train_samples": 1024},
+    "optimizer": {"lr": 0.002, "warmup_epochs": 0.5},
+    "eval": {"every_epochs": 3},
+}
+CHANCE = 0.1
+ZEROSHOT_MARGIN = 0.2
+
+DINO: dict[str, Any] = {
+    "method": "dino",
+    "epochs": 2,
+    "batch_size_per_worker": 16,
+    "data": {"image_size": 16, "max_train_samples": 128, "max_val_samples": 64},
+    "model": {"hidden_dim": 64, "embedding_dim": 32, "dino_out_dim": 64},
+    "dino": {"num_local_crops": 2, "local_crop_size": 8},
+    "eval": {"knn_k": 5},
+    "checkpoint": {"keep": 10},
+}
+
+# Wall-clock figures differ between runs; everything else must match.
+_TIMED = (
+    names.PERF_SAMPLES_PER_SECOND,
+    names.COST_WORKER_SECONDS,
+    names.COST_CPU_SECONDS,
+)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    with ray_session(num_cpus=2) as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ray_results")
+
+
+@pytest.fixture(scope="module")
+def simclr_run(ray_cluster: Any, storage: Path) -> Any:
+    trainer = build_trainer(
+        SIMCLR, workers=2, gpus_per_worker=0, run_name="simclr", storage_path=storage
+    )
+    return trainer.fit()
+
+
+def _epochs(result: Any) -> list[int]:
+    return [int(e) for e in result.metrics_dataframe[names.EPOCH]]
+
+
+def test_simclr_beats_its_random_init(simclr_run: Any) -> None:
+    assert simclr_run.error is None
+    assert _epochs(simclr_run) == [1, 2, 3, 4, 5, 6]
+    baseline = evaluate_untrained(SIMCLR)[names.VAL_KNN_TOP1]
+    trained = simclr_run.metrics[names.VAL_KNN_TOP1]
+    assert trained >= baseline + KNN_MARGIN, (baseline, trained)
+    metrics = simclr_run.metrics
+    assert metrics[names.COST_SAMPLES_SEEN] == 6 * 1024  # 32 per step x 32 steps x 6 epochs
+    assert metrics[names.COST_GPU_SECONDS] == 0.0
+    # Two workers of one CPU each: worker- and CPU-seconds agree.
+    assert metrics[names.COST_CPU_SECONDS] == pytest.approx(metrics[names.COST_WORKER_SECONDS])
+    assert metrics[names.DIST_STATE_DIVERGENCE] == 0.0
+    saved = read_checkpoint(simclr_run.checkpoint.path)
+    assert saved["epoch"] == 6 and saved["world_size"] == 2
+
+
+def test_resume_after_a_failure_matches_the_uninterrupted_run(
+    ray_cluster: Any, storage: Path, simclr_run: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "failed"
+    trainer = build_trainer(
+        SIMCLR,
+        workers=2,
+        gpus_per_worker=0,
+        run_name="simclr-interrupted",
+        storage_path=storage,
+        max_failures=1,
+        worker_env={FAULT_INJECTION_ENV: f"epoch=4,marker={marker}"},
+    )
+    result = trainer.fit()
+    assert result.error is None
+    # Both ranks failed halfway through epoch 4, once...
+    assert (tmp_path / "failed.rank0").exists() and (tmp_path / "failed.rank1").exists()
+    # ...and the restarted workers continued after epoch 3's checkpoint instead of starting over.
+    assert _epochs(result) == [1, 2, 3, 4, 5, 6]
+    expected = {k: v for k, v in simclr_run.metrics.items() if k not in _TIMED}
+    actual = {k: v for k, v in result.metrics.items() if k not in _TIMED}
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        assert actual[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_dino_ranks_hold_identical_teacher_and_center(ray_cluster: Any, storage: Path) -> None:
+    trainer = build_trainer(
+        DINO, workers=2, gpus_per_worker=0, run_name="dino", storage_path=storage
+    )
+    result = trainer.fit()
+    frame = result.metrics_dataframe
+    assert list(frame[names.EPOCH]) == [1, 2]
+    # Fingerprints of every weight (student, EMA teacher) and the DINO center, all-gathered from
+    # both ranks at the end of each epoch: exactly equal.
+    assert list(frame[names.DIST_STATE_DIVERGENCE]) == [0.0, 0.0]
+    assert list(frame[names.TRAIN_TEACHER_TEMPERATURE]) == pytest.approx([0.04, 0.04])
+    assert all(math.isfinite(v) for v in frame[names.TRAIN_LOSS])
+    state = read_checkpoint(result.checkpoint.path)["model"]
+    assert float(state["loss.center"].abs().sum()) > 0, "the center was updated"
+    moved = [
+        key
+        for key in state
+        if key.startswith("teacher.")
+        and "running" not in key
+        and "num_batches" not in key
+        and not state[key].equal(state["student." + key.removeprefix("teacher.")])
+    ]
+    assert moved, "the EMA teacher differs from the student after training"
+
+
+def test_tauray_train_cli_trains_clip(
+    ray_cluster: Any, storage: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_file = tmp_path / "best.yaml"
+    # The form `tauray tune` prints for its best trial: train_loop_config plus run-level keys.
+    run_file.write_text(yaml.safe_dump({"train_loop_config": CLIP, "workers": 2}))
+    code = main(
+        [
+            "train",
+            "--config",
+            str(run_file),
+            "--set",
+            "seed=1",
+            "--storage-path",
+            str(storage),
+            "--name",
+            "cli-clip",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    progress = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in progress] == [f"{e}/6" for e in range(1, 7)]
+    assert all("loss" in line and "zero-shot@1" in line for line in progress)
+    match = re.search(r"^checkpoint: (\S+)$", out, flags=re.MULTILINE)
+    assert match, out
+    checkpoint = Path(match.group(1))
+    saved = read_checkpoint(checkpoint)
+    assert saved["config"]["seed"] == 1 and saved["config"]["method"] == "clip"
+    zero_shot = saved["metrics"][names.VAL_ZEROSHOT_TOP1]
+    assert zero_shot >= CHANCE + ZEROSHOT_MARGIN, zero_shot
+    assert f"val/zeroshot_top1: {zero_shot:.6g}" in out
+    # The tuner logs this embedding model to MLflow: it loads and embeds a batch.
+    model, example, config = load_embedding_model(checkpoint)
+    embeddings = model(example)
+    assert config.method == "clip"
+    assert embeddings.shape == (2, config.model.embedding_dim)
