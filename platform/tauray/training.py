@@ -409,6 +409,7 @@ def run_training(
                 break
             echo(format_metrics(metrics, epochs=config.epochs))
         thread.join()
+        progress.shutdown()
         if "error" in outcome:
             error = outcome["error"]
             raise TrainingFailed(f"training failed: {describe_failure(error)}") from error

@@ -287,6 +287,11 @@ def test_reports_every_epoch_with_the_metric_names(uninterrupted: tuple[list[dic
     assert [r[names.STEP] for r in reports] == [4, 8, 12]
     assert [r[names.COST_SAMPLES_SEEN] for r in reports] == [64, 128, 192]
     assert reports[0][names.TRAIN_TEMPERATURE] != reports[1][names.TRAIN_TEMPERATURE]
+    # train/lr is the rate of each epoch's last step (warm-up over the first epoch, then cosine).
+    schedule = WarmupCosine(warmup_steps=4, total_steps=12)
+    assert [r[names.TRAIN_LR] for r in reports] == pytest.approx(
+        [1e-3 * schedule(s) for s in (3, 7, 11)]
+    )
     assert reports[0][names.COST_GPU_SECONDS] == 0.0
     assert reports[1][names.COST_WORKER_SECONDS] > reports[0][names.COST_WORKER_SECONDS]
     assert sorted(p.name for p in root.iterdir()) == [

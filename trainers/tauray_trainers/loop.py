@@ -533,6 +533,7 @@ class EpochStats:
     steps: int
     samples: int  # over all ranks
     seconds: float
+    lr: float  # learning rate of the epoch's last step (first parameter group)
 
 
 def _unwrap(model: nn.Module) -> ContrastiveMethod:
@@ -571,6 +572,7 @@ def train_one_epoch(
     model.train()
     steps = len(loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    last_lr = float(optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
     for step_in_epoch, batch in enumerate(loader):
         if fault is not None:
@@ -601,6 +603,7 @@ def train_one_epoch(
             raise TrialOutOfMemoryError(
                 batch_size, batch_size * world_size, str(device), str(error).splitlines()[0]
             ) from error
+        last_lr = float(optimizer.param_groups[0]["lr"])
         lr_schedule.step()
         method.after_optimizer_step(step)
         state.global_step += 1
@@ -614,6 +617,7 @@ def train_one_epoch(
         steps=steps,
         samples=steps * batch_size * world_size,
         seconds=seconds,
+        lr=last_lr,
     )
 
 
@@ -854,7 +858,6 @@ def _epoch_metrics(
     epoch: int,
     stats: EpochStats,
     method: ContrastiveMethod,
-    optimizer: torch.optim.Optimizer,
     state: TrainingState,
 ) -> dict[str, float]:
     temperature = method.temperature.stats()
@@ -864,7 +867,7 @@ def _epoch_metrics(
         names.TRAIN_LOSS: stats.loss,
         names.TRAIN_TEMPERATURE: float(temperature["temperature"]),
         names.TRAIN_TEMPERATURE_AT_BOUND: float(temperature["at_bound_fraction"]),
-        names.TRAIN_LR: float(optimizer.param_groups[0]["lr"]),
+        names.TRAIN_LR: stats.lr,
         names.PERF_SAMPLES_PER_SECOND: stats.samples / max(stats.seconds, 1e-9),
     }
     schedules = method.schedule_stats(max(state.global_step - 1, 0))
@@ -931,7 +934,7 @@ def run_worker(raw_config: Mapping[str, Any] | TrainConfig, runtime: WorkerRunti
             fault=fault,
         )
         state.epoch = epoch
-        metrics = _epoch_metrics(epoch, stats, method, optimizer, state)
+        metrics = _epoch_metrics(epoch, stats, method, state)
         metrics[names.DIST_STATE_DIVERGENCE] = state_divergence(method)
         synchronize_buffers(method)
         last = epoch == config.epochs
