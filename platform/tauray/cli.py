@@ -113,6 +113,9 @@ def _train(
     max_failures: Annotated[
         int, typer.Option("--max-failures", help="Restarts from the last checkpoint.")
     ] = 0,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show the workers' own log output.")
+    ] = False,
 ) -> None:
     """Train one model with Ray Train: tauray train --method simclr --workers 2 --set epochs=5
 
@@ -135,6 +138,7 @@ def _train(
             storage_path=storage_path,
             run_name=name,
             max_failures=max_failures,
+            verbose=verbose,
             echo=typer.echo,
         )
     except TrainingFailed as error:

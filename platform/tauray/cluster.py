@@ -72,6 +72,7 @@ def ray_session(
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     include_dashboard: bool = False,
+    log_to_driver: bool = True,
 ) -> Iterator[ClusterInfo]:
     """Start a local Ray for the duration of the block, or connect to a running cluster.
 
@@ -87,6 +88,7 @@ def ray_session(
         num_cpus: logical CPUs of a local Ray (ignored when connecting).
         num_gpus: logical GPUs of a local Ray (ignored when connecting).
         include_dashboard: start the dashboard with a local Ray (needed for Ray jobs).
+        log_to_driver: print the workers' output here (False: it stays in Ray's log files).
 
     Yields:
         :class:`ClusterInfo` of the session.
@@ -110,7 +112,7 @@ def ray_session(
                 f"num_cpus/num_gpus size a local Ray; a running cluster ({address}) has its own"
             )
         try:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=log_to_driver)
         except (ConnectionError, TimeoutError, RuntimeError) as error:
             raise ConnectionError(
                 f"cannot connect to the Ray cluster at {address!r}: {error}; check the address "
@@ -126,6 +128,7 @@ def ray_session(
         num_gpus=num_gpus,
         resources={DRIVER_RESOURCE: DRIVER_RESOURCE_UNITS},
         include_dashboard=include_dashboard,
+        log_to_driver=log_to_driver,
     )
     try:
         info = _cluster_info(local=True, address=None)

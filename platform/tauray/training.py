@@ -339,6 +339,7 @@ def run_training(
     run_name: str | None = None,
     max_failures: int = 0,
     num_cpus: int | None = None,
+    verbose: bool = False,
     echo: Callable[[str], None] = print,
 ) -> TrainingOutcome:
     """Run one training job and print its progress, one line per epoch.
@@ -353,6 +354,7 @@ def run_training(
         run_name: Ray Train run name (default: :func:`default_run_name`).
         max_failures: restarts from the latest checkpoint on worker failure.
         num_cpus: CPUs of the local Ray (default: all of this machine).
+        verbose: show the workers' own output (Ray Train's start-up, rank 0's log lines).
         echo: where progress lines go.
 
     Raises:
@@ -366,7 +368,8 @@ def run_training(
     config = request.config
     storage = _storage_uri(storage_path or DEFAULT_STORAGE)
     name = run_name or default_run_name(config)
-    with ray_session(address, num_cpus=num_cpus if address is None else None) as info:
+    local_cpus = num_cpus if address is None else None
+    with ray_session(address, num_cpus=local_cpus, log_to_driver=verbose) as info:
         fit_info = info
         if not info.driver_resource:
             # tauray train's driver is this process: it reserves nothing on the cluster.
