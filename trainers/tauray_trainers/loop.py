@@ -876,6 +876,25 @@ def _epoch_metrics(
     return result
 
 
+def _account_cost(
+    cost: CostCounters,
+    base: CostCounters,
+    elapsed: float,
+    world_size: int,
+    resources: Mapping[str, float],
+) -> dict[str, float]:
+    """Update ``cost`` to ``base`` (earlier attempts) plus this attempt's reserved seconds."""
+    cost.worker_seconds = base.worker_seconds + elapsed * world_size
+    cost.gpu_seconds = base.gpu_seconds + elapsed * world_size * resources.get("GPU", 0.0)
+    cost.cpu_seconds = base.cpu_seconds + elapsed * world_size * resources.get("CPU", 0.0)
+    return {
+        names.COST_WORKER_SECONDS: cost.worker_seconds,
+        names.COST_GPU_SECONDS: cost.gpu_seconds,
+        names.COST_CPU_SECONDS: cost.cpu_seconds,
+        names.COST_SAMPLES_SEEN: cost.samples_seen,
+    }
+
+
 def run_worker(raw_config: Mapping[str, Any] | TrainConfig, runtime: WorkerRuntime) -> list[dict]:
     """Train, evaluate, report and checkpoint on one worker; returns the reported metrics.
 
@@ -942,18 +961,9 @@ def run_worker(raw_config: Mapping[str, Any] | TrainConfig, runtime: WorkerRunti
             with setup.precision.autocast(runtime.device):
                 state.last_eval = evaluate(method, loaders, config, runtime.device)
         metrics.update(state.last_eval)
-        elapsed = time.monotonic() - attempt_start
         state.cost.samples_seen += stats.samples
-        state.cost.worker_seconds = base_cost.worker_seconds + elapsed * world
-        state.cost.gpu_seconds = base_cost.gpu_seconds + elapsed * world * resources["GPU"]
-        state.cost.cpu_seconds = base_cost.cpu_seconds + elapsed * world * resources["CPU"]
         metrics.update(
-            {
-                names.COST_WORKER_SECONDS: state.cost.worker_seconds,
-                names.COST_GPU_SECONDS: state.cost.gpu_seconds,
-                names.COST_CPU_SECONDS: state.cost.cpu_seconds,
-                names.COST_SAMPLES_SEEN: state.cost.samples_seen,
-            }
+            _account_cost(state.cost, base_cost, time.monotonic() - attempt_start, world, resources)
         )
         with tempfile.TemporaryDirectory(prefix="tauray-ckpt-") as scratch:
             checkpoint_dir = None
