@@ -344,3 +344,14 @@ def test_resume_refuses_another_method(
     other = {**TINY, "method": "dino", "model": {"dino_out_dim": 16, "hidden_dim": 32}}
     with pytest.raises(ValueError, match="is a simclr run, this run is dino"):
         train_locally(other, device="cpu", resume_from=root / "checkpoint_epoch_0001")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_on_gpu(precision: str, tmp_path: Path) -> None:
+    config = {**TINY, "epochs": 2, "method": "clip", "precision": precision}
+    reports = train_locally(config, device="cuda", checkpoint_root=tmp_path)
+    assert all(math.isfinite(r[names.TRAIN_LOSS]) for r in reports)
+    assert reports[-1][names.COST_GPU_SECONDS] > 0
+    saved = read_checkpoint(tmp_path / "checkpoint_epoch_0002")
+    assert (saved["grad_scaler"] is not None) == (precision == "fp16")
