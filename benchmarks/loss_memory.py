@@ -13,11 +13,12 @@ state cannot hide another's peak. Memory is the growth of the process's resident
 one forward+backward: the kernel's peak counter (VmHWM) is reset just before
 (``/proc/self/clear_refs``), falling back to ``ru_maxrss`` where that is not allowed, and
 compared with the resident set at that moment (inputs already allocated, a small warm-up
-done). The ranks run with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``),
-so freed large blocks leave the resident set at once and it tracks live memory. On CUDA
-(``--device cuda``, NCCL) it is the growth of ``torch.cuda.max_memory_allocated``.
-Time is the fastest of ``--repeats`` forward+backward passes (after the measured first one), on
-the slowest rank.
+done). These memory runs fix glibc's mmap threshold so that the resident set tracks live
+memory (see :func:`run_configuration`); the timing runs, in other fresh processes, use the
+default allocator. On CUDA (``--device cuda``, NCCL) memory is the growth of
+``torch.cuda.max_memory_allocated``. Time is the fastest of ``--repeats`` forward+backward
+passes after an untimed full-size one, on the slowest rank; CPU time is the same for the
+process's CPU time (all its threads), which other processes on a shared machine do not inflate.
 
     OMP_NUM_THREADS=1 python benchmarks/loss_memory.py --batch-sizes 1024 4096 16384
 """
@@ -161,72 +162,86 @@ def _measure(rank: int, world: int, settings: dict, device: torch.device) -> dic
 
     step = _make_step(make[0], images, texts, *make[1:])
     _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device)
-        method = "cuda.max_memory_allocated"
-    else:
-        meter = PeakResidentSet()
-        meter.start()
-    started = time.perf_counter()
-    loss = step()
-    _sync(device)
-    first = time.perf_counter() - started
-    if device.type == "cuda":
-        peak_mib = (torch.cuda.max_memory_allocated(device) - baseline) / 2**20
-    else:
-        peak_mib, method = meter.peak_mib(), meter.method
-
+    if settings["phase"] == "memory":
+        return _peak_of_one_pass(step, device)
+    step()  # the first full-size pass allocates caches and workspaces: not timed
     times = []
     for _ in range(settings["repeats"]):
         _sync(device)
-        started = time.perf_counter()
-        step()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        loss = step()
         _sync(device)
-        times.append(time.perf_counter() - started)
+        times.append((time.perf_counter() - started, time.process_time() - cpu_started))
     return {
-        "peak_mib": peak_mib,
-        "memory_method": method,
-        "first_s": first,
-        "times_s": times,
+        "times_s": [wall for wall, _ in times],
+        "cpu_s": [cpu for _, cpu in times],
         "loss": loss,
     }
 
 
-def run_configuration(settings: dict) -> dict:
-    """Start ``world_size`` fresh ranks for one configuration and collect their results."""
+def _peak_of_one_pass(step: Callable[[], float], device: torch.device) -> dict:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+        step()
+        _sync(device)
+        peak = (torch.cuda.max_memory_allocated(device) - baseline) / 2**20
+        return {"peak_mib": peak, "memory_method": "cuda.max_memory_allocated"}
+    meter = PeakResidentSet()
+    meter.start()
+    step()
+    _sync(device)
+    return {"peak_mib": meter.peak_mib(), "memory_method": meter.method}
+
+
+def _spawn(settings: dict, environment: dict[str, str]) -> list[dict]:
+    """Run ``_worker`` on ``world_size`` fresh spawned ranks with extra environment variables."""
     with tempfile.TemporaryDirectory(prefix="tauray-bench-") as out_dir:
-        store = os.path.join(out_dir, "store")
-        previous = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-        # A fixed glibc mmap threshold: every large block is mapped on allocation and unmapped
-        # on free, so the resident set follows live memory (the default dynamic threshold
-        # keeps freed blocks in the heap and under-reports later peaks).
-        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
+        previous = {key: os.environ.get(key) for key in environment}
+        os.environ.update(environment)  # inherited by the spawned ranks
         try:
             mp.start_processes(
                 _worker,
-                args=(settings, store, out_dir),
+                args=(settings, os.path.join(out_dir, "store"), out_dir),
                 nprocs=settings["world_size"],
                 join=True,
                 start_method="spawn",
             )
         finally:
-            if previous is None:
-                os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
-            else:
-                os.environ["MALLOC_MMAP_THRESHOLD_"] = previous
-        ranks = [
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return [
             json.loads(Path(out_dir, f"rank{r}.json").read_text())
             for r in range(settings["world_size"])
         ]
+
+
+def run_configuration(settings: dict) -> dict:
+    """Measure one configuration: a memory run and a timing run, each on fresh ranks.
+
+    The memory run fixes glibc's mmap threshold at 128 KiB (``MALLOC_MMAP_THRESHOLD_``): every
+    large block is mapped when allocated and unmapped when freed, so the resident set follows
+    live memory (the default dynamic threshold keeps freed blocks in the heap, which inflates a
+    first peak by fragmentation and hides later ones). Mapping fresh pages for every temporary
+    costs page faults, which would penalise code with many short-lived tiles, so the timing
+    run uses the default allocator.
+    """
+    if settings["device"] == "cuda":
+        memory = _spawn({**settings, "phase": "memory"}, {})
+    else:
+        memory = _spawn({**settings, "phase": "memory"}, {"MALLOC_MMAP_THRESHOLD_": "131072"})
+    timing = _spawn({**settings, "phase": "time"}, {})
     # Other processes only ever add time: the fastest pass is the least disturbed one.
-    times = [min(r["times_s"]) if r["times_s"] else r["first_s"] for r in ranks]
     return {
         **settings,
-        "peak_mib": max(r["peak_mib"] for r in ranks),
-        "memory_method": ranks[0]["memory_method"],
-        "time_s": max(times),
-        "loss_mean": statistics.fmean(r["loss"] for r in ranks),
+        "peak_mib": max(r["peak_mib"] for r in memory),
+        "memory_method": memory[0]["memory_method"],
+        "time_s": max(min(r["times_s"]) for r in timing),
+        "cpu_s": max(min(r["cpu_s"]) for r in timing),
+        "loss_mean": statistics.fmean(r["loss"] for r in timing),
     }
 
 
@@ -247,7 +262,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=1024,
         help="tile width k of ours-tiled (n_local x k scores at once)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes after the first")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed passes after an untimed full-size one"
+    )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
@@ -260,8 +277,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             parser.error(
                 f"--batch-sizes: {size} is not a multiple of --world-size {args.world_size}"
             )
-    if args.chunk_size < 1 or args.repeats < 0 or args.world_size < 1 or args.threads < 1:
-        parser.error("--chunk-size, --world-size and --threads must be >= 1, --repeats >= 0")
+    if min(args.chunk_size, args.repeats, args.world_size, args.threads) < 1:
+        parser.error("--chunk-size, --repeats, --world-size and --threads must be >= 1")
     return args
 
 
@@ -272,12 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# {args.world_size} {'gloo CPU' if args.device == 'cpu' else 'NCCL GPU'} ranks, "
         f"D={args.dim}, chunk_size={args.chunk_size}, {args.threads} thread(s)/rank, "
-        f"torch {torch.__version__}; time = fastest of {args.repeats} fwd+bwd (slowest rank), "
-        "memory = peak growth during one fwd+bwd (largest rank)",
+        f"torch {torch.__version__}; time (wall) and CPU s = fastest of {args.repeats} fwd+bwd "
+        "(slowest rank); memory = peak growth during one fwd+bwd (largest rank)",
         flush=True,
     )
     header = f"{'global batch':>12}  {'implementation':<14} {'peak MiB':>9} {'x open_clip':>11} "
-    header += f"{'time s':>8} {'x open_clip':>11}"
+    header += f"{'time s':>8} {'x open_clip':>11} {'CPU s':>8} {'x open_clip':>11}"
     print(header, flush=True)
     for batch in args.batch_sizes:
         row = {}
@@ -296,13 +313,15 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row[implementation])
         baseline = row.get("open_clip")
         for implementation, result in row.items():
-            mem_ratio = time_ratio = "-"
+            mem_ratio = time_ratio = cpu_ratio = "-"
             if baseline is not None:
                 mem_ratio = f"{result['peak_mib'] / max(baseline['peak_mib'], 1e-9):.3f}"
                 time_ratio = f"{result['time_s'] / baseline['time_s']:.3f}"
+                cpu_ratio = f"{result['cpu_s'] / baseline['cpu_s']:.3f}"
             print(
                 f"{batch:>12}  {implementation:<14} {result['peak_mib']:>9.1f} {mem_ratio:>11} "
-                f"{result['time_s']:>8.3f} {time_ratio:>11}",
+                f"{result['time_s']:>8.3f} {time_ratio:>11} "
+                f"{result['cpu_s']:>8.3f} {cpu_ratio:>11}",
                 flush=True,
             )
         losses = {k: round(v["loss_mean"], 5) for k, v in row.items()}
