@@ -528,12 +528,12 @@ class MlflowTrialLogger(Callback):
         self.errors = 0
 
     @contextlib.contextmanager
-    def _guard(self, what: str, trial: Trial) -> Iterator[None]:
+    def _guard(self, what: str, trial_id: str) -> Iterator[None]:
         try:
             yield
         except Exception:
             self.errors += 1
-            logger.exception("MLflow: could not %s for trial %s", what, trial.trial_id)
+            logger.exception("MLflow: could not %s for trial %s", what, trial_id)
 
     def _run_id(self, trial: Trial) -> str:
         run_id = self.run_ids.get(trial.trial_id)
@@ -566,7 +566,7 @@ class MlflowTrialLogger(Callback):
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        with self._guard("create the run", trial):
+        with self._guard("create the run", trial.trial_id):
             self._run_id(trial)
 
     def on_trial_result(
@@ -577,7 +577,7 @@ class MlflowTrialLogger(Callback):
         result: dict[str, Any],
         **info: Any,
     ) -> None:
-        with self._guard("log metrics", trial):
+        with self._guard("log metrics", trial.trial_id):
             run_id = self._run_id(trial)
             step = result_step(result)
             if step <= self._last_step.get(trial.trial_id, -1):
@@ -595,18 +595,30 @@ class MlflowTrialLogger(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         record = self.ledger.record_for(trial)
-        with self._guard("finish the run", trial):
-            run_id = self._run_id(trial)
+        with self._guard("create the run", trial.trial_id):
+            self._run_id(trial)
+        self.finish(record)
+
+    def finish(self, record: TrialRecord) -> None:
+        """End a trial's run that ended without error: its model, its status, FINISHED.
+
+        Called for every completed or early-stopped trial, including those the sweep's time
+        budget stopped (Ray Tune ends the sweep without a completion event for them).
+        """
+        run_id = self.run_ids.get(record.trial_id)
+        if run_id is None:
+            return
+        with self._guard("finish the run", record.trial_id):
             tags = {TAG_STATUS: record.status}
             if self.log_models and record.checkpoint_path:
                 try:
                     model, example = _load_embedding_model(record.checkpoint_path)
                     model_uri = self.recorder.log_model(run_id, model, example)
-                    self.model_uris[trial.trial_id] = model_uri
+                    self.model_uris[record.trial_id] = model_uri
                     tags[TAG_MODEL_URI] = model_uri
                 except Exception as error:
                     self.errors += 1
-                    logger.exception("MLflow: could not log the model of trial %s", trial.trial_id)
+                    logger.exception("MLflow: could not log the model of trial %s", record.trial_id)
                     tags["tauray.model_error"] = " ".join(str(error).split())[:500]
             self.recorder.set_tags(run_id, tags)
             self.recorder.end_run(run_id, "FINISHED")
@@ -615,7 +627,7 @@ class MlflowTrialLogger(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         record = self.ledger.record_for(trial)
-        with self._guard("record the failure", trial):
+        with self._guard("record the failure", trial.trial_id):
             run_id = self._run_id(trial)
             reason = record.error or "unknown error"
             self.recorder.set_tags(

@@ -283,6 +283,13 @@ class TrialLedger(Callback):
             candidates, key=lambda record: (sign * (record.value(metric) or 0.0), -record.index)
         )
 
+    def stop_unfinished(self) -> list[TrialRecord]:
+        """Mark trials still running as stopped early (the sweep's time budget ended them)."""
+        stopped = [record for record in self.ordered() if record.status == "running"]
+        for record in stopped:
+            record.status = "stopped"
+        return stopped
+
     # ---- Tune events -------------------------------------------------------------------------
 
     def record_for(self, trial: Trial) -> TrialRecord:

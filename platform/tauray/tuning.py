@@ -543,6 +543,87 @@ class ProgressPrinter(tune.Callback):
         )
 
 
+# ---- placement groups of stopped trials --------------------------------------------------------
+
+
+class OrphanedPlacementGroupReaper(tune.Callback):
+    """Free the resources of Ray Train runs whose trial Ray Tune stopped.
+
+    When Tune stops a trial (ASHA at a rung or at the last epoch, the time budget), it ends the
+    trial's actor, and with it the Ray Train controller that actor owns, before the controller
+    can remove its workers' placement group. Ray Train V2 leaves that to a detached
+    ``PlacementGroupCleaner`` that asks the Ray state API whether the controller is alive; the
+    state API needs the dashboard, and it cannot tell which cluster to ask when several local
+    Ray instances run on one machine. Then the placement group keeps its CPUs/GPUs until Ray
+    shuts down and later trials wait for them forever (measured here: the second trial of a
+    1-CPU sweep never started).
+
+    This callback runs in the sweep driver and, every ``interval_s`` seconds and when the sweep
+    ends, removes placement groups of this job whose creating actor is dead (never detached
+    ones, never another job's). It reads the placement-group table from the GCS through Ray's
+    internal state accessor (the public ``placement_group_table`` omits the creator); if that
+    is unavailable it logs once and does nothing.
+    """
+
+    def __init__(self, interval_s: float = 2.0) -> None:
+        self.interval_s = interval_s
+        self.removed = 0
+        self._last = 0.0
+        self._disabled = False
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            self.reap()
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self.reap()
+
+    def reap(self) -> int:
+        """Remove the orphaned placement groups now; return how many were removed."""
+        if self._disabled:
+            return 0
+        try:
+            import ray
+            from ray._private.state import state
+            from ray.core.generated import gcs_pb2
+            from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+            job_id = ray.get_runtime_context().get_job_id()
+            table = state._connect_and_get_accessor().get_placement_group_table()
+        except Exception:
+            self._disabled = True
+            logger.warning(
+                "cannot read Ray's placement-group table; resources of stopped trials are left "
+                "to Ray Train's PlacementGroupCleaner",
+                exc_info=True,
+            )
+            return 0
+        removed = 0
+        for raw in table:
+            entry = gcs_pb2.PlacementGroupTableData.FromString(raw)
+            creator = ray.ActorID(entry.creator_actor_id)
+            if (
+                entry.state == gcs_pb2.PlacementGroupTableData.REMOVED
+                or entry.is_detached
+                or creator.is_nil()
+                or not entry.creator_actor_dead
+                or ray.JobID(entry.creator_job_id).hex() != job_id
+            ):
+                continue
+            group_id = ray.PlacementGroupID(entry.placement_group_id)
+            try:
+                remove_placement_group(PlacementGroup(group_id))
+            except Exception:  # removed meanwhile by Ray Train's own cleaner
+                logger.debug("placement group %s already gone", group_id.hex(), exc_info=True)
+                continue
+            removed += 1
+            logger.info("freed placement group %s of a stopped trial", group_id.hex())
+        self.removed += removed
+        return removed
+
+
 # ---- running it --------------------------------------------------------------------------------
 
 # Ray Tune's legacy output engine at verbosity 0 prints no tables; failed trials' tracebacks
@@ -618,6 +699,8 @@ class SweepSummary:
         plots: plot files written (name -> path) and skipped plots (name -> reason).
         tracking_errors: MLflow writes that failed (details in the log).
         elapsed_s: wall time of the sweep.
+        interrupted: the sweep was stopped (Ctrl-C) with trials unfinished; Ray Tune saved its
+            state in the sweep folder.
         sampler: the sampler's description; scheduler: the scheduler's.
         concurrency: trials run at once.
     """
@@ -636,6 +719,7 @@ class SweepSummary:
     skipped_plots: dict[str, str] = field(default_factory=dict)
     tracking_errors: int = 0
     elapsed_s: float = 0.0
+    interrupted: bool = False
     sampler: str = ""
     scheduler: str = ""
     concurrency: int = 1
@@ -757,7 +841,9 @@ def run_sweep(
             )
             if summary.best is not None:
                 recorder.log_params(parent_run_id, best_params(summary.best))
-            status = "FINISHED"
+            # Ray Tune returns normally after a Ctrl-C; trials it left running are unfinished.
+            summary.interrupted = summary.counts["running"] > 0
+            status = "KILLED" if summary.interrupted else "FINISHED"
             return summary
         except KeyboardInterrupt:
             status = "KILLED"
@@ -865,12 +951,20 @@ def _fit(
         run_config=tune.RunConfig(
             name=plan.sweep_name,
             storage_path=str(plan.storage_path),
-            callbacks=[ledger, mlflow_logger, progress],
+            callbacks=[ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper()],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             verbose=0,
         ),
     )
+    fit_started = time.monotonic()
     tuner.fit()
+    budget = request.time_budget_s
+    if budget is not None and time.monotonic() - fit_started >= budget:
+        # Ray Tune ends a sweep at its time budget without completion events for the trials
+        # still running: they were stopped early, like ASHA's, and keep what they reported.
+        for record in ledger.stop_unfinished():
+            echo(f"trial {record.index:3d} stopped by the time budget at epoch {record.epoch}")
+            mlflow_logger.finish(record)
     outcome = _FitOutcome(recording, sampler_text, scheduler_text, concurrency)
     return ledger, mlflow_logger, outcome
 
@@ -1000,7 +1094,7 @@ def sweep_command(request: SweepRequest, *, echo: Echo = print, echo_error: Echo
     """``tauray tune``: validate (before Ray starts), run, print the summary.
 
     Returns:
-        0, or 1 when no trial finished with a value of the objective.
+        0; 1 when no trial finished with a value of the objective; 130 when interrupted.
 
     Raises:
         ValueError, ConnectionError: from :func:`plan_sweep` / :func:`run_sweep`.
@@ -1008,6 +1102,9 @@ def sweep_command(request: SweepRequest, *, echo: Echo = print, echo_error: Echo
     plan = plan_sweep(request)
     summary = run_sweep(plan, echo=echo)
     echo(format_summary(summary))
+    if summary.interrupted:
+        echo_error(f"sweep {plan.sweep_name} was interrupted")
+        return 130
     if summary.best is None:
         echo_error(
             f"no trial of sweep {plan.sweep_name} finished with a value of {plan.objective.metric}"
@@ -1043,7 +1140,9 @@ def trial_table(records: Sequence[TrialRecord], objective: Objective, max_params
         rows.append(
             [
                 str(record.index),
-                {"stopped": "stopped early"}.get(record.status, record.status),
+                {"stopped": "stopped early", "running": "unfinished"}.get(
+                    record.status, record.status
+                ),
                 f"{record.epoch}/{record.planned_epochs or '?'}",
                 *[_number(record.sampled[key]) if key in record.sampled else "-" for key in shown],
                 _number(record.final_temperature()) if record.status != "failed" else "-",
@@ -1067,11 +1166,13 @@ def format_summary(summary: SweepSummary) -> str:
     counts = summary.counts
     total = sum(counts.values())
     minutes, seconds = divmod(int(summary.elapsed_s), 60)
+    ended = "was interrupted after" if summary.interrupted else "finished in"
+    unfinished = f", {counts['running']} unfinished" if counts["running"] else ""
     lines = [
         "",
-        f"Sweep {plan.sweep_name} finished in {minutes}m{seconds:02d}s: {total} trials, "
+        f"Sweep {plan.sweep_name} {ended} {minutes}m{seconds:02d}s: {total} trials, "
         f"{counts['completed']} completed, {counts['stopped']} stopped early, "
-        f"{counts['failed']} failed.",
+        f"{counts['failed']} failed{unfinished}.",
         "",
         trial_table(summary.records, objective),
     ]
@@ -1115,6 +1216,8 @@ def format_summary(summary: SweepSummary) -> str:
     lines.append(f"  {plan.target.ui_hint(summary.experiment_id, summary.parent_run_id)}")
     if summary.plots:
         lines.append(f"Plots: {', '.join(str(path) for path in summary.plots.values())}")
+    if summary.interrupted:
+        lines.append(f"Ray Tune saved the sweep's state in {plan.sweep_dir}.")
     if summary.tracking_errors:
         lines.append(
             f"Warning: {summary.tracking_errors} MLflow write(s) failed; see the log above."

@@ -4,6 +4,7 @@ records, failure reasons, the summary and the plots."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import optuna
@@ -194,6 +195,18 @@ def test_ledger_best_ignores_failed_and_running_trials() -> None:
     assert ledger.best("val/zeroshot_top1", "max") is None
 
 
+def test_time_budget_stops_the_unfinished_trials() -> None:
+    ledger = TrialLedger(FIXED)
+    for record in (
+        _record(1, "fixed", 0.1, 0.40, "completed"),
+        _record(2, "fixed", 0.5, 0.55, "running"),
+    ):
+        ledger.records[record.trial_id] = record
+    assert [record.trial_id for record in ledger.stop_unfinished()] == ["t2"]
+    assert ledger.counts()["stopped"] == 1 and ledger.counts()["running"] == 0
+    assert ledger.best("val/knn_top1", "max").trial_id == "t2"
+
+
 def test_failure_reasons_and_kinds() -> None:
     text = (
         "ray::ImplicitFunc.train() (pid=1)\n"
@@ -320,3 +333,50 @@ def test_plots_are_written_and_importances_need_two_trials(tmp_path: Path) -> No
     assert "objective_vs_temperature" in single.paths
     nothing = render_sweep_plots(records[4:], "val/knn_top1", "max", distributions, tmp_path / "r")
     assert not nothing.paths and len(nothing.skipped) == 3
+
+
+# ---- placement groups of stopped trials (needs a Ray cluster) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=1, resources={"probe": 1}, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.ray
+def test_reaper_frees_placement_groups_of_dead_controllers_only(local_ray) -> None:
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    ray = local_ray
+
+    @ray.remote(num_cpus=0)
+    class Controller:
+        """Stands in for a Ray Train controller: it reserves its workers' CPU."""
+
+        def reserve(self) -> str:
+            group = placement_group([{"CPU": 1}])
+            ray.get(group.ready(), timeout=60)
+            return group.id.hex()
+
+    controller = Controller.remote()
+    orphan = ray.get(controller.reserve.remote())
+    own = placement_group([{"probe": 1}])  # created by the driver: never touched
+    ray.get(own.ready(), timeout=60)
+    reaper = tuning.OrphanedPlacementGroupReaper()
+    assert reaper.reap() == 0  # the controller is alive
+    ray.kill(controller)
+    deadline = time.monotonic() + 30
+    while reaper.reap() == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    table = placement_group_table()
+    assert table[orphan]["state"] == "REMOVED"
+    assert table[own.id.hex()]["state"] == "CREATED"
+    assert reaper.removed == 1
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 1
