@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import inspect
 import logging
 import math
 import os
@@ -856,15 +855,16 @@ def _ray_session(request: SweepRequest) -> contextlib.AbstractContextManager[Clu
     """:func:`tauray.cluster.ray_session` for a sweep.
 
     Without ``--verbose`` the workers' own output (Ray Train's start-up lines, rank 0's epoch
-    lines) stays in Ray's log files: the progress printer shows each trial's epochs. That needs
-    ``ray_session(log_to_driver=...)``; it is passed where the session accepts it.
+    lines) stays in Ray's log files: the progress printer shows each trial's epochs.
     """
     from tauray.cluster import ray_session
 
-    options: dict[str, Any] = {"num_cpus": request.num_cpus, "num_gpus": request.num_gpus}
-    if "log_to_driver" in inspect.signature(ray_session).parameters:
-        options["log_to_driver"] = request.verbose
-    return ray_session(request.address, **options)
+    return ray_session(
+        request.address,
+        num_cpus=request.num_cpus,
+        num_gpus=request.num_gpus,
+        log_to_driver=request.verbose,
+    )
 
 
 def _budget_text(plan: SweepPlan) -> str:
