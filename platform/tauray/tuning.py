@@ -429,35 +429,44 @@ def build_searcher(plan: SweepPlan, concurrency: int) -> tuple[Any, RecordingSpa
 def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
     """The early-stopping scheduler and its description.
 
-    ASHA (asynchronous successive halving, Li et al. 2020) compares trials at rungs of
-    ``grace_period * 3**k`` epochs and stops those below the top third; the grace period is one
-    epoch for short trials, two from ten epochs on. HyperBand runs several such brackets.
+    ``asha``: asynchronous successive halving (Li et al., MLSys 2020). Trials are compared at
+    rungs of ``grace_period * 3**k`` epochs and those below the top third stop; the grace
+    period is one epoch for short trials, two from ten epochs on.
+
+    ``hyperband``: asynchronous HyperBand from the same paper, i.e. ASHA over several brackets
+    whose first rung sits at ``grace_period * 3**s`` (s = 0, 1, ...), so trials that are slow
+    starters get a bracket that waits longer before judging them. Ray Tune's synchronous
+    ``HyperBandScheduler`` is not used: it pauses trials until a bracket is full, which a
+    sequential searcher under a concurrency limit never fills (measured here: 6 trials of 9
+    epochs, 2 at a time, and it stopped none).
+
     Both use the trainer's ``epoch`` counter, which a restarted trial does not inflate.
     """
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
     metric, mode = plan.objective.metric, plan.objective.mode
     epochs = plan.epochs
     if plan.request.scheduler == "none" or epochs < 2:
         return FIFOScheduler(), "none (every trial runs all its epochs)"
-    if plan.request.scheduler == "asha":
-        grace = 1 if epochs < 10 else 2
-        scheduler = ASHAScheduler(
-            time_attr=names.EPOCH,
-            metric=metric,
-            mode=mode,
-            max_t=epochs,
-            grace_period=grace,
-            reduction_factor=3,
-        )
-        return scheduler, (
-            f"ASHA(time_attr={names.EPOCH}, max_t={epochs}, grace_period={grace}, "
-            "reduction_factor=3)"
-        )
-    scheduler = HyperBandScheduler(
-        time_attr=names.EPOCH, metric=metric, mode=mode, max_t=epochs, reduction_factor=3
+    grace, factor = (1 if epochs < 10 else 2), 3
+    brackets = 1
+    if plan.request.scheduler == "hyperband":
+        brackets = max(1, math.floor(math.log(epochs / grace, factor) + 1e-9) + 1)
+    scheduler = AsyncHyperBandScheduler(
+        time_attr=names.EPOCH,
+        metric=metric,
+        mode=mode,
+        max_t=epochs,
+        grace_period=grace,
+        reduction_factor=factor,
+        brackets=brackets,
     )
-    return scheduler, f"HyperBand(time_attr={names.EPOCH}, max_t={epochs}, reduction_factor=3)"
+    name = "ASHA" if plan.request.scheduler == "asha" else "async HyperBand"
+    text = (
+        f"{name}(time_attr={names.EPOCH}, max_t={epochs}, grace_period={grace}, "
+        f"reduction_factor={factor}"
+    )
+    return scheduler, text + (f", brackets={brackets})" if brackets > 1 else ")")
 
 
 # ---- live progress ---------------------------------------------------------------------------
@@ -485,7 +494,8 @@ class ProgressPrinter(tune.Callback):
         self.echo = echo
         self.start = time.monotonic()
 
-    def _line(self, text: str) -> None:
+    def line(self, text: str) -> None:
+        """Print ``text`` after the time since the sweep started."""
         elapsed = int(time.monotonic() - self.start)
         self.echo(f"[{elapsed // 60:3d}m{elapsed % 60:02d}s] {text}")
 
@@ -494,7 +504,7 @@ class ProgressPrinter(tune.Callback):
     ) -> None:
         record = self.ledger.record_for(trial)
         params = "  ".join(f"{key}={_number(value)}" for key, value in record.sampled.items())
-        self._line(f"trial {record.index:3d} started   {params}")
+        self.line(f"trial {record.index:3d} started   {params}")
 
     def on_trial_result(
         self,
@@ -510,7 +520,7 @@ class ProgressPrinter(tune.Callback):
             if key in result:
                 label = "τ" if key == names.TRAIN_TEMPERATURE else key
                 parts.append(f"{label} {_number(result[key])}")
-        self._line(f"trial {record.index:3d} " + "  ".join(parts))
+        self.line(f"trial {record.index:3d} " + "  ".join(parts))
 
     def _tally(self) -> str:
         counts = self.ledger.counts()
@@ -526,7 +536,7 @@ class ProgressPrinter(tune.Callback):
         record = self.ledger.record_for(trial)
         value = record.value(self.objective.metric)
         word = "completed" if record.status == "completed" else "stopped early"
-        self._line(
+        self.line(
             f"trial {record.index:3d} {word} at epoch {record.epoch}/"
             f"{record.planned_epochs or '?'}  {self.objective.metric} {_number(value)}  "
             f"({self._tally()})"
@@ -536,7 +546,7 @@ class ProgressPrinter(tune.Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         record = self.ledger.record_for(trial)
-        self._line(
+        self.line(
             f"trial {record.index:3d} FAILED at epoch {record.epoch}: {record.error}  "
             f"({self._tally()})"
         )
@@ -963,7 +973,9 @@ def _fit(
         # Ray Tune ends a sweep at its time budget without completion events for the trials
         # still running: they were stopped early, like ASHA's, and keep what they reported.
         for record in ledger.stop_unfinished():
-            echo(f"trial {record.index:3d} stopped by the time budget at epoch {record.epoch}")
+            progress.line(
+                f"trial {record.index:3d} stopped by the time budget at epoch {record.epoch}"
+            )
             mlflow_logger.finish(record)
     outcome = _FitOutcome(recording, sampler_text, scheduler_text, concurrency)
     return ledger, mlflow_logger, outcome

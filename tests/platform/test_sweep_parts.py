@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+from ray.tune.schedulers import ASHAScheduler, AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from tauray import tuning
 from tauray.plots import render_sweep_plots
@@ -137,8 +137,11 @@ def test_schedulers(tmp_path: Path) -> None:
     assert "max_t=6, grace_period=1" in text and "time_attr=epoch" in text
     long_asha, long_text = tuning.build_scheduler(_plan(tmp_path, overrides=("epochs=20",)))
     assert "grace_period=2" in long_text
-    hyperband, _ = tuning.build_scheduler(_plan(tmp_path, scheduler="hyperband"))
-    assert isinstance(hyperband, HyperBandScheduler)
+    hyperband, hyperband_text = tuning.build_scheduler(_plan(tmp_path, scheduler="hyperband"))
+    assert isinstance(hyperband, AsyncHyperBandScheduler)
+    assert hyperband_text.startswith("async HyperBand(") and "brackets=2)" in hyperband_text
+    assert len(hyperband._brackets) == 2  # first rungs at 1 and 3 epochs (of 6)
+    assert len(asha._brackets) == 1
     none, _ = tuning.build_scheduler(_plan(tmp_path, scheduler="none"))
     assert isinstance(none, FIFOScheduler)
     single_epoch, _ = tuning.build_scheduler(_plan(tmp_path, overrides=("epochs=1",)))
