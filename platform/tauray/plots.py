@@ -7,6 +7,9 @@
 - :func:`parameter_importances`: Optuna's fANOVA importances of the sampled parameters, computed
   on a study rebuilt from the finished trials (needs at least two finished trials whose
   parameters vary).
+- :func:`quality_vs_cost`: the objective against what each trial cost (worker-, GPU- or
+  CPU-seconds), the Pareto front starred (``tauray report``).
+- :func:`objective_pair`: two objectives of a multi-objective sweep, the Pareto front starred.
 
 :func:`render_sweep_plots` writes the PNG files a sweep logs to its MLflow parent run and says
 why it skipped any.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -272,3 +275,129 @@ def render_sweep_plots(
         ),
     )
     return result
+
+
+# ---- cost and multi-objective pictures (tauray report) ---------------------------------------
+
+
+def _priced(
+    records: Sequence[TrialRecord], metric: str, cost_metric: str
+) -> list[tuple[TrialRecord, float, float]]:
+    """``(record, cost, value)`` of the finished trials that reported both metrics."""
+    priced = []
+    for record in _finished(records, metric):
+        cost, value = record.value(cost_metric), record.value(metric)
+        if cost is not None and value is not None:
+            priced.append((record, cost, value))
+    return priced
+
+
+def quality_vs_cost(
+    records: Sequence[TrialRecord],
+    metric: str,
+    cost_metric: str,
+    front: Collection[str] = (),
+    *,
+    front_label: str = "Pareto front",
+    staircase: bool = True,
+) -> Figure:
+    """The objective against what each trial cost, the front's trials starred.
+
+    Colour is the temperature mode, the marker says how the trial ended (o completed, v stopped
+    early, * on the front). With ``staircase`` the front is joined as a step line in cost
+    order: the best objective reachable within each budget. The cost axis is logarithmic when
+    the costs span more than a factor of 30.
+
+    Args:
+        records: the sweep's trials (failed and unfinished ones are left out).
+        metric: the quality objective, e.g. ``val/knn_top1``.
+        cost_metric: what a trial consumed, e.g. ``cost/gpu_seconds`` (cumulative per trial).
+        front: trial ids on the front.
+        front_label: the legend's name for the front.
+        staircase: join the front (only meaningful when it was computed on these two axes).
+
+    Raises:
+        ValueError: if no finished trial reported both ``metric`` and ``cost_metric``.
+    """
+    priced = _priced(records, metric, cost_metric)
+    if not priced:
+        raise ValueError(f"no finished trial reported both {metric!r} and {cost_metric!r}")
+    figure = _figure()
+    axes = figure.add_subplot()
+    seen: set[str] = set()
+    on_front: list[tuple[float, float]] = []
+    for record, cost, value in priced:
+        mode = record.temperature_mode or "unknown"
+        starred = record.trial_id in front
+        if starred:
+            on_front.append((cost, value))
+        axes.scatter(
+            [cost],
+            [value],
+            color=MODE_COLOURS.get(mode, _OTHER_COLOUR),
+            marker="*" if starred else ("o" if record.status == "completed" else "v"),
+            s=150 if starred else 42,
+            edgecolors="black",
+            linewidths=0.4,
+            zorder=3,
+        )
+        if mode not in seen:  # one legend entry per mode, drawn as a plain dot
+            seen.add(mode)
+            axes.scatter([], [], color=MODE_COLOURS.get(mode, _OTHER_COLOUR), label=mode)
+        axes.annotate(
+            str(record.index), (cost, value), textcoords="offset points", xytext=(5, 4), fontsize=7
+        )
+    if on_front:
+        on_front.sort()
+        xs, ys = [x for x, _ in on_front], [y for _, y in on_front]
+        if staircase and len(on_front) > 1:
+            axes.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1, zorder=2)
+        axes.plot([], [], color="black", linestyle="--", marker="*", label=front_label)
+    costs = [cost for _, cost, _ in priced]
+    if min(costs) > 0 and max(costs) / min(costs) > 30:
+        axes.set_xscale("log")
+    axes.set_xlabel(cost_metric)
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric} vs cost (* front, o completed, v stopped early)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    return figure
+
+
+def objective_pair(
+    records: Sequence[TrialRecord],
+    first: str,
+    second: str,
+    front: Collection[str] = (),
+) -> Figure:
+    """Two objectives of a multi-objective sweep against each other, the Pareto front starred.
+
+    Raises:
+        ValueError: if no finished trial reported both metrics.
+    """
+    both = [record for record in _finished(records, first) if record.value(second) is not None]
+    if not both:
+        raise ValueError(f"no finished trial reported both {first!r} and {second!r}")
+    figure = _figure()
+    axes = figure.add_subplot()
+    for record in both:
+        x, y = record.value(second), record.value(first)
+        starred = record.trial_id in front
+        axes.scatter(
+            [x],
+            [y],
+            color="tab:red" if starred else "tab:gray",
+            marker="*" if starred else "o",
+            s=150 if starred else 36,
+            edgecolors="black",
+            linewidths=0.4,
+            zorder=3,
+        )
+        axes.annotate(
+            str(record.index), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7
+        )
+    axes.set_xlabel(second)
+    axes.set_ylabel(first)
+    axes.set_title(f"Pareto front: {len(front)} trial(s) no other trial dominates (*)")
+    axes.grid(True, alpha=0.3)
+    return figure
