@@ -26,29 +26,30 @@ from tauray_trainers.models.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.ray
 
-# SimCLR on the cluttered digits: ~16% kNN top-1 at random init, ~35% after these 6 epochs.
+# SimCLR on the cluttered digits: ~16% kNN top-1 at random init, ~30% after these 5 epochs.
 SIMCLR: dict[str, Any] = {
     "method": "simclr",
-    "epochs": 6,
+    "epochs": 5,
     "seed": 0,
     "batch_size_per_worker": 16,
     "data": {"name": "digits-cluttered", "max_train_samples": 1024},
     "optimizer": {"lr": 0.002, "warmup_epochs": 0.5},
     "temperature": {"value": 0.2},
-    "eval": {"every_epochs": 3},
+    # Evaluate only at the first and the last epoch (later epochs repeat the last evaluation).
+    "eval": {"every_epochs": 100},
     # Keep every checkpoint: Result.metrics_dataframe lists the epochs of the kept ones.
     "checkpoint": {"keep": 10},
 }
 KNN_MARGIN = 0.10
 
-# CLIP on the plain digits with template captions: zero-shot ~10% at init, >80% after 6 epochs.
+# CLIP on the plain digits with template captions: zero-shot ~10% at init, ~80% after 5 epochs.
 CLIP: dict[str, Any] = {
     "method": "clip",
-    "epochs": 6,
+    "epochs": 5,
     "batch_size_per_worker": 16,
     "data": {"name": "digits", "max_train_samples": 1024},
     "optimizer": {"lr": 0.002, "warmup_epochs": 0.5},
-    "eval": {"every_epochs": 3},
+    "eval": {"every_epochs": 100},
 }
 CHANCE = 0.1
 ZEROSHOT_MARGIN = 0.2
@@ -97,18 +98,18 @@ def _epochs(result: Any) -> list[int]:
 
 def test_simclr_beats_its_random_init(simclr_run: Any) -> None:
     assert simclr_run.error is None
-    assert _epochs(simclr_run) == [1, 2, 3, 4, 5, 6]
+    assert _epochs(simclr_run) == [1, 2, 3, 4, 5]
     baseline = evaluate_untrained(SIMCLR)[names.VAL_KNN_TOP1]
     trained = simclr_run.metrics[names.VAL_KNN_TOP1]
     assert trained >= baseline + KNN_MARGIN, (baseline, trained)
     metrics = simclr_run.metrics
-    assert metrics[names.COST_SAMPLES_SEEN] == 6 * 1024  # 32 per step x 32 steps x 6 epochs
+    assert metrics[names.COST_SAMPLES_SEEN] == 5 * 1024  # 32 per step x 32 steps x 5 epochs
     assert metrics[names.COST_GPU_SECONDS] == 0.0
     # Two workers of one CPU each: worker- and CPU-seconds agree.
     assert metrics[names.COST_CPU_SECONDS] == pytest.approx(metrics[names.COST_WORKER_SECONDS])
     assert metrics[names.DIST_STATE_DIVERGENCE] == 0.0
     saved = read_checkpoint(simclr_run.checkpoint.path)
-    assert saved["epoch"] == 6 and saved["world_size"] == 2
+    assert saved["epoch"] == 5 and saved["world_size"] == 2
 
 
 def test_resume_after_a_failure_matches_the_uninterrupted_run(
@@ -122,14 +123,14 @@ def test_resume_after_a_failure_matches_the_uninterrupted_run(
         run_name="simclr-interrupted",
         storage_path=storage,
         max_failures=1,
-        worker_env={FAULT_INJECTION_ENV: f"epoch=4,marker={marker}"},
+        worker_env={FAULT_INJECTION_ENV: f"epoch=3,marker={marker}"},
     )
     result = trainer.fit()
     assert result.error is None
-    # Both ranks failed halfway through epoch 4, once...
+    # Both ranks failed halfway through epoch 3, once...
     assert (tmp_path / "failed.rank0").exists() and (tmp_path / "failed.rank1").exists()
-    # ...and the restarted workers continued after epoch 3's checkpoint instead of starting over.
-    assert _epochs(result) == [1, 2, 3, 4, 5, 6]
+    # ...and the restarted workers continued after epoch 2's checkpoint instead of starting over.
+    assert _epochs(result) == [1, 2, 3, 4, 5]
     expected = {k: v for k, v in simclr_run.metrics.items() if k not in _TIMED}
     actual = {k: v for k, v in result.metrics.items() if k not in _TIMED}
     assert actual.keys() == expected.keys()
@@ -184,7 +185,7 @@ def test_tauray_train_cli_trains_clip(
     out = capsys.readouterr().out
     assert code == 0, out
     progress = [line for line in out.splitlines() if line.startswith("epoch ")]
-    assert [line.split()[1] for line in progress] == [f"{e}/6" for e in range(1, 7)]
+    assert [line.split()[1] for line in progress] == [f"{e}/5" for e in range(1, 6)]
     assert all("loss" in line and "zero-shot@1" in line for line in progress)
     match = re.search(r"^checkpoint: (\S+)$", out, flags=re.MULTILINE)
     assert match, out
