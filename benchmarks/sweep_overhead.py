@@ -47,7 +47,8 @@ from typing import Any
 # Ray Train V2 settings compared (environment variables read by the Train controller, which
 # inherits them from the trial driver; unset = Ray's default).
 VARIANTS: dict[str, dict[str, str]] = {
-    "default": {},
+    # Ray's default, set explicitly: tauray's local ray_session now lowers it for its processes.
+    "default": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"},
     # The controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s):
     # reports and the end of training are seen only at a poll.
     "poll-0.1s": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"},
