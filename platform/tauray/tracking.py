@@ -505,7 +505,8 @@ class MlflowTrialLogger(Callback):
         ledger: the sweep's trial records.
         parent_run_id: the sweep's parent run.
         space: the search space's name (tag ``tauray.space``).
-        log_models: log each trial's model from its last checkpoint when it ends without error.
+        log_models: log the model of each trial that runs all its epochs (from its last
+            checkpoint); the sweep adds the best trial's if ASHA stopped it early.
     """
 
     def __init__(
@@ -600,28 +601,47 @@ class MlflowTrialLogger(Callback):
         self.finish(record)
 
     def finish(self, record: TrialRecord) -> None:
-        """End a trial's run that ended without error: its model, its status, FINISHED.
+        """End a trial's run that ended without error: its status, its model, FINISHED.
 
         Called for every completed or early-stopped trial, including those the sweep's time
-        budget stopped (Ray Tune ends the sweep without a completion event for them).
+        budget stopped (Ray Tune ends the sweep without a completion event for them). A trial
+        that ran all its epochs logs its model; an early-stopped one only if it turns out to be
+        the best (:meth:`log_model`, called at the end of the sweep).
         """
         run_id = self.run_ids.get(record.trial_id)
         if run_id is None:
             return
         with self._guard("finish the run", record.trial_id):
-            tags = {TAG_STATUS: record.status}
-            if self.log_models and record.checkpoint_path:
-                try:
-                    model, example = _load_embedding_model(record.checkpoint_path)
-                    model_uri = self.recorder.log_model(run_id, model, example)
-                    self.model_uris[record.trial_id] = model_uri
-                    tags[TAG_MODEL_URI] = model_uri
-                except Exception as error:
-                    self.errors += 1
-                    logger.exception("MLflow: could not log the model of trial %s", record.trial_id)
-                    tags["tauray.model_error"] = " ".join(str(error).split())[:500]
-            self.recorder.set_tags(run_id, tags)
+            if self.log_models and record.status == "completed":
+                self.log_model(record)
+            self.recorder.set_tags(run_id, {TAG_STATUS: record.status})
             self.recorder.end_run(run_id, "FINISHED")
+
+    def log_model(self, record: TrialRecord) -> str | None:
+        """Log a trial's embedding model from its last checkpoint; return the model URI.
+
+        Returns the URI logged before, if any; None (and a ``tauray.model_error`` tag on the
+        run) when the trial has no checkpoint or the model cannot be exported.
+        """
+        if record.trial_id in self.model_uris:
+            return self.model_uris[record.trial_id]
+        run_id = self.run_ids.get(record.trial_id)
+        if run_id is None or not record.checkpoint_path:
+            return None
+        try:
+            model, example = _load_embedding_model(record.checkpoint_path)
+            model_uri = self.recorder.log_model(run_id, model, example)
+        except Exception as error:
+            self.errors += 1
+            logger.exception("MLflow: could not log the model of trial %s", record.trial_id)
+            with self._guard("tag the model error", record.trial_id):
+                reason = " ".join(str(error).split())[:500]
+                self.recorder.set_tags(run_id, {"tauray.model_error": reason})
+            return None
+        self.model_uris[record.trial_id] = model_uri
+        with self._guard("tag the model", record.trial_id):
+            self.recorder.set_tags(run_id, {TAG_MODEL_URI: model_uri})
+        return model_uri
 
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any

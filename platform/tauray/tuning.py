@@ -96,7 +96,8 @@ class SweepRequest:
         num_cpus: CPUs of a local Ray (default: all of this machine's).
         num_gpus: GPUs of a local Ray (default: autodetected).
         max_concurrent_trials: cap on trials at once (default: what the cluster fits).
-        log_models: log every trial's model to MLflow (the champion needs it).
+        log_models: log the model of every trial that runs all its epochs, and the best
+            trial's (the champion needs it).
         verbose: keep Ray Tune's own tables and error tracebacks (default: tauray's progress
             lines only; failures still print their one-line reason).
     """
@@ -1023,7 +1024,7 @@ def _finish(
         except Exception:
             mlflow_logger.errors += 1
             logger.exception("MLflow: could not log best_config.yaml")
-        model_uri = mlflow_logger.model_uris.get(best.trial_id)
+        model_uri = mlflow_logger.log_model(best) if plan.request.log_models else None
         if model_uri is not None:
             try:
                 version = recorder.register_champion(model_uri, plan.model_name)

@@ -293,8 +293,14 @@ def test_callback_writes_children_metrics_statuses_and_models(
     emit("on_trial_error", failed)
 
     assert logger.errors == 0
+    # Only the trial that ran all its epochs logged its model; the early-stopped one logs it
+    # when the sweep picks it as the best, once.
+    assert loaded_from == ["/ckpt/a2"]
+    assert set(logger.model_uris) == {"aaaa0001"}
+    stopped_uri = logger.log_model(ledger.records["aaaa0002"])
+    assert logger.log_model(ledger.records["aaaa0002"]) == stopped_uri
     assert loaded_from == ["/ckpt/a2", "/ckpt/b1"]
-    assert set(logger.model_uris) == {"aaaa0001", "aaaa0002"}
+    assert logger.log_model(ledger.records["aaaa0003"]) is None  # failed: no checkpoint
     client = recorder.client
     done_run = client.get_run(logger.run_ids["aaaa0001"])
     assert done_run.info.status == "FINISHED"
@@ -315,6 +321,7 @@ def test_callback_writes_children_metrics_statuses_and_models(
 
     stopped_run = client.get_run(logger.run_ids["aaaa0002"])
     assert stopped_run.data.tags[TAG_STATUS] == "stopped"
+    assert stopped_run.data.tags[TAG_MODEL_URI] == stopped_uri
     assert stopped_run.info.status == "FINISHED"
 
     failed_run = client.get_run(logger.run_ids["aaaa0003"])

@@ -210,10 +210,16 @@ def test_one_child_run_per_trial_with_params_and_metrics_per_epoch(sweep: SweepR
 
 
 @pytest.mark.ray
-def test_every_finished_trial_logged_its_model(sweep: SweepRun) -> None:
-    for run in sweep.children[1:]:
-        model_uri = run.data.tags[TAG_MODEL_URI]
-        model_id = model_uri.removeprefix("models:/")
+def test_completed_trials_and_the_best_one_logged_their_models(sweep: SweepRun) -> None:
+    best_run_id = sweep.parent.data.tags[TAG_BEST_RUN]
+    with_models = [
+        run
+        for run in sweep.children
+        if run.data.tags[TAG_STATUS] == "completed" or run.info.run_id == best_run_id
+    ]
+    assert with_models
+    for run in with_models:
+        model_id = run.data.tags[TAG_MODEL_URI].removeprefix("models:/")
         logged = sweep.client.get_logged_model(model_id)
         assert logged.source_run_id == run.info.run_id
         assert logged.name == "model"
