@@ -554,11 +554,14 @@ def build_report(
     from mlflow.exceptions import MlflowException
 
     from tauray.tracking import check_tracking_reachable, resolve_tracking_target
+    from tauray.tuning import parse_objective
 
     if request.top < 1:
         raise ValueError(f"--top must be >= 1, got {request.top}")
     if not request.experiment.strip():
         raise ValueError("EXPERIMENT is empty: pass an MLflow experiment name")
+    for text in request.objectives:  # a malformed --objective fails before any connection
+        parse_objective(text)
     target = resolve_tracking_target(request.tracking_uri, environ=environ)
     if urllib.parse.urlparse(target.uri).scheme == "sqlite":
         database = Path(target.uri[len("sqlite:///") :])

@@ -10,6 +10,7 @@ exactly the layout real sweeps write.
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
 import socket
@@ -98,7 +99,11 @@ def _result(epoch: int, trial: PlannedTrial) -> dict[str, Any]:
 
 
 def write_sweep(
-    uri: str, experiment: str, planned: list[PlannedTrial], objectives: tuple[str, ...] = ()
+    uri: str,
+    experiment: str,
+    planned: list[PlannedTrial],
+    objectives: tuple[str, ...] = (),
+    now: datetime.datetime | None = None,
 ) -> WrittenSweep:
     """Record a finished sweep in MLflow the way ``tauray tune``'s driver does."""
     plan = tuning.plan_sweep(
@@ -110,6 +115,7 @@ def write_sweep(
             objectives=objectives,
         ),
         check_tracking=False,
+        now=now,
     )
     recorder = SweepRecorder(plan.target, plan.experiment)
     parent = recorder.start_sweep_run(
@@ -438,6 +444,36 @@ def test_multi_objective_sweep_reports_the_pareto_front(
     assert not (tmp_path / "pareto_front.png").exists()  # the trade-off shows these two axes
 
 
+def test_the_latest_sweep_is_reported_unless_sweep_names_another(
+    mlflow_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment = f"report-two-sweeps-{uuid.uuid4().hex[:8]}"
+    older = write_sweep(
+        mlflow_uri, experiment, [SINGLE[0]], now=datetime.datetime(2026, 1, 1, 9, 0, 0)
+    )
+    newer = write_sweep(
+        mlflow_uri, experiment, [SINGLE[4]], now=datetime.datetime(2026, 1, 1, 10, 0, 0)
+    )
+    base = [experiment, "--tracking-uri", mlflow_uri, "--output", str(tmp_path)]
+
+    code, out, err = _run_report(base, capsys)
+    assert code == 0, err
+    assert f"Sweep {newer.sweep_name}" in out
+    assert f"1 other sweep(s) (newest: {older.sweep_name})" in out
+    assert json.loads((tmp_path / "report.json").read_text())["best"] == "aaaa0005"
+
+    for chosen in (older.sweep_name, older.parent_run_id):
+        code, out, err = _run_report([*base, "--sweep", chosen], capsys)
+        assert code == 0, err
+        assert f"Sweep {older.sweep_name}" in out
+        assert json.loads((tmp_path / "report.json").read_text())["best"] == "aaaa0001"
+
+    code, _, err = _run_report([*base, "--sweep", "no-such-sweep"], capsys)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert newer.sweep_name in err and older.sweep_name in err
+
+
 # ---- errors -------------------------------------------------------------------------------------
 
 
@@ -477,10 +513,20 @@ def test_missing_sqlite_database_is_not_created(
     assert not database.exists()
 
 
-def test_top_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run_report(["x", "--top", "0"], capsys)
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--top", "0"], "--top must be >= 1, got 0"),
+        (["--objective", "val/knn_top1"], "must look like METRIC:max or METRIC:min"),
+    ],
+)
+def test_bad_options_fail_before_connecting(
+    option: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens: a connection would say so
+    code, _, err = _run_report(["x", "--tracking-uri", uri, *option], capsys)
     assert code == 2
-    assert "--top must be >= 1, got 0" in err
+    assert message in err and "unreachable" not in err
 
 
 # ---- the parts ----------------------------------------------------------------------------------
