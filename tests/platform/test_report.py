@@ -26,10 +26,15 @@ from PIL import Image
 from ray.tune.experiment import Trial
 from tauray import cli, trials, tuning
 from tauray.report import (
+    SweepReport,
+    SweepRun,
     config_from_params,
     dominates,
+    format_report,
     pareto_front,
+    rank,
     text_scatter,
+    write_report,
 )
 from tauray.tracking import (
     TAG_SPACE,
@@ -38,9 +43,11 @@ from tauray.tracking import (
     MlflowTrialLogger,
     SweepRecorder,
     config_params,
+    resolve_tracking_target,
 )
 from tauray.training import load_run_file
-from tauray.trials import TrialLedger
+from tauray.trials import TrialLedger, TrialRecord
+from tauray_spaces import Objective
 from tauray_trainers.config import build_config
 
 EPOCHS = 2
@@ -586,3 +593,44 @@ def test_text_scatter_puts_extremes_in_the_corners() -> None:
 def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     yield
+
+
+def test_two_quality_objectives_get_their_own_pareto_picture(tmp_path: Path) -> None:
+    """Objectives that are not a cost: the front is drawn in pareto_front.png; no cost metric
+    recorded: the trade-off is skipped with its reason (no MLflow needed for this part)."""
+    config = build_config({"epochs": 2}).to_dict()
+    values = {"t1": (0.7, -1.0), "t2": (0.6, -2.0), "t3": (0.5, -1.5), "t4": (0.8, -0.5)}
+    records = [
+        TrialRecord(
+            trial_id=key,
+            index=number,
+            sampled={},
+            config=config,
+            status="completed",
+            epoch=2,
+            metrics={"val/knn_top1": knn, "val/uniformity": uniformity},
+        )
+        for number, (key, (knn, uniformity)) in enumerate(values.items(), start=1)
+    ]
+    report = SweepReport(
+        experiment="e",
+        experiment_id="1",
+        target=resolve_tracking_target("http://127.0.0.1:5000", environ={}),
+        sweep=SweepRun("run", "sweep-1", "FINISHED", {"space": "s", "method": "simclr"}, {}),
+        other_sweeps=[],
+        objectives=(Objective("val/knn_top1", "max"), Objective("val/uniformity", "min")),
+        objectives_source="sweep",
+        records=records,
+        run_ids={},
+    )
+    rank(report)
+    expected = _naive_front(values)  # (max, min): the same directions as these objectives
+    assert set(report.front) == expected == {"t1", "t2", "t4"}
+    assert report.best is not None and report.best.trial_id == "t4"
+    assert report.cost_metric is None
+    files = write_report(report, tmp_path)
+    _assert_png(tmp_path / "pareto_front.png")
+    assert "quality_vs_cost" in files.skipped and not (tmp_path / "quality_vs_cost.png").exists()
+    text = format_report(report, files=files)
+    assert "No trial recorded its cost" in text
+    assert "Pareto front: 3 of 4 ranked trials are not dominated" in text
