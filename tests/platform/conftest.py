@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 # `mlflow server` needs about 30 s to come up on 2 busy cores; allow for a loaded machine.
-_STARTUP_TIMEOUT_S = 180.0
+_STARTUP_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
