@@ -1,8 +1,9 @@
 """Distributed parity of every loss on 1, 2 and 3 gloo ranks started with spawn.
 
-For each world size the ranks are started once and run every case; each rank writes its
-results as numpy arrays. The main process compares them with the same loss on the whole batch
-in one process (itself checked against naive references in test_losses.py):
+Three ranks are spawned once for the module and run every case in process groups of 3, 2 and 1
+rank(s); each rank writes its results as numpy arrays. The main process compares them with the
+same loss on the whole batch in one process (itself checked against naive references in
+test_losses.py):
 
 (a) mean over ranks of the returned loss = single-process loss;
 (b) gradient of each rank's local embeddings = W x the single-process gradient of those rows;
@@ -118,42 +119,59 @@ def exchange_checks(rank: int, world: int) -> dict[str, np.ndarray]:
     }
 
 
-def worker(rank: int, world: int, store: str, out_dir: str) -> None:
+WORLD_SIZES = (3, 2, 1)
+
+
+def worker(rank: int, out_dir: str) -> None:
+    """Run every case in process groups of 3, then 2, then 1 rank(s), reusing the processes.
+
+    Starting a process (importing torch) is what costs on a small machine, so the three ranks
+    are spawned once; rank r takes part in every world of size > r, each with a fresh gloo
+    process group.
+    """
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        results: dict[str, np.ndarray] = {}
-        for case in CASES:
-            sizes = case.sizes_by_world[world]
-            start = sum(sizes[:rank])
-            inputs = global_inputs(case, sum(sizes))
-            shard = [x[start : start + sizes[rank]] for x in inputs]
-            for key, value in run_case(case, shard).items():
-                results[f"{case.name}/{key}"] = value
-        for key, value in exchange_checks(rank, world).items():
-            results[f"exchange/{key}"] = value
-        np.savez(Path(out_dir) / f"rank{rank}.npz", **results)
-    finally:
-        dist.destroy_process_group()
+    for world in WORLD_SIZES:
+        if rank >= world:
+            continue
+        store = Path(out_dir) / f"store{world}"
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+        try:
+            results: dict[str, np.ndarray] = {}
+            for case in CASES:
+                sizes = case.sizes_by_world[world]
+                start = sum(sizes[:rank])
+                inputs = global_inputs(case, sum(sizes))
+                shard = [x[start : start + sizes[rank]] for x in inputs]
+                for key, value in run_case(case, shard).items():
+                    results[f"{case.name}/{key}"] = value
+            for key, value in exchange_checks(rank, world).items():
+                results[f"exchange/{key}"] = value
+            np.savez(Path(out_dir) / f"world{world}_rank{rank}.npz", **results)
+        finally:
+            dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module", params=[1, 2, 3], ids=lambda w: f"world{w}")
-def ranks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    world = request.param
-    out_dir = tmp_path_factory.mktemp(f"world{world}")
-    store = out_dir / "store"
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out_dir = tmp_path_factory.mktemp("ranks")
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the spawned ranks
     try:
-        mp.spawn(worker, args=(world, str(store), str(out_dir)), nprocs=world, join=True)
+        mp.spawn(worker, args=(str(out_dir),), nprocs=max(WORLD_SIZES), join=True)
     finally:
         if previous is None:
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = previous
+    return out_dir
+
+
+@pytest.fixture(params=sorted(WORLD_SIZES), ids=lambda w: f"world{w}")
+def ranks(request: pytest.FixtureRequest, spawned: Path) -> Any:
+    world = request.param
     loaded = []
     for rank in range(world):
-        with np.load(out_dir / f"rank{rank}.npz") as data:
+        with np.load(spawned / f"world{world}_rank{rank}.npz") as data:
             loaded.append({k: data[k] for k in data.files})
     return world, loaded
 
