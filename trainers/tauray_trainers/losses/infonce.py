@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from tauray_trainers import distributed
 from tauray_trainers.losses._checks import (
@@ -87,6 +88,7 @@ class _TiledLogSumExp(torch.autograd.Function):
         return rows, columns
 
     @staticmethod
+    @once_differentiable
     def backward(
         ctx: Any, grad_rows: torch.Tensor | None, grad_columns: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
