@@ -384,7 +384,7 @@ def test_unknown_objective_metric_is_a_one_line_error(
 def _multi_trials() -> list[PlannedTrial]:
     rng = random.Random(11)
     planned = []
-    for number in range(1, 9):
+    for number in range(1, 7):
         final = round(rng.uniform(0.3, 0.8), 3)
         knn = [round(final * (0.6 + 0.2 * epoch), 4) for epoch in range(EPOCHS)]
         knn[-1] = final
@@ -399,9 +399,9 @@ def _multi_trials() -> list[PlannedTrial]:
         )
     planned[3].knn = planned[3].knn[:1]  # stopped early after one epoch
     # Failed after logging an unbeatable point (cheap and good): must not join the front.
-    planned.append(PlannedTrial("bbbb0009", _fixed(0.05), [0.99], 0.5, "error"))
+    planned.append(PlannedTrial("bbbb0007", _fixed(0.05), [0.99], 0.5, "error"))
     # Still running (the sweep's driver died): listed, not ranked.
-    planned.append(PlannedTrial("bbbb0010", _fixed(0.2), [0.98], 0.4, "never"))
+    planned.append(PlannedTrial("bbbb0008", _fixed(0.2), [0.98], 0.4, "never"))
     return planned
 
 
@@ -442,7 +442,7 @@ def test_multi_objective_sweep_reports_the_pareto_front(
         f"#{index[key]}" for key in sorted(expected, key=lambda key: -eligible[key][0])
     ]
     unranked = {row[1]: row[2] for row in rows if row[0] == "-"}
-    assert unranked == {"#9": "failed", "#10": "running"}
+    assert unranked == {"#7": "failed", "#8": "running"}
     assert "Pareto front:" in out and "Pareto front, by cost:" in out
     assert {path.stem for path in (tmp_path / "pareto").glob("*.yaml")} == {
         f"trial-{index[key]:03d}" for key in expected
