@@ -196,9 +196,13 @@ def _echo_error(message: str) -> None:
 @app.command("tune")
 def _tune(
     space: Annotated[
-        str,
-        typer.Option("--space", metavar="NAME|FILE", help="A built-in space or a .yaml file."),
-    ],
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--space",
+            metavar="NAME|FILE",
+            help="A built-in space or a .yaml file (required unless --resume).",
+        ),
+    ] = None,
     experiment: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="MLflow experiment name. Default: tauray-<space>."),
@@ -256,10 +260,49 @@ def _tune(
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also show Ray Tune's own tables and tracebacks.")
     ] = False,
+    objectives: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--objective",
+            metavar="METRIC:max|min",
+            help="What to optimise instead of the space's objective; repeat for a "
+            "multi-objective search (Pareto front, no early stopping), e.g. "
+            "--objective val/knn_top1:max --objective cost/cpu_seconds:min.",
+        ),
+    ] = None,
+    max_failures: Annotated[
+        int,
+        typer.Option(
+            help="Restarts of a trial from its last checkpoint when a worker fails (a killed "
+            "process, a lost node); errors in training are retried too. Default: 0."
+        ),
+    ] = 0,
+    resume: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--resume",
+            metavar="SWEEP_DIR|NAME",
+            help="Continue an interrupted sweep (its folder, or its name under --storage-path): "
+            "finished trials kept, unfinished ones from their last checkpoint, same MLflow run.",
+        ),
+    ] = None,
 ) -> int:
     """Search a space with Ray Tune + Optuna: each trial a Ray Train job, all of it in MLflow."""
     from tauray import tuning
 
+    if resume is not None:
+        return tuning.resume_command(
+            resume,
+            tracking_uri=tracking_uri,
+            storage_path=storage_path,
+            address=address,
+            num_cpus=num_cpus,
+            verbose=(verbose or _DEBUG["on"]) or None,
+            echo=typer.echo,
+            echo_error=_echo_error,
+        )
+    if space is None:
+        raise ValueError("--space is required (or --resume SWEEP_DIR to continue a sweep)")
     return tuning.sweep_command(
         tuning.SweepRequest(
             space=space,
@@ -279,6 +322,8 @@ def _tune(
             max_concurrent_trials=max_concurrent_trials,
             model_name=model_name,
             verbose=verbose or _DEBUG["on"],
+            objectives=tuple(objectives or ()),
+            max_failures=max_failures,
         ),
         echo=typer.echo,
         echo_error=_echo_error,

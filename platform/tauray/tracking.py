@@ -41,7 +41,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from ray.tune import Callback
 from tauray_trainers import metrics as names
 
-from tauray.trials import TrialLedger, TrialRecord, failure_kind, flatten, is_metric, result_step
+from tauray.trials import (
+    INFEASIBLE,
+    TrialLedger,
+    TrialRecord,
+    failure_kind,
+    flatten,
+    is_metric,
+    result_step,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +82,8 @@ TAG_MODEL_URI = "tauray.model_uri"
 TAG_BEST_TRIAL = "tauray.best_trial_id"
 TAG_BEST_RUN = "tauray.best_run_id"
 TAG_STORAGE = "tauray.storage_path"
+TAG_OOM_BATCH_SIZE = "tauray.oom_batch_size_per_worker"
+TAG_RESUMED = "tauray.resumed"
 
 _REMOTE_SCHEMES = ("http", "https")
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -425,6 +435,36 @@ class SweepRecorder:
         history = self.client.get_metric_history(run_id, metric)
         return max((entry.step for entry in history), default=None)
 
+    def last_steps(self, run_id: str) -> dict[str, int]:
+        """The highest step logged for every metric of a run (to skip re-reported epochs)."""
+        logged = self.client.get_run(run_id).data.metrics
+        steps: dict[str, int] = {}
+        for metric in logged:
+            last = self.last_step(run_id, metric)
+            if last is not None:
+                steps[metric] = last
+        return steps
+
+    def find_sweep_run(self, sweep_dir: str, sweep_name: str | None = None) -> str | None:
+        """The parent run of the sweep kept in ``sweep_dir`` (tag ``tauray.storage_path``);
+        else, when the folder was moved, the one tagged ``tauray.sweep = sweep_name``."""
+        searches = [(TAG_STORAGE, sweep_dir)] + ([(TAG_SWEEP, sweep_name)] if sweep_name else [])
+        for tag, value in searches:
+            quoted = value.replace("'", "\\'")
+            runs = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{TAG_KIND}` = 'sweep' and tags.`{tag}` = '{quoted}'",
+                order_by=["attributes.start_time ASC"],
+                max_results=1,
+            )
+            if runs:
+                return runs[0].info.run_id
+        return None
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark a run of an interrupted sweep RUNNING again (``tauray tune --resume``)."""
+        self.client.update_run(run_id, status="RUNNING")
+
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -525,7 +565,10 @@ class MlflowTrialLogger(Callback):
         self.log_models = log_models
         self.run_ids: dict[str, str] = {}
         self.model_uris: dict[str, str] = {}
-        self._last_step: dict[str, int] = {}
+        # Per trial, per metric: the last step MLflow has. Loaded from MLflow the first time
+        # this process sees a trial whose run existed before (a resumed sweep), so epochs a
+        # restarted trial re-reports are never logged twice.
+        self._last_step: dict[str, dict[str, int]] = {}
         self.errors = 0
 
     @contextlib.contextmanager
@@ -539,6 +582,8 @@ class MlflowTrialLogger(Callback):
     def _run_id(self, trial: Trial) -> str:
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is not None:
+            if trial.trial_id not in self._last_step:  # known from a restored sweep's state
+                self._last_step[trial.trial_id] = self.recorder.last_steps(run_id)
             return run_id
         record = self.ledger.record_for(trial)
         params = config_params(record.config) if record.config else dict(record.sampled)
@@ -557,10 +602,8 @@ class MlflowTrialLogger(Callback):
             params=params,
             tags=tags,
         )
-        if not created:  # a restored sweep: continue after the epochs already logged
-            last = self.recorder.last_step(run_id, names.TRAIN_LOSS)
-            if last is not None:
-                self._last_step[trial.trial_id] = last
+        # A restored sweep continues after the epochs already logged.
+        self._last_step[trial.trial_id] = {} if created else self.recorder.last_steps(run_id)
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
@@ -580,17 +623,20 @@ class MlflowTrialLogger(Callback):
     ) -> None:
         with self._guard("log metrics", trial.trial_id):
             run_id = self._run_id(trial)
+            if result.get(INFEASIBLE):
+                return  # worst values for the searcher, not measurements
             step = result_step(result)
-            if step <= self._last_step.get(trial.trial_id, -1):
-                return  # re-reported after a restart: MLflow already has this epoch
+            last = self._last_step.setdefault(trial.trial_id, {})
+            # Only epochs MLflow does not have yet: a trial restarted from its checkpoint
+            # (worker lost, sweep resumed) re-reports the epochs after that checkpoint.
             values = {
                 key: float(value)
                 for key, value in result.items()
-                if is_metric(key, value) and key != names.EPOCH
+                if is_metric(key, value) and key != names.EPOCH and step > last.get(key, -1)
             }
             if values:
                 self.recorder.log_metrics(run_id, values, step)
-            self._last_step[trial.trial_id] = step
+                last.update(dict.fromkeys(values, step))
 
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -598,6 +644,9 @@ class MlflowTrialLogger(Callback):
         record = self.ledger.record_for(trial)
         with self._guard("create the run", trial.trial_id):
             self._run_id(trial)
+        if record.infeasible:
+            self.fail(record)
+            return
         self.finish(record)
 
     def finish(self, record: TrialRecord) -> None:
@@ -648,16 +697,24 @@ class MlflowTrialLogger(Callback):
     ) -> None:
         record = self.ledger.record_for(trial)
         with self._guard("record the failure", trial.trial_id):
-            run_id = self._run_id(trial)
+            self._run_id(trial)
+        self.fail(record)
+
+    def fail(self, record: TrialRecord) -> None:
+        """End a failed (or infeasible: out of memory) trial's run: reason, kind, FAILED."""
+        run_id = self.run_ids.get(record.trial_id)
+        if run_id is None:
+            return
+        with self._guard("record the failure", record.trial_id):
             reason = record.error or "unknown error"
-            self.recorder.set_tags(
-                run_id,
-                {
-                    TAG_STATUS: "failed",
-                    TAG_FAILURE_REASON: reason,
-                    TAG_FAILURE_KIND: failure_kind(reason),
-                },
-            )
+            tags = {
+                TAG_STATUS: "failed",
+                TAG_FAILURE_REASON: reason,
+                TAG_FAILURE_KIND: "out_of_memory" if record.infeasible else failure_kind(reason),
+            }
+            if record.oom_batch_size is not None:
+                tags[TAG_OOM_BATCH_SIZE] = str(record.oom_batch_size)
+            self.recorder.set_tags(run_id, tags)
             self.recorder.end_run(run_id, "FAILED")
 
     def get_state(self) -> dict[str, Any] | None:

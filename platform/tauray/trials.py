@@ -15,6 +15,7 @@ and *failed* when it raised (an error, a non-finite loss, out of memory).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import re
@@ -36,6 +37,12 @@ logger = logging.getLogger(__name__)
 TRAIN_LOOP_CONFIG = "train_loop_config"
 #: Ray Train's ``TuneReportCallback`` adds the path of a reported checkpoint under this key.
 CHECKPOINT_PATH = "checkpoint_path"
+#: A trial driver's last report carries this key (the reason, one line) when the trial was
+#: infeasible (out of memory at its batch size): the report tells the searcher the worst value of
+#: every objective, and the ledger records the trial as failed instead of keeping those values.
+INFEASIBLE = "tauray_infeasible"
+#: The per-worker batch size that ran out of memory, in an infeasible trial's last report.
+INFEASIBLE_BATCH_SIZE = "tauray_oom_batch_size_per_worker"
 
 TrialStatus = Literal["running", "completed", "stopped", "failed"]
 STATUS_WORDS: dict[str, str] = {
@@ -190,6 +197,9 @@ class TrialRecord:
         history: per metric, ``(epoch, value)`` pairs in reporting order.
         checkpoint_path: the last checkpoint the trial reported.
         error: one-line failure reason of a failed trial.
+        infeasible: the trial ran out of memory (``error`` names the batch size); the searcher
+            was told the worst value of every objective for it.
+        oom_batch_size: the per-worker batch size that ran out of memory.
     """
 
     trial_id: str
@@ -203,6 +213,8 @@ class TrialRecord:
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     checkpoint_path: str | None = None
     error: str | None = None
+    infeasible: bool = False
+    oom_batch_size: int | None = None
 
     @property
     def planned_epochs(self) -> int | None:
@@ -329,6 +341,13 @@ class TrialLedger(Callback):
         **info: Any,
     ) -> None:
         record = self.record_for(trial)
+        if result.get(INFEASIBLE):
+            record.status = "failed"
+            record.infeasible = True
+            record.error = str(result[INFEASIBLE])
+            batch = result.get(INFEASIBLE_BATCH_SIZE)
+            record.oom_batch_size = int(batch) if isinstance(batch, (int, float)) else None
+            return  # the worst values it carries are for the searcher, not the trial's metrics
         step = result_step(result)
         record.epoch = max(record.epoch, step)
         for key, value in result.items():
@@ -343,6 +362,8 @@ class TrialLedger(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         record = self.record_for(trial)
+        if record.infeasible:
+            return
         planned = record.planned_epochs
         record.status = (
             "completed" if planned is not None and record.epoch >= planned else "stopped"
@@ -354,3 +375,19 @@ class TrialLedger(Callback):
         record = self.record_for(trial)
         record.status = "failed"
         record.error = record.config_error or failure_reason(_error_text(trial))
+
+    # ---- sweep restore -----------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any] | None:
+        """The records, saved by Ray Tune with the experiment state (restored on ``--resume``)."""
+        return {"records": [dataclasses.asdict(record) for record in self.ordered()]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Bring back the records of a restored sweep (finished trials get no new events)."""
+        for raw in state.get("records", []):
+            record = TrialRecord(**raw)
+            record.history = {
+                key: [(int(step), float(value)) for step, value in pairs]
+                for key, pairs in record.history.items()
+            }
+            self.records[record.trial_id] = record

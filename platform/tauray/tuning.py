@@ -27,7 +27,9 @@ it and returns a :class:`SweepSummary`, :func:`format_summary` prints it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
+import json
 import logging
 import math
 import os
@@ -45,6 +47,8 @@ from tauray_trainers import metrics as names
 from tauray_trainers.config import TrainConfig, build_config
 
 from tauray.trials import (
+    INFEASIBLE,
+    INFEASIBLE_BATCH_SIZE,
     TrialLedger,
     TrialRecord,
     flatten,
@@ -100,6 +104,11 @@ class SweepRequest:
             trial's (the champion needs it).
         verbose: keep Ray Tune's own tables and error tracebacks (default: tauray's progress
             lines only; failures still print their one-line reason).
+        max_failures: restarts of a trial's Ray Train worker group from the trial's last
+            checkpoint when a worker fails (Ray Train's ``FailureConfig``; 0: a trial fails at
+            its first error). Ray Train cannot tell a lost worker process from an error in the
+            training code, so a deterministic error (non-finite loss, out of memory) is retried
+            too and fails again.
     """
 
     space: str
@@ -122,6 +131,7 @@ class SweepRequest:
     max_concurrent_trials: int | None = None
     log_models: bool = True
     verbose: bool = False
+    max_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -231,6 +241,8 @@ def plan_sweep(
         raise ValueError(f"--gpus-per-worker must be >= 0, got {request.gpus_per_worker}")
     if request.cpus_per_worker < 0:
         raise ValueError(f"--cpus-per-worker must be >= 0, got {request.cpus_per_worker}")
+    if request.max_failures < 0:
+        raise ValueError(f"--max-failures must be >= 0, got {request.max_failures}")
     if request.max_concurrent_trials is not None and request.max_concurrent_trials < 1:
         raise ValueError(
             f"--max-concurrent-trials must be >= 1, got {request.max_concurrent_trials}"
@@ -286,6 +298,109 @@ def plan_sweep(
     )
 
 
+# ---- resuming an interrupted sweep -------------------------------------------------------------
+
+#: The request of a sweep, saved in its folder when it starts (what ``--resume`` re-plans from).
+SWEEP_FILE = "tauray_sweep.json"
+_TUNER_STATE = "tuner.pkl"  # Ray Tune's own file in every experiment folder
+
+
+def save_sweep_request(plan: SweepPlan) -> Path:
+    """Write the sweep's request, name, working directory and tracking URI to its folder."""
+    request = dataclasses.asdict(plan.request)
+    document = {
+        "request": {key: list(v) if isinstance(v, tuple) else v for key, v in request.items()},
+        "sweep_name": plan.sweep_name,
+        "experiment": plan.experiment,
+        "tracking_uri": plan.target.uri,
+        "cwd": str(Path.cwd()),
+    }
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = plan.sweep_dir / SWEEP_FILE
+    path.write_text(json.dumps(document, indent=2, sort_keys=True))
+    return path
+
+
+def find_sweep_dir(
+    target: str, *, storage_path: str | None = None, cwd: str | Path | None = None
+) -> Path:
+    """The folder of the sweep ``--resume`` names: a path, or a sweep name under the storage.
+
+    Raises:
+        ValueError: no such folder, or it holds no sweep tauray started.
+    """
+    base = Path(cwd).resolve() if cwd is not None else Path.cwd()
+    storage = Path(storage_path or DEFAULT_STORAGE).expanduser()
+    if not storage.is_absolute():
+        storage = base / storage
+    given = Path(target).expanduser()
+    candidates = [given if given.is_absolute() else base / given, storage / target]
+    for candidate in candidates:
+        if (candidate / SWEEP_FILE).is_file():
+            if not (candidate / _TUNER_STATE).is_file():
+                raise ValueError(
+                    f"--resume {target!r}: {candidate} holds no Ray Tune state ({_TUNER_STATE}); "
+                    "the sweep was interrupted before its first trial started: run it again"
+                )
+            return candidate.resolve()
+    looked = " and ".join(str(candidate) for candidate in candidates)
+    raise ValueError(
+        f"--resume {target!r}: no tauray sweep folder (with {SWEEP_FILE}) at {looked}; pass the "
+        "folder `tauray tune` printed, or the sweep's name with --storage-path"
+    )
+
+
+def plan_resume(
+    target: str,
+    *,
+    tracking_uri: str | None = None,
+    storage_path: str | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    verbose: bool | None = None,
+    cwd: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    check_tracking: bool = True,
+) -> SweepPlan:
+    """Re-plan an interrupted sweep from its folder (``tauray tune --resume``).
+
+    The sweep keeps its name, folder, space, settings and tracking URI; ``tracking_uri``,
+    ``address``, ``num_cpus`` and ``verbose`` may be given anew (the tracking server or the Ray
+    head may have moved).
+
+    Raises:
+        ValueError: no sweep folder, or its saved request is no longer valid.
+        ConnectionError: the tracking server does not answer.
+    """
+    sweep_dir = find_sweep_dir(target, storage_path=storage_path, cwd=cwd)
+    document = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    saved = dict(document["request"])
+    for key, value in list(saved.items()):
+        if isinstance(value, list):
+            saved[key] = tuple(value)
+    known = {item.name for item in dataclasses.fields(SweepRequest)}
+    request = SweepRequest(**{key: value for key, value in saved.items() if key in known})
+    request = dataclasses.replace(
+        request,
+        tracking_uri=tracking_uri or document.get("tracking_uri") or request.tracking_uri,
+        address=address if address is not None else request.address,
+        num_cpus=num_cpus if num_cpus is not None else request.num_cpus,
+        verbose=request.verbose if verbose is None else verbose,
+    )
+    plan = plan_sweep(
+        request,
+        cwd=document.get("cwd") or cwd,
+        environ=environ,
+        check_tracking=check_tracking,
+    )
+    return dataclasses.replace(
+        plan,
+        sweep_name=sweep_dir.name,
+        storage_path=sweep_dir.parent,
+        experiment=document.get("experiment") or plan.experiment,
+    )
+
+
 # ---- the trial ---------------------------------------------------------------------------------
 
 
@@ -302,6 +417,9 @@ class TrialSetup:
         tracking_uri: the absolute MLflow tracking URI, exported to the workers as
             ``MLFLOW_TRACKING_URI`` (they never write to it: only the sweep driver does).
         max_failures: Ray Train worker-group restarts per trial (from the last checkpoint).
+        objectives: ``(metric, mode)`` of every objective: an out-of-memory trial reports the
+            worst value of each (-inf for ``max``, +inf for ``min``) so the searcher learns
+            that its region is infeasible.
     """
 
     fixed_config: dict[str, Any]
@@ -311,6 +429,7 @@ class TrialSetup:
     train_storage: str
     tracking_uri: str | None = None
     max_failures: int = 0
+    objectives: tuple[tuple[str, str], ...] = ()
 
 
 def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
@@ -323,6 +442,12 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         config: Tune's trial config, ``{"train_loop_config": {...sampled values...}}``.
         setup: the sweep's bound infrastructure.
 
+    A trial that runs out of memory does not raise: it reports
+    :data:`~tauray.trials.INFEASIBLE` (the reason, naming the batch size) with the worst value of
+    every objective, so Optuna records the point as a very bad one (TPE then samples away from
+    it; a failed trial would be ignored by TPE) and the ledger and MLflow record the trial as
+    failed, kind ``out_of_memory``, with the batch size.
+
     Raises:
         ValueError: the sampled values and fixed settings make an invalid trainer config.
         ray.train.TrainingFailedError: training failed (the worker's error is inside).
@@ -330,7 +455,7 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from tauray.tracking import TRACKING_URI_ENV
-    from tauray.training import build_trainer
+    from tauray.training import build_trainer, describe_failure, is_out_of_memory
 
     train_loop_config = resolve_train_loop_config(setup.fixed_config, config)
     trainer = build_trainer(
@@ -344,7 +469,31 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         max_failures=setup.max_failures,
         worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Exception as error:
+        if not (setup.objectives and is_out_of_memory(error)):
+            raise
+        reason = f"infeasible: {describe_failure(error)}"
+        logger.warning("trial %s: %s", tune.get_context().get_trial_id(), reason)
+        worst = {
+            metric: (-math.inf if mode == "max" else math.inf) for metric, mode in setup.objectives
+        }
+        tune.report(
+            {
+                **worst,
+                INFEASIBLE: reason,
+                INFEASIBLE_BATCH_SIZE: _per_worker_batch(train_loop_config, setup.workers),
+            }
+        )
+
+
+def _per_worker_batch(train_loop_config: Mapping[str, Any], workers: int) -> int:
+    """The per-worker batch size of a trial config (what ran out of memory)."""
+    global_batch = train_loop_config.get("global_batch_size")
+    if isinstance(global_batch, int) and workers > 0:
+        return global_batch // workers
+    return int(train_loop_config["batch_size_per_worker"])
 
 
 def trial_name(trial: Trial) -> str:
@@ -442,11 +591,21 @@ def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
     epochs, 2 at a time, and it stopped none).
 
     Both use the trainer's ``epoch`` counter, which a restarted trial does not inflate.
+
+    A multi-objective sweep runs every trial to the end (no early stopping, whatever
+    ``--scheduler`` says): ASHA ranks trials on one metric only, and a trial it stops would be
+    told to Optuna with truncated values of every objective -- a cost objective (worker-seconds,
+    samples seen) is always better when truncated, so early-stopped trials would crowd the
+    Pareto front with points that were never trained to the end.
     """
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
     metric, mode = plan.objective.metric, plan.objective.mode
     epochs = plan.epochs
+    if len(plan.objectives) > 1:
+        if plan.request.scheduler != "none":
+            logger.info("multi-objective sweep: no early stopping (--scheduler ignored)")
+        return FIFOScheduler(), "none (multi-objective: every trial runs all its epochs)"
     if plan.request.scheduler == "none" or epochs < 2:
         return FIFOScheduler(), "none (every trial runs all its epochs)"
     grace, factor = (1 if epochs < 10 else 2), 3
@@ -516,6 +675,8 @@ class ProgressPrinter(tune.Callback):
         **info: Any,
     ) -> None:
         record = self.ledger.record_for(trial)
+        if record.infeasible:
+            return
         parts = [f"epoch {record.epoch}/{record.planned_epochs or '?'}"]
         for key in (self.objective.metric, names.TRAIN_LOSS, names.TRAIN_TEMPERATURE):
             if key in result:
@@ -535,6 +696,11 @@ class ProgressPrinter(tune.Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         record = self.ledger.record_for(trial)
+        if record.infeasible:
+            self.line(
+                f"trial {record.index:3d} FAILED (infeasible): {record.error}  ({self._tally()})"
+            )
+            return
         value = record.value(self.objective.metric)
         word = "completed" if record.status == "completed" else "stopped early"
         self.line(
@@ -789,16 +955,23 @@ def run_sweep(
     *,
     echo: Echo = print,
     ledger_factory: Callable[[Mapping[str, Any]], TrialLedger] = TrialLedger,
+    resume: bool = False,
 ) -> SweepSummary:
     """Run a planned sweep to the end and return its summary.
 
     Starts (and stops) a local Ray unless the request names an address; writes the MLflow
     parent run, a child run per trial, the models, the plots and the champion.
 
+    With ``resume`` (a plan from :func:`plan_resume`), Ray Tune restores the sweep from its
+    folder (finished trials kept, unfinished ones restarted from their last checkpoint, the
+    Optuna study and the trial ledger restored from the experiment state) and the MLflow parent
+    run that carries the folder's tag continues; trials keep their child runs.
+
     Args:
-        plan: from :func:`plan_sweep`.
+        plan: from :func:`plan_sweep` (or :func:`plan_resume`).
         echo: where progress lines go.
         ledger_factory: builds the trial ledger from the fixed config (tests may wrap it).
+        resume: continue the interrupted sweep in ``plan.sweep_dir``.
 
     Raises:
         ValueError: one trial cannot fit the cluster.
@@ -807,6 +980,7 @@ def run_sweep(
     from tauray.tracking import (
         TAG_BEST_RUN,
         TAG_BEST_TRIAL,
+        TAG_RESUMED,
         TAG_SPACE,
         TAG_STORAGE,
         TAG_SWEEP,
@@ -819,15 +993,29 @@ def run_sweep(
     started = time.monotonic()
     with tracking_scope(plan.target):
         recorder = SweepRecorder(plan.target, plan.experiment)
-        parent_run_id = recorder.start_sweep_run(
-            plan.sweep_name,
-            params=_sweep_params(plan),
-            tags={
-                TAG_SWEEP: plan.sweep_name,
-                TAG_SPACE: plan.space.name,
-                TAG_STORAGE: str(plan.sweep_dir),
-            },
+        parent_run_id = (
+            recorder.find_sweep_run(str(plan.sweep_dir), plan.sweep_name) if resume else None
         )
+        if parent_run_id is not None:
+            recorder.reopen_run(parent_run_id)
+            recorder.set_tags(parent_run_id, {TAG_RESUMED: _dt.datetime.now().isoformat()})
+            echo(f"resuming sweep {plan.sweep_name} from {plan.sweep_dir}")
+        else:
+            if resume:
+                logger.warning(
+                    "no MLflow run of sweep %s found; recording it in a new one", plan.sweep_name
+                )
+            else:
+                save_sweep_request(plan)
+            parent_run_id = recorder.start_sweep_run(
+                plan.sweep_name,
+                params=_sweep_params(plan),
+                tags={
+                    TAG_SWEEP: plan.sweep_name,
+                    TAG_SPACE: plan.space.name,
+                    TAG_STORAGE: str(plan.sweep_dir),
+                },
+            )
         echo(
             f"sweep {plan.sweep_name}: space {plan.space.name}, "
             f"{_budget_text(plan)}, {request.workers_per_trial} worker(s) per trial"
@@ -838,7 +1026,7 @@ def run_sweep(
             with quiet_ray_tune(enabled=not request.verbose):
                 with _ray_session(request) as info:
                     ledger, mlflow_logger, outcome = _fit(
-                        plan, info, recorder, parent_run_id, echo, ledger_factory
+                        plan, info, recorder, parent_run_id, echo, ledger_factory, restore=resume
                     )
                 summary = _finish(plan, recorder, parent_run_id, ledger, mlflow_logger, outcome)
             summary.elapsed_s = time.monotonic() - started
@@ -903,6 +1091,8 @@ def _fit(
     parent_run_id: str,
     echo: Echo,
     ledger_factory: Callable[[Mapping[str, Any]], TrialLedger],
+    *,
+    restore: bool = False,
 ) -> tuple[TrialLedger, Any, _FitOutcome]:
     from tauray.cluster import driver_resources, max_concurrent_trials
     from tauray.tracking import MlflowTrialLogger
@@ -917,17 +1107,22 @@ def _fit(
         concurrency = min(concurrency, plan.num_samples)
     searcher, recording, sampler_text = build_searcher(plan, concurrency)
     scheduler, scheduler_text = build_scheduler(plan)
-    recorder.log_params(
-        parent_run_id,
-        {
-            "sampler": sampler_text,
-            "scheduler": scheduler_text,
-            "max_concurrent_trials": concurrency,
-            "cluster_cpus": info.cpus,
-            "cluster_gpus": info.gpus,
-            "ray_address": info.address or "local",
-        },
-    )
+    run_params = {
+        "sampler": sampler_text,
+        "scheduler": scheduler_text,
+        "max_concurrent_trials": concurrency,
+        "cluster_cpus": info.cpus,
+        "cluster_gpus": info.gpus,
+        "ray_address": info.address or "local",
+        "max_failures": request.max_failures,
+    }
+    if restore:  # MLflow params are write-once: the first session's values stay
+        try:
+            recorder.log_params(parent_run_id, run_params)
+        except Exception:
+            logger.info("resumed sweep: the parent run keeps its first session's params")
+    else:
+        recorder.log_params(parent_run_id, run_params)
     echo(
         f"Ray: {info.cpus:g} CPUs, {info.gpus:g} GPUs ({'local' if info.local else info.address}); "
         f"up to {concurrency} trial(s) at once; {scheduler_text}"
@@ -944,29 +1139,45 @@ def _fit(
         cpus_per_worker=request.cpus_per_worker,
         train_storage=str(plan.sweep_dir / "train"),
         tracking_uri=plan.target.uri,
+        max_failures=request.max_failures,
+        objectives=tuple((o.metric, o.mode) for o in plan.objectives),
     )
     trainable = tune.with_resources(
         tune.with_parameters(tauray_trial, setup=setup), driver_resources(info)
     )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=plan.num_samples,
-            max_concurrent_trials=concurrency,
-            time_budget_s=request.time_budget_s,
-            trial_name_creator=trial_name,
-            trial_dirname_creator=trial_name,
-        ),
-        run_config=tune.RunConfig(
-            name=plan.sweep_name,
-            storage_path=str(plan.storage_path),
-            callbacks=[ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper()],
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            verbose=0,
-        ),
-    )
+    callbacks = [ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper()]
+    if restore:
+        tuner = tune.Tuner.restore(
+            str(plan.sweep_dir),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+        # The restored Tuner carries unpickled copies of the first session's callbacks; put
+        # this session's in their place (same types, same order), so Ray Tune restores the
+        # ledger's and the MLflow logger's saved state into the objects this driver reads.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=plan.num_samples,
+                max_concurrent_trials=concurrency,
+                time_budget_s=request.time_budget_s,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=plan.sweep_name,
+                storage_path=str(plan.storage_path),
+                callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                verbose=0,
+            ),
+        )
     fit_started = time.monotonic()
     tuner.fit()
     budget = request.time_budget_s
@@ -1126,6 +1337,46 @@ def sweep_command(request: SweepRequest, *, echo: Echo = print, echo_error: Echo
     return 0
 
 
+def resume_command(
+    target: str,
+    *,
+    tracking_uri: str | None = None,
+    storage_path: str | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    verbose: bool | None = None,
+    echo: Echo = print,
+    echo_error: Echo = print,
+) -> int:
+    """``tauray tune --resume``: continue an interrupted sweep, print the summary.
+
+    Returns:
+        As :func:`sweep_command`.
+
+    Raises:
+        ValueError, ConnectionError: from :func:`plan_resume` / :func:`run_sweep`.
+    """
+    plan = plan_resume(
+        target,
+        tracking_uri=tracking_uri,
+        storage_path=storage_path,
+        address=address,
+        num_cpus=num_cpus,
+        verbose=verbose,
+    )
+    summary = run_sweep(plan, echo=echo, resume=True)
+    echo(format_summary(summary))
+    if summary.interrupted:
+        echo_error(f"sweep {plan.sweep_name} was interrupted again; resume it the same way")
+        return 130
+    if summary.best is None:
+        echo_error(
+            f"no trial of sweep {plan.sweep_name} finished with a value of {plan.objective.metric}"
+        )
+        return 1
+    return 0
+
+
 # ---- the summary -------------------------------------------------------------------------------
 
 
@@ -1230,7 +1481,10 @@ def format_summary(summary: SweepSummary) -> str:
     if summary.plots:
         lines.append(f"Plots: {', '.join(str(path) for path in summary.plots.values())}")
     if summary.interrupted:
-        lines.append(f"Ray Tune saved the sweep's state in {plan.sweep_dir}.")
+        lines.append(
+            f"Ray Tune saved the sweep's state in {plan.sweep_dir}; continue it with "
+            f"`tauray tune --resume {plan.sweep_dir}`."
+        )
     if summary.tracking_errors:
         lines.append(
             f"Warning: {summary.tracking_errors} MLflow write(s) failed; see the log above."

@@ -26,6 +26,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -52,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 # Test hook: "epoch=K,marker=PATH" makes every rank raise once, halfway through epoch K (1-based),
 # unless PATH.rank<r> exists (it is created first, so a restarted worker group passes).
+# ",action=kill" SIGKILLs the worker process instead (the marker holds its pid; ",rank=R" limits
+# it to one rank); ",action=oom,min_batch=N" raises TrialOutOfMemoryError on every run whose
+# per-worker batch is >= N (no marker needed).
 FAULT_INJECTION_ENV = "TAURAY_INJECT_FAILURE"
 
 # Buffers that legitimately differ between ranks until synchronised (batch-norm statistics).
@@ -395,10 +399,14 @@ class TrainingState:
 
 @dataclass(frozen=True)
 class FaultInjection:
-    """Test hook: raise once, halfway through ``epoch`` (1-based), per rank."""
+    """Test hook: halfway through ``epoch`` (1-based), once per rank: raise, or SIGKILL the
+    worker process (``action="kill"``); or raise out-of-memory for large batches (``"oom"``)."""
 
     epoch: int
     marker: Path
+    action: str = "raise"
+    rank: int | None = None
+    min_batch: int = 0
 
     @classmethod
     def from_env(cls) -> FaultInjection | None:
@@ -407,20 +415,44 @@ class FaultInjection:
             return None
         fields = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
         try:
-            return cls(int(fields["epoch"]), Path(fields["marker"]))
+            injection = cls(
+                int(fields["epoch"]),
+                Path(fields.get("marker", "")),
+                fields.get("action", "raise"),
+                int(fields["rank"]) if "rank" in fields else None,
+                int(fields.get("min_batch", 0)),
+            )
         except (KeyError, ValueError):
+            injection = None
+        if (
+            injection is None
+            or injection.action not in ("raise", "kill", "oom")
+            or (injection.action != "oom" and "marker" not in fields)
+        ):
             raise ValueError(
-                f"{FAULT_INJECTION_ENV}={text!r}; expected 'epoch=<int>,marker=<path>'"
-            ) from None
+                f"{FAULT_INJECTION_ENV}={text!r}; expected 'epoch=<int>,marker=<path>' with "
+                "optional ',action=raise|kill|oom', ',rank=<int>', ',min_batch=<int>'"
+            )
+        return injection
 
-    def maybe_fail(self, epoch: int, step_in_epoch: int, steps: int, rank: int) -> None:
+    def maybe_fail(
+        self, epoch: int, step_in_epoch: int, steps: int, rank: int, batch_size: int = 0
+    ) -> None:
         if epoch != self.epoch or step_in_epoch != steps // 2:
+            return
+        if self.rank is not None and rank != self.rank:
+            return
+        if self.action == "oom":
+            if batch_size >= self.min_batch:
+                raise TrialOutOfMemoryError(batch_size, batch_size, "injected", "(test hook)")
             return
         marker = Path(f"{self.marker}.rank{rank}")
         if marker.exists():
             return
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        marker.write_text(str(os.getpid()))
+        if self.action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         raise InjectedFailure(
             f"injected failure in epoch {epoch}, step {step_in_epoch} (rank {rank})"
         )
@@ -576,7 +608,7 @@ def train_one_epoch(
     start = time.perf_counter()
     for step_in_epoch, batch in enumerate(loader):
         if fault is not None:
-            fault.maybe_fail(epoch, step_in_epoch, steps, rank)
+            fault.maybe_fail(epoch, step_in_epoch, steps, rank, batch_size)
         batch = to_device(batch, device)
         step = state.global_step
         optimizer.zero_grad(set_to_none=True)
