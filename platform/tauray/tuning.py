@@ -1055,6 +1055,11 @@ def _ray_session(request: SweepRequest) -> contextlib.AbstractContextManager[Clu
 
     Without ``--verbose`` the workers' own output (Ray Train's start-up lines, rank 0's epoch
     lines) stays in Ray's log files: the progress printer shows each trial's epochs.
+
+    A local Ray gets its dashboard: Ray Train's ``PlacementGroupCleaner`` (one per trial) asks
+    the state API, which the dashboard serves, whether its controller is still alive. Without
+    it, every cleaner of a trial that Tune stopped keeps polling (an idle Python process) until
+    Ray shuts down. :class:`OrphanedPlacementGroupReaper` frees the resources either way.
     """
     from tauray.cluster import ray_session
 
@@ -1062,6 +1067,7 @@ def _ray_session(request: SweepRequest) -> contextlib.AbstractContextManager[Clu
         request.address,
         num_cpus=request.num_cpus,
         num_gpus=request.num_gpus,
+        include_dashboard=True,
         log_to_driver=request.verbose,
     )
 
@@ -1284,8 +1290,8 @@ def _finish(
 DEMO_EXPERIMENT = "tauray-demo"
 DEMO_SPACE = "simclr-temperature"
 DEMO_TRIALS = 10
-DEMO_OVERRIDES: tuple[str, ...] = ("epochs=4",)
-DEMO_TIME_BUDGET_S = 480.0
+DEMO_OVERRIDES: tuple[str, ...] = ()
+DEMO_TIME_BUDGET_S = 360.0
 DEMO_INTRO = (
     f"tauray demo: {DEMO_TRIALS} trials of the {DEMO_SPACE} space (SimCLR's temperature: fixed, "
     "learnable or a cosine schedule, with learning rate, weight decay and batch size) on the "
