@@ -348,6 +348,10 @@ class TrialLedger(Callback):
             batch = result.get(INFEASIBLE_BATCH_SIZE)
             record.oom_batch_size = int(batch) if isinstance(batch, (int, float)) else None
             return  # the worst values it carries are for the searcher, not the trial's metrics
+        self._absorb(record, result)
+
+    @staticmethod
+    def _absorb(record: TrialRecord, result: Mapping[str, Any]) -> None:
         step = result_step(result)
         record.epoch = max(record.epoch, step)
         for key, value in result.items():
@@ -364,6 +368,11 @@ class TrialLedger(Callback):
         record = self.record_for(trial)
         if record.infeasible:
             return
+        # A restored trial whose last epoch reached Ray Tune before the driver died completes
+        # without a new report: Tune's restored last result still has that epoch.
+        last = getattr(trial, "last_result", None)
+        if isinstance(last, Mapping) and result_step(last) > record.epoch:
+            self._absorb(record, last)
         planned = record.planned_epochs
         record.status = (
             "completed" if planned is not None and record.epoch >= planned else "stopped"
