@@ -357,7 +357,9 @@ class TrialLedger(Callback):
         for key, value in result.items():
             if is_metric(key, value) and key != names.EPOCH:
                 record.metrics[key] = float(value)
-                record.history.setdefault(key, []).append((step, float(value)))
+                history = record.history.setdefault(key, [])
+                if not history or history[-1][0] < step:  # an epoch reported again: once
+                    history.append((step, float(value)))
         checkpoint = result.get(CHECKPOINT_PATH)
         if isinstance(checkpoint, str) and checkpoint:
             record.checkpoint_path = checkpoint

@@ -53,6 +53,7 @@ from tauray.trials import (
     TrialRecord,
     flatten,
     resolve_train_loop_config,
+    result_step,
 )
 
 if TYPE_CHECKING:
@@ -470,7 +471,12 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
     )
     try:
-        trainer.fit()
+        result = trainer.fit()
+        # A trial restored after its last epoch's checkpoint was saved but before Ray Tune got
+        # that epoch's report trains nothing more and reports nothing: forward the Train run's
+        # last metrics again (the ledger and MLflow skip an epoch they already have).
+        if result.metrics:
+            tune.report(dict(result.metrics))
     except Exception as error:
         if not (setup.objectives and is_out_of_memory(error)):
             raise
@@ -653,6 +659,7 @@ class ProgressPrinter(tune.Callback):
         self.objective = objective
         self.echo = echo
         self.start = time.monotonic()
+        self._printed: dict[str, int] = {}
 
     def line(self, text: str) -> None:
         """Print ``text`` after the time since the sweep started."""
@@ -675,8 +682,10 @@ class ProgressPrinter(tune.Callback):
         **info: Any,
     ) -> None:
         record = self.ledger.record_for(trial)
-        if record.infeasible:
-            return
+        step = result_step(result)
+        if record.infeasible or step <= self._printed.get(trial.trial_id, 0):
+            return  # an epoch reported again (a restored trial's last one) is printed once
+        self._printed[trial.trial_id] = step
         parts = [f"epoch {record.epoch}/{record.planned_epochs or '?'}"]
         for key in (self.objective.metric, names.TRAIN_LOSS, names.TRAIN_TEMPERATURE):
             if key in result:

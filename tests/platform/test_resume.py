@@ -3,8 +3,9 @@
 The module runs one sweep (3 trials of simclr-temperature, one CPU worker each, 2 tiny epochs,
 no early stopping, ``--max-failures 1``) as a real ``tauray tune`` subprocess (console script) in
 its own process group and SIGKILLs the whole group (the driver and the local Ray it started) as
-soon as MLflow shows one finished trial. Ray Tune saves its experiment state every second
-(``TUNE_GLOBAL_CHECKPOINT_S=1``) so the kill lands after a save, as it would in a long sweep.
+soon as MLflow shows one finished trial and another one running with epoch 1 logged. Ray Tune
+saves its experiment state every second (``TUNE_GLOBAL_CHECKPOINT_S=1``) so the kill lands after
+a save, as it would in a long sweep.
 
 Then ``tauray tune --resume <sweep folder>`` runs in this process with the trainer's fault hook
 set to SIGKILL rank 0's worker process halfway through epoch 2 of the first trial to get there
@@ -48,6 +49,7 @@ class Resumed:
     client: MlflowClient
     first_parent_id: str
     finished_before_kill: int
+    unfinished_at_kill: list[str]
     parents: list[mlflow.entities.Run]
     children: list[mlflow.entities.Run]
     kill_marker: Path
@@ -103,19 +105,25 @@ def resumed(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Resume
             argv, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            deadline = time.monotonic() + 240
-            finished = 0
+            deadline = time.monotonic() + 300
+            finished, unfinished = 0, []
             while time.monotonic() < deadline and process.poll() is None:
                 children = [r for r in _runs(client) if r.data.tags.get(TAG_KIND) == "trial"]
                 finished = sum(r.info.status == "FINISHED" for r in children)
-                if finished >= 1:
+                # A trial that is running with epoch 1 logged (so it has a checkpoint).
+                unfinished = [
+                    r.data.tags[TAG_TRIAL_ID]
+                    for r in children
+                    if r.info.status == "RUNNING" and "train/loss" in r.data.metrics
+                ]
+                if finished >= 1 and unfinished:
                     time.sleep(1.5)  # past Ray Tune's next experiment-state save
                     break
                 time.sleep(0.5)
         finally:
             _kill_tree(process.pid, ray_tmp)
             process.wait(timeout=30)
-    assert finished >= 1, log.read_text()[-3000:]
+    assert finished >= 1 and unfinished, log.read_text()[-3000:]
     parents = [r for r in _runs(client) if r.data.tags.get(TAG_KIND) == "sweep"]
     assert len(parents) == 1, log.read_text()[-3000:]
     (sweep_dir,) = [path.parent for path in storage.glob(f"*/{SWEEP_FILE}")]
@@ -135,6 +143,7 @@ def resumed(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Resume
         client=client,
         first_parent_id=parents[0].info.run_id,
         finished_before_kill=finished,
+        unfinished_at_kill=unfinished,
         parents=[r for r in runs if r.data.tags.get(TAG_KIND) == "sweep"],
         children=[r for r in runs if r.data.tags.get(TAG_KIND) == "trial"],
         kill_marker=marker,
@@ -161,6 +170,17 @@ def test_every_trial_done_with_one_child_run(resumed: Resumed) -> None:
         assert run.data.tags[TAG_PARENT_RUN_ID] == resumed.first_parent_id
         assert run.info.status == "FINISHED", run.data.tags
         assert run.data.tags[TAG_STATUS] == "completed"
+
+
+@pytest.mark.ray
+def test_trial_unfinished_at_the_kill_kept_its_run(resumed: Resumed) -> None:
+    by_trial = {run.data.tags[TAG_TRIAL_ID]: run for run in resumed.children}
+    assert resumed.unfinished_at_kill
+    for trial_id in resumed.unfinished_at_kill:
+        run = by_trial[trial_id]
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in resumed.client.get_metric_history(run.info.run_id, "train/loss")]
+        assert steps == list(range(1, EPOCHS + 1)), steps
 
 
 @pytest.mark.ray
