@@ -141,6 +141,7 @@ CONFIG_KEYS: dict[str, KeySpec] = {
     "data/max_val_samples": _i(None, ge=1),
     "data/loader_workers": _i(0, ge=0),
     "data/horizontal_flip": KeySpec("bool", None, nullable=True),
+    "data/crop_min_scale": _f(None, gt=0.0, le=1.0),
     "data/seed": _i(0),
     "model/backbone": _lit("small_cnn", "small_cnn", "resnet18", "resnet50", "vit_tiny"),
     "model/pretrained_weights": KeySpec("str", None, nullable=True),
