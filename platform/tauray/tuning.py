@@ -1037,7 +1037,11 @@ def run_sweep(
                     ledger, mlflow_logger, outcome = _fit(
                         plan, info, recorder, parent_run_id, echo, ledger_factory, restore=resume
                     )
+                    fitted = time.monotonic()
+                finishing = time.monotonic()
+                logger.info("Ray stopped in %.1f s", finishing - fitted)
                 summary = _finish(plan, recorder, parent_run_id, ledger, mlflow_logger, outcome)
+                logger.info("results written in %.1f s", time.monotonic() - finishing)
             summary.elapsed_s = time.monotonic() - started
             recorder.set_tags(
                 parent_run_id,
@@ -1195,6 +1199,7 @@ def _fit(
         )
     fit_started = time.monotonic()
     tuner.fit()
+    logger.info("Ray Tune ran for %.1f s", time.monotonic() - fit_started)
     budget = request.time_budget_s
     if budget is not None and time.monotonic() - fit_started >= budget:
         # Ray Tune ends a sweep at its time budget without completion events for the trials
