@@ -818,6 +818,16 @@ _QUIET_TUNE_MESSAGES = (
     "Trials did not complete",
     "Trial task failed",
     "Wrote the latest version of all result files",
+    "Failed to fetch metrics for",  # a trial the time budget stopped before its first epoch
+    "Reached timeout of",  # the time budget: the progress lines say which trials it stopped
+)
+# Filters apply to records of the logger they are attached to, not to its children's.
+_QUIET_TUNE_LOGGERS = (
+    "ray.tune",
+    "ray.tune.tune",
+    "ray.tune.execution.tune_controller",
+    "ray.tune.analysis.experiment_analysis",
+    "ray.tune.stopper.timeout",
 )
 
 
@@ -847,8 +857,7 @@ def quiet_ray_tune(enabled: bool = True) -> Iterator[None]:
     saved_env = {key: os.environ.get(key) for key in _QUIET_TUNE_ENV}
     os.environ.update(_QUIET_TUNE_ENV)
     message_filter = _DropMessages(_QUIET_TUNE_MESSAGES)
-    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.tune.tune")]
-    loggers.append(logging.getLogger("ray.tune.execution.tune_controller"))
+    loggers = [logging.getLogger(name) for name in _QUIET_TUNE_LOGGERS]
     for each in loggers:
         each.addFilter(message_filter)
     optuna_verbosity = optuna.logging.get_verbosity()
