@@ -823,11 +823,11 @@ _QUIET_TUNE_MESSAGES = (
 )
 # Filters apply to records of the logger they are attached to, not to its children's.
 _QUIET_TUNE_LOGGERS = (
+    "ray",  # ray.tune.stopper.timeout logs to it
     "ray.tune",
     "ray.tune.tune",
     "ray.tune.execution.tune_controller",
     "ray.tune.analysis.experiment_analysis",
-    "ray.tune.stopper.timeout",
 )
 
 
