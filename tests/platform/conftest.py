@@ -66,8 +66,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         return
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # its job-runner child ignores SIGTERM for a while
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
