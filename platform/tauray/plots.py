@@ -65,6 +65,8 @@ def objective_vs_temperature(records: Sequence[TrialRecord], metric: str) -> Fig
     Raises:
         ValueError: if no finished trial reported ``metric``.
     """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     finished = _finished(records, metric)
     if not finished:
         raise ValueError(f"no finished trial reported {metric!r}")
@@ -98,17 +100,23 @@ def objective_vs_temperature(records: Sequence[TrialRecord], metric: str) -> Fig
             edgecolors="black",
             linewidths=0.4,
         )
+        label_text = str(record.index)
+        if record.status != "completed":
+            label_text += f" @{record.epoch}"
         axes.annotate(
-            str(record.index),
+            label_text,
             (temperature, value),
             textcoords="offset points",
             xytext=(4, 4),
             fontsize=7,
         )
     axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("temperature τ at the end of the trial (arrow: from the initial τ)")
     axes.set_ylabel(metric)
-    axes.set_title(f"{metric} vs temperature (o completed, v stopped early)")
+    axes.set_title(f"{metric} vs temperature (o completed, v stopped early @ epoch)")
     axes.grid(True, which="both", alpha=0.3)
     if seen:
         axes.legend(title="temperature mode", fontsize=8)
