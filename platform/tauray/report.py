@@ -45,6 +45,7 @@ from tauray_trainers import metrics as names
 from tauray_trainers.config import TrainConfig, build_config, set_path
 
 from tauray.trials import STATUS_WORDS, TrialRecord
+from tauray.trials import format_number as _number
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -606,18 +607,6 @@ def build_report(
 
 
 # ---- text ----------------------------------------------------------------------------------------
-
-
-def _number(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}g}"
 
 
 def _seconds(value: float | None) -> str:

@@ -402,3 +402,14 @@ class TrialLedger(Callback):
                 for key, pairs in record.history.items()
             }
             self.records[record.trial_id] = record
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    """A metric or parameter value for tables: ``digits`` significant digits, ``-`` for None."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}"

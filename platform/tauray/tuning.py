@@ -55,6 +55,7 @@ from tauray.trials import (
     resolve_train_loop_config,
     result_step,
 )
+from tauray.trials import format_number as _number
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -636,16 +637,6 @@ def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
 
 
 # ---- live progress ---------------------------------------------------------------------------
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.4g}"
 
 
 class ProgressPrinter(tune.Callback):
@@ -1346,6 +1337,22 @@ def demo_request(*, tracking_uri: str | None = None, verbose: bool = False) -> S
     )
 
 
+def _run_and_summarise(plan: SweepPlan, *, echo: Echo, echo_error: Echo, resume: bool) -> int:
+    """Run a planned sweep, print its summary, and return the CLI exit code."""
+    summary = run_sweep(plan, echo=echo, resume=resume)
+    echo(format_summary(summary))
+    if summary.interrupted:
+        again = " again; resume it the same way" if resume else ""
+        echo_error(f"sweep {plan.sweep_name} was interrupted{again}")
+        return 130
+    if summary.best is None:
+        echo_error(
+            f"no trial of sweep {plan.sweep_name} finished with a value of {plan.objective.metric}"
+        )
+        return 1
+    return 0
+
+
 def sweep_command(request: SweepRequest, *, echo: Echo = print, echo_error: Echo = print) -> int:
     """``tauray tune``: validate (before Ray starts), run, print the summary.
 
@@ -1356,17 +1363,7 @@ def sweep_command(request: SweepRequest, *, echo: Echo = print, echo_error: Echo
         ValueError, ConnectionError: from :func:`plan_sweep` / :func:`run_sweep`.
     """
     plan = plan_sweep(request)
-    summary = run_sweep(plan, echo=echo)
-    echo(format_summary(summary))
-    if summary.interrupted:
-        echo_error(f"sweep {plan.sweep_name} was interrupted")
-        return 130
-    if summary.best is None:
-        echo_error(
-            f"no trial of sweep {plan.sweep_name} finished with a value of {plan.objective.metric}"
-        )
-        return 1
-    return 0
+    return _run_and_summarise(plan, echo=echo, echo_error=echo_error, resume=False)
 
 
 def resume_command(
@@ -1396,17 +1393,7 @@ def resume_command(
         num_cpus=num_cpus,
         verbose=verbose,
     )
-    summary = run_sweep(plan, echo=echo, resume=True)
-    echo(format_summary(summary))
-    if summary.interrupted:
-        echo_error(f"sweep {plan.sweep_name} was interrupted again; resume it the same way")
-        return 130
-    if summary.best is None:
-        echo_error(
-            f"no trial of sweep {plan.sweep_name} finished with a value of {plan.objective.metric}"
-        )
-        return 1
-    return 0
+    return _run_and_summarise(plan, echo=echo, echo_error=echo_error, resume=True)
 
 
 # ---- the summary -------------------------------------------------------------------------------
