@@ -242,7 +242,12 @@ def _tune(
     ] = None,
     storage_path: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(metavar="DIR", help="Ray Tune/Train results. Default: ./tauray_results."),
+        typer.Option(
+            metavar="DIR",
+            help="Ray Tune's state and Ray Train's checkpoints (what --resume continues from). "
+            "On a multi-node cluster, a folder every node and the driver mount (NFS, a shared "
+            "volume), not the head's own disk. Default: ./tauray_results.",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
     num_cpus: Annotated[
@@ -282,8 +287,10 @@ def _tune(
         typer.Option(
             "--resume",
             metavar="SWEEP_DIR|NAME",
-            help="Continue an interrupted sweep (its folder, or its name under --storage-path): "
-            "finished trials kept, unfinished ones from their last checkpoint, same MLflow run.",
+            help="Continue an interrupted sweep (Ctrl-C, a killed driver, a restarted Ray head): "
+            "its folder, or its name under --storage-path. Finished trials kept, unfinished ones "
+            "from their last checkpoint, same MLflow runs. Needs the sweep's folder and MLflow "
+            "store, not the same Ray cluster (--address if the head moved).",
         ),
     ] = None,
 ) -> int:

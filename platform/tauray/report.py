@@ -392,12 +392,16 @@ def read_trials(
     """The sweep's child runs as trial records, in start order, and their run ids.
 
     A record's ``epoch`` is its metrics' highest step (step = epoch in tauray's layout); its
-    ``metrics`` are the last value of each metric; ``history`` is left empty.
+    ``metrics`` are the last value of each metric; ``history`` is left empty. Runs tagged
+    ``tauray.status = lost`` (a trial a killed driver created but Ray Tune never saved, see
+    :meth:`tauray.tracking.SweepRecorder.end_lost_runs`) are not trials of the sweep: skipped.
     """
     from tauray.tracking import (
+        STATUS_LOST,
         TAG_FAILURE_REASON,
         TAG_PARENT_RUN_ID,
         TAG_SAMPLED,
+        TAG_STATUS,
         TAG_TRIAL_ID,
         TAG_TRIAL_INDEX,
     )
@@ -410,6 +414,10 @@ def read_trials(
     )
     records: list[TrialRecord] = []
     run_ids: dict[str, str] = {}
+    lost = [run for run in runs if run.data.tags.get(TAG_STATUS) == STATUS_LOST]
+    if lost:
+        logger.info("skipping %d run(s) of trials the sweep lost", len(lost))
+        runs = [run for run in runs if run.data.tags.get(TAG_STATUS) != STATUS_LOST]
     for position, run in enumerate(runs, start=1):
         tags = dict(run.data.tags)
         params = dict(run.data.params)

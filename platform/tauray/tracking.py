@@ -15,6 +15,13 @@ Layout of a sweep in MLflow (one experiment per ``--experiment`` name):
 - the best trial's model is registered in the Model Registry with the alias ``champion``:
   ``mlflow.pytorch.load_model("models:/<name>@champion")`` maps images to embeddings.
 
+An interrupted sweep (Ctrl-C) ends its parent run and the runs of its unfinished trials as
+KILLED (the parent tagged ``tauray.status = interrupted`` and ``tauray.resume_command``);
+``tauray tune --resume`` reopens the same runs. A driver killed outright (SIGKILL, a lost node)
+can leave a child run for a trial Ray Tune never saved: the resumed sweep never knows that trial,
+so at the end of every sweep such runs are ended as KILLED with ``tauray.status = lost`` and
+``tauray.lost_reason``; they are not trials of the sweep (``tauray report`` skips them).
+
 Only the sweep driver writes to MLflow (a Ray Tune callback, :class:`MlflowTrialLogger`): the
 workers never open the tracking store, so a SQLite file has one writer.
 
@@ -33,7 +40,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -84,6 +91,16 @@ TAG_BEST_RUN = "tauray.best_run_id"
 TAG_STORAGE = "tauray.storage_path"
 TAG_OOM_BATCH_SIZE = "tauray.oom_batch_size_per_worker"
 TAG_RESUMED = "tauray.resumed"
+TAG_LOST_REASON = "tauray.lost_reason"
+TAG_RESUME_COMMAND = "tauray.resume_command"
+
+#: ``tauray.status`` of a child run of a trial the sweep lost (see `SweepRecorder.end_lost_runs`).
+STATUS_LOST = "lost"
+LOST_REASON = (
+    "the sweep's driver stopped after this trial's run was created but before Ray Tune saved the "
+    "trial in the sweep's state: the resumed sweep never knew the trial, and its searcher "
+    "suggested a new trial in its place (this run is not one of the sweep's trials)"
+)
 
 _REMOTE_SCHEMES = ("http", "https")
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -465,6 +482,53 @@ class SweepRecorder:
         """Mark a run of an interrupted sweep RUNNING again (``tauray tune --resume``)."""
         self.client.update_run(run_id, status="RUNNING")
 
+    def running_trial_runs(self, parent_run_id: str) -> dict[str, str]:
+        """The sweep's child runs that are RUNNING: ``{run_id: trial_id}``."""
+        found: dict[str, str] = {}
+        page_token: str | None = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=(
+                    f"tags.`{TAG_PARENT_RUN_ID}` = '{parent_run_id}' "
+                    "and attributes.status = 'RUNNING'"
+                ),
+                max_results=500,
+                page_token=page_token,
+            )
+            for run in page:
+                trial_id = run.data.tags.get(TAG_TRIAL_ID)
+                if trial_id:  # a nested run tauray did not create is left alone
+                    found[run.info.run_id] = trial_id
+            page_token = page.token
+            if not page_token:
+                return found
+
+    def end_lost_runs(self, parent_run_id: str, known_trial_ids: Collection[str]) -> list[str]:
+        """End the sweep's RUNNING child runs of trials Ray Tune does not know; return their ids.
+
+        A driver killed after :class:`MlflowTrialLogger` created a trial's child run but before
+        Ray Tune's next save of the experiment state leaves a run for a trial the restored
+        sweep never sees (its searcher suggests a new trial instead); nothing would ever end
+        that run. Each one is tagged ``tauray.status = lost`` with ``tauray.lost_reason`` and
+        ended as KILLED. Runs of the trials in ``known_trial_ids`` are left as they are.
+
+        Args:
+            parent_run_id: the sweep's parent run.
+            known_trial_ids: ids of every trial of the sweep (finished, running or pending).
+        """
+        known = set(known_trial_ids)
+        lost = [
+            run_id
+            for run_id, trial_id in self.running_trial_runs(parent_run_id).items()
+            if trial_id not in known
+        ]
+        for run_id in lost:
+            self.set_tags(run_id, {TAG_STATUS: STATUS_LOST, TAG_LOST_REASON: LOST_REASON})
+            self.end_run(run_id, "KILLED")
+            logger.warning("MLflow: run %s belongs to a trial the sweep lost; ended it", run_id)
+        return lost
+
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -569,6 +633,9 @@ class MlflowTrialLogger(Callback):
         # this process sees a trial whose run existed before (a resumed sweep), so epochs a
         # restarted trial re-reports are never logged twice.
         self._last_step: dict[str, dict[str, int]] = {}
+        #: Child runs of trials the sweep lost, ended when the sweep ended (see
+        #: :meth:`SweepRecorder.end_lost_runs`).
+        self.lost_run_ids: list[str] = []
         self.errors = 0
 
     @contextlib.contextmanager
@@ -583,6 +650,8 @@ class MlflowTrialLogger(Callback):
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is not None:
             if trial.trial_id not in self._last_step:  # known from a restored sweep's state
+                # Running again in this session: an interrupted sweep ended the run as KILLED.
+                self.recorder.reopen_run(run_id)
                 self._last_step[trial.trial_id] = self.recorder.last_steps(run_id)
             return run_id
         record = self.ledger.record_for(trial)
@@ -716,6 +785,28 @@ class MlflowTrialLogger(Callback):
                 tags[TAG_OOM_BATCH_SIZE] = str(record.oom_batch_size)
             self.recorder.set_tags(run_id, tags)
             self.recorder.end_run(run_id, "FAILED")
+
+    def interrupt(self, records: Sequence[TrialRecord]) -> None:
+        """End the runs of trials an interrupted sweep left unfinished as KILLED.
+
+        Their ``tauray.status`` stays ``running``; ``tauray tune --resume`` reopens the runs
+        and continues them after the epochs they have.
+        """
+        for record in records:
+            run_id = self.run_ids.get(record.trial_id)
+            if run_id is None or record.finished:
+                continue
+            with self._guard("end the interrupted run", record.trial_id):
+                self.recorder.end_run(run_id, "KILLED")
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """End child runs of trials this sweep does not know (lost by a killed driver)."""
+        with self._guard("end the runs of lost trials", "-"):
+            self.lost_run_ids.extend(
+                self.recorder.end_lost_runs(
+                    self.parent_run_id, [trial.trial_id for trial in trials]
+                )
+            )
 
     def get_state(self) -> dict[str, Any] | None:
         return {"run_ids": dict(self.run_ids), "model_uris": dict(self.model_uris)}

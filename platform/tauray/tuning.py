@@ -34,6 +34,8 @@ import logging
 import math
 import os
 import re
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -811,6 +813,9 @@ _QUIET_TUNE_MESSAGES = (
     "Wrote the latest version of all result files",
     "Failed to fetch metrics for",  # a trial the time budget stopped before its first epoch
     "Reached timeout of",  # the time budget: the progress lines say which trials it stopped
+    # Ctrl-C: tauray says what happens and how to resume (Ray's hint names Tuner.restore).
+    "Stop signal received",
+    "Experiment has been interrupted",
 )
 # Filters apply to records of the logger they are attached to, not to its children's.
 _QUIET_TUNE_LOGGERS = (
@@ -864,6 +869,81 @@ def quiet_ray_tune(enabled: bool = True) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+# ---- Ctrl-C ------------------------------------------------------------------------------------
+
+_TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
+
+
+@dataclass
+class _Interruption:
+    """Whether the user pressed Ctrl-C while Ray Tune ran (see :func:`graceful_ctrl_c`)."""
+
+    requested: bool = False
+
+
+def _not_running_yet(signum: int, frame: Any) -> None:
+    """SIGUSR1 before Ray Tune's loop installs its own handler: stop like Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def graceful_ctrl_c(announce: Callable[[str], None]) -> Iterator[_Interruption]:
+    """Ctrl-C while ``Tuner.fit`` runs: the first one stops the sweep after Ray Tune saved its
+    state, a second one stops at once; the yielded object says whether it happened.
+
+    Ray Tune handles SIGINT itself (ends its loop, saves the experiment state, stops the
+    trials, returns normally) but does not say that it did. Here Tune's own SIGINT handler is
+    switched off (``TUNE_DISABLE_SIGINT_HANDLER``) and tauray's takes its place: it records the
+    request, announces it, and stops Tune's loop the way Tune's handler would (Tune listens for
+    SIGUSR1 too, with the same handler). Before Tune's loop has started, and for a second
+    Ctrl-C, it raises ``KeyboardInterrupt``. Ray's own processes block SIGINT, so a Ctrl-C sent
+    to the terminal's whole process group reaches only this driver.
+
+    Signal handlers can only be set in the main thread; elsewhere this does nothing (and Ray
+    Tune does not handle SIGINT either).
+
+    Args:
+        announce: called with a one-line message when the first Ctrl-C arrives.
+    """
+    state = _Interruption()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        stop_tune = signal.getsignal(signal.SIGUSR1)
+        if state.requested or stop_tune is _not_running_yet or not callable(stop_tune):
+            state.requested = True
+            raise KeyboardInterrupt
+        state.requested = True
+        announce(
+            "Ctrl-C: stopping the sweep after Ray Tune saves its state "
+            "(press Ctrl-C again to stop at once)"
+        )
+        stop_tune(signal.SIGUSR1, frame)
+
+    saved_env = os.environ.get(_TUNE_SIGINT_ENV)
+    saved_sigint = signal.signal(signal.SIGINT, on_sigint)
+    saved_sigusr1 = signal.signal(signal.SIGUSR1, _not_running_yet)
+    os.environ[_TUNE_SIGINT_ENV] = "1"
+    try:
+        yield state
+    finally:
+        # None: a handler set outside Python; the default is the closest one can restore.
+        signal.signal(signal.SIGINT, signal.SIG_DFL if saved_sigint is None else saved_sigint)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL if saved_sigusr1 is None else saved_sigusr1)
+        if saved_env is None:
+            os.environ.pop(_TUNE_SIGINT_ENV, None)
+        else:
+            os.environ[_TUNE_SIGINT_ENV] = saved_env
+
+
+def _write_stderr(text: str) -> None:
+    """Write one line to stderr from a signal handler (no buffered stream: it may be mid-write)."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"{text}\n".encode())
 
 
 @dataclass
@@ -974,7 +1054,14 @@ def run_sweep(
     With ``resume`` (a plan from :func:`plan_resume`), Ray Tune restores the sweep from its
     folder (finished trials kept, unfinished ones restarted from their last checkpoint, the
     Optuna study and the trial ledger restored from the experiment state) and the MLflow parent
-    run that carries the folder's tag continues; trials keep their child runs.
+    run that carries the folder's tag continues; trials keep their child runs. At its end, a
+    child run of a trial Ray Tune does not know (a killed driver created it before Tune saved
+    the trial) is ended as lost (:meth:`~tauray.tracking.SweepRecorder.end_lost_runs`).
+
+    Ctrl-C while Ray Tune runs (:func:`graceful_ctrl_c`) stops the sweep once Tune saved its
+    state: the summary says ``interrupted``, the parent run and the unfinished trials' runs end
+    as KILLED (the parent tagged ``tauray.status = interrupted`` and the resume command), and
+    the parent gets no results yet. A second Ctrl-C raises ``KeyboardInterrupt`` at once.
 
     Args:
         plan: from :func:`plan_sweep` (or :func:`plan_resume`).
@@ -985,12 +1072,16 @@ def run_sweep(
     Raises:
         ValueError: one trial cannot fit the cluster.
         ConnectionError: the Ray cluster at the requested address cannot be reached.
+        KeyboardInterrupt: a second Ctrl-C, or one before or after Ray Tune's loop (the parent
+            run is ended as KILLED, tagged ``interrupted``).
     """
     from tauray.tracking import (
         TAG_BEST_RUN,
         TAG_BEST_TRIAL,
+        TAG_RESUME_COMMAND,
         TAG_RESUMED,
         TAG_SPACE,
+        TAG_STATUS,
         TAG_STORAGE,
         TAG_SWEEP,
         SweepRecorder,
@@ -1007,7 +1098,10 @@ def run_sweep(
         )
         if parent_run_id is not None:
             recorder.reopen_run(parent_run_id)
-            recorder.set_tags(parent_run_id, {TAG_RESUMED: _dt.datetime.now().isoformat()})
+            recorder.set_tags(
+                parent_run_id,
+                {TAG_RESUMED: _dt.datetime.now().isoformat(), TAG_STATUS: "running"},
+            )
             echo(f"resuming sweep {plan.sweep_name} from {plan.sweep_dir}")
         else:
             if resume:
@@ -1023,6 +1117,7 @@ def run_sweep(
                     TAG_SWEEP: plan.sweep_name,
                     TAG_SPACE: plan.space.name,
                     TAG_STORAGE: str(plan.sweep_dir),
+                    TAG_STATUS: "running",
                 },
             )
         echo(
@@ -1030,6 +1125,7 @@ def run_sweep(
             f"{_budget_text(plan)}, {request.workers_per_trial} worker(s) per trial"
         )
         echo(f"MLflow: {plan.target.uri}, experiment {plan.experiment!r}, run {parent_run_id}")
+        interrupted_tags = {TAG_STATUS: "interrupted", TAG_RESUME_COMMAND: resume_hint(plan)}
         status = "FAILED"
         try:
             with quiet_ray_tune(enabled=not request.verbose):
@@ -1040,27 +1136,71 @@ def run_sweep(
                     fitted = time.monotonic()
                 finishing = time.monotonic()
                 logger.info("Ray stopped in %.1f s", finishing - fitted)
-                summary = _finish(plan, recorder, parent_run_id, ledger, mlflow_logger, outcome)
+                if mlflow_logger.lost_run_ids:
+                    echo(
+                        f"MLflow: ended {len(mlflow_logger.lost_run_ids)} run(s) of trials lost "
+                        "when an earlier driver stopped before Ray Tune saved them (tagged "
+                        "tauray.status=lost; not trials of this sweep)"
+                    )
+                # Ray Tune returns normally after a Ctrl-C; trials it left running are unfinished.
+                interrupted = outcome.interrupted or ledger.counts()["running"] > 0
+                if interrupted:
+                    mlflow_logger.interrupt(ledger.ordered())
+                summary = _finish(
+                    plan,
+                    recorder,
+                    parent_run_id,
+                    ledger,
+                    mlflow_logger,
+                    outcome,
+                    interrupted=interrupted,
+                )
                 logger.info("results written in %.1f s", time.monotonic() - finishing)
             summary.elapsed_s = time.monotonic() - started
+            summary.interrupted = interrupted
+            if interrupted:
+                # The parent run gets the sweep's results when the resumed sweep ends (MLflow
+                # params are write-once: a best trial logged now could not change later).
+                recorder.set_tags(parent_run_id, interrupted_tags)
+                status = "KILLED"
+                return summary
             recorder.set_tags(
                 parent_run_id,
                 {
                     TAG_BEST_TRIAL: summary.best.trial_id if summary.best else "",
                     TAG_BEST_RUN: summary.best_run_id or "",
+                    TAG_STATUS: "finished",
                 },
             )
             if summary.best is not None:
                 recorder.log_params(parent_run_id, best_params(summary.best))
-            # Ray Tune returns normally after a Ctrl-C; trials it left running are unfinished.
-            summary.interrupted = summary.counts["running"] > 0
-            status = "KILLED" if summary.interrupted else "FINISHED"
+            status = "FINISHED"
             return summary
         except KeyboardInterrupt:
             status = "KILLED"
+            with contextlib.suppress(Exception):
+                recorder.set_tags(parent_run_id, interrupted_tags)
             raise
         finally:
             recorder.end_run(parent_run_id, status)  # type: ignore[arg-type]
+
+
+def resume_hint(plan: SweepPlan) -> str:
+    """The command that continues the sweep (``tauray tune --resume <its folder>``)."""
+    return f"tauray tune --resume {plan.sweep_dir}"
+
+
+def interrupted_message(plan: SweepPlan) -> str:
+    """The one line ``tauray tune`` prints when a sweep was interrupted: how to continue it."""
+    if (plan.sweep_dir / _TUNER_STATE).is_file():
+        return (
+            f"sweep {plan.sweep_name} was interrupted; Ray Tune saved its state in "
+            f"{plan.sweep_dir}: continue it with `{resume_hint(plan)}`"
+        )
+    return (
+        f"sweep {plan.sweep_name} was interrupted before Ray Tune saved any state; nothing to "
+        "resume: run it again"
+    )
 
 
 def _ray_session(request: SweepRequest) -> contextlib.AbstractContextManager[ClusterInfo]:
@@ -1101,6 +1241,7 @@ class _FitOutcome:
     sampler: str
     scheduler: str
     concurrency: int
+    interrupted: bool = False  # Ctrl-C: Ray Tune stopped early and saved its state
 
 
 def _fit(
@@ -1198,10 +1339,15 @@ def _fit(
             ),
         )
     fit_started = time.monotonic()
-    tuner.fit()
+    with graceful_ctrl_c(_write_stderr) as interruption:
+        tuner.fit()
     logger.info("Ray Tune ran for %.1f s", time.monotonic() - fit_started)
     budget = request.time_budget_s
-    if budget is not None and time.monotonic() - fit_started >= budget:
+    if (
+        not interruption.requested
+        and budget is not None
+        and time.monotonic() - fit_started >= budget
+    ):
         # Ray Tune ends a sweep at its time budget without completion events for the trials
         # still running: they were stopped early, like ASHA's, and keep what they reported.
         for record in ledger.stop_unfinished():
@@ -1209,7 +1355,9 @@ def _fit(
                 f"trial {record.index:3d} stopped by the time budget at epoch {record.epoch}"
             )
             mlflow_logger.finish(record)
-    outcome = _FitOutcome(recording, sampler_text, scheduler_text, concurrency)
+    outcome = _FitOutcome(
+        recording, sampler_text, scheduler_text, concurrency, interrupted=interruption.requested
+    )
     return ledger, mlflow_logger, outcome
 
 
@@ -1220,7 +1368,14 @@ def _finish(
     ledger: TrialLedger,
     mlflow_logger: Any,
     outcome: _FitOutcome,
+    *,
+    interrupted: bool = False,
 ) -> SweepSummary:
+    """The sweep's results: best config file, champion, plots, and the parent run's metrics.
+
+    An interrupted sweep only writes its best configuration so far (a local file): the parent
+    run gets metrics, plots and the champion when the resumed sweep ends.
+    """
     from tauray.plots import render_sweep_plots
 
     objective = plan.objective
@@ -1242,7 +1397,8 @@ def _finish(
     }
     if best is not None and best_config is not None:
         header = (
-            f"Best trial of sweep {plan.sweep_name} (trial {best.index}, {best.trial_id}): "
+            f"Best trial{' so far' if interrupted else ''} of sweep {plan.sweep_name} "
+            f"(trial {best.index}, {best.trial_id}): "
             f"{objective.metric} = {best.value(objective.metric):.6g}\n"
             "Train it: tauray train --config best_config.yaml"
         )
@@ -1250,6 +1406,24 @@ def _finish(
         best_config_path = sweep_dir / "best_config.yaml"
         best_config_path.write_text(text)
         metrics[f"best/{objective.metric}"] = best.value(objective.metric) or float("nan")
+    if interrupted:
+        return SweepSummary(
+            plan=plan,
+            records=records,
+            counts=counts,
+            best=best,
+            best_config=best_config,
+            best_config_path=best_config_path,
+            experiment_id=recorder.experiment_id,
+            parent_run_id=parent_run_id,
+            best_run_id=best_run_id,
+            champion=None,
+            tracking_errors=mlflow_logger.errors,
+            sampler=outcome.sampler,
+            scheduler=outcome.scheduler,
+            concurrency=outcome.concurrency,
+        )
+    if best is not None and best_config is not None:
         try:
             recorder.log_text(parent_run_id, text, "best_config.yaml")
         except Exception:
@@ -1338,12 +1512,19 @@ def demo_request(*, tracking_uri: str | None = None, verbose: bool = False) -> S
 
 
 def _run_and_summarise(plan: SweepPlan, *, echo: Echo, echo_error: Echo, resume: bool) -> int:
-    """Run a planned sweep, print its summary, and return the CLI exit code."""
-    summary = run_sweep(plan, echo=echo, resume=resume)
+    """Run a planned sweep, print its summary, and return the CLI exit code.
+
+    Interrupted (Ctrl-C): the summary so far, then one line on stderr saying how to continue
+    (:func:`interrupted_message`), exit code 130.
+    """
+    try:
+        summary = run_sweep(plan, echo=echo, resume=resume)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside Ray Tune's loop
+        echo_error(interrupted_message(plan))
+        return 130
     echo(format_summary(summary))
     if summary.interrupted:
-        again = " again; resume it the same way" if resume else ""
-        echo_error(f"sweep {plan.sweep_name} was interrupted{again}")
+        echo_error(interrupted_message(plan))
         return 130
     if summary.best is None:
         echo_error(
@@ -1499,11 +1680,6 @@ def format_summary(summary: SweepSummary) -> str:
     lines.append(f"  {plan.target.ui_hint(summary.experiment_id, summary.parent_run_id)}")
     if summary.plots:
         lines.append(f"Plots: {', '.join(str(path) for path in summary.plots.values())}")
-    if summary.interrupted:
-        lines.append(
-            f"Ray Tune saved the sweep's state in {plan.sweep_dir}; continue it with "
-            f"`tauray tune --resume {plan.sweep_dir}`."
-        )
     if summary.tracking_errors:
         lines.append(
             f"Warning: {summary.tracking_errors} MLflow write(s) failed; see the log above."
