@@ -2,40 +2,35 @@
 
 The unit tests check address/token/tracking-URI resolution offline. The ``ray`` tests start one
 ``ray start --head`` per module with ``RAY_AUTH_MODE=token`` (as a production cluster runs), its own
-free ports and temp dir, prove that the dashboard refuses requests without the token, and drive the
-real CLI through ``tauray.cli.main``. The head is stopped by the PIDs this module started (its
-process group, then every process carrying this cluster's marker in its environment), never with
-``ray stop``, which would stop every engineer's Ray on the machine.
+free ports and temp dir (the ``ray_heads`` fixture of ``conftest.py``), prove that the dashboard
+refuses requests without the token, and drive the real CLI through ``tauray.cli.main``. The head is
+stopped by the PIDs this module started (its process group, then every process carrying this
+cluster's marker in its environment), never with ``ray stop``, which would stop every engineer's
+Ray on the machine.
 """
 
 from __future__ import annotations
 
 import http.server
 import json
-import os
 import secrets
 import shlex
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 from tauray import jobs
 from tauray.cli import main
-from tauray.cluster import DRIVER_RESOURCE, DRIVER_RESOURCE_UNITS
 
-VENV_BIN = Path(sys.executable).parent
+if TYPE_CHECKING:
+    from conftest import RayHead, RayHeads  # tests/platform/conftest.py: the ray_heads fixture
 
 
 # ---- offline: addresses, tokens, tracking URIs, the request ----------------------------------
@@ -220,68 +215,6 @@ def test_a_server_that_is_not_ray_is_named_as_such() -> None:
 # ---- a real token-authenticated Ray head -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RayHead:
-    """The module's Ray head: dashboard URL, token file and the marker in its processes' env."""
-
-    url: str
-    token_file: Path
-    marker: str
-    temp_dir: Path
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            sockets.append(probe)
-        return [int(probe.getsockname()[1]) for probe in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
-
-
-def _pids_with_marker(marker: str) -> list[int]:
-    """PIDs of this user's processes whose environment holds ``marker`` (Ray's and the jobs')."""
-    found = []
-    needle = marker.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _stop_head(process: subprocess.Popen[bytes], marker: str) -> None:
-    """Stop this module's head: SIGTERM its process group, then SIGKILL whatever carries marker.
-
-    Ray job drivers run in their own sessions, hence the marker in the environment (set for the
-    head and inherited by every process it starts) rather than the process group alone.
-    """
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 3  # a throwaway cluster: no need for Ray's long grace period
-    while time.monotonic() < deadline and _pids_with_marker(marker):
-        time.sleep(0.5)
-    for pid in _pids_with_marker(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL above makes this rare
-        pass
-
-
 def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -292,97 +225,13 @@ def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[RayHead]:
+def ray_head(ray_heads: RayHeads) -> Iterator[RayHead]:
     """``ray start --head`` with token auth on, 2 CPUs, free ports and a private temp dir."""
-    # A short path: Ray's unix sockets live under the temp dir (limit ~107 characters).
-    temp_dir = Path(tempfile.mkdtemp(prefix="tauray-ray-", dir="/tmp"))
-    token_file = temp_dir / "auth_token"
-    token_file.write_text(secrets.token_hex(32))
-    marker = f"TAURAY_TEST_RAY_HEAD={temp_dir.name}"
-    (
-        gcs,
-        dashboard,
-        node_manager,
-        object_manager,
-        client_server,
-        agent_listen,
-        agent_grpc,
-        runtime_env_agent,
-        metrics,
-        min_worker,
-    ) = _free_ports(10)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("RAY_", "MLFLOW_")) and key != "TAURAY_TEST_RAY_HEAD"
-    }
-    env.update(
-        {
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(token_file),
-            "TAURAY_TEST_RAY_HEAD": temp_dir.name,
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "OMP_NUM_THREADS": "1",
-            "RAY_USAGE_STATS_ENABLED": "0",
-        }
-    )
-    command = [
-        str(VENV_BIN / "ray"),
-        "start",
-        "--head",
-        "--block",
-        "--num-cpus=2",
-        "--num-gpus=0",
-        "--node-ip-address=127.0.0.1",
-        "--dashboard-host=127.0.0.1",
-        "--include-dashboard=true",
-        "--disable-usage-stats",
-        f"--temp-dir={temp_dir / 'ray'}",
-        "--object-store-memory=150000000",
-        # Trial drivers reserve this instead of a CPU (see tauray.cluster), as on a real cluster.
-        f"--resources={json.dumps({DRIVER_RESOURCE: DRIVER_RESOURCE_UNITS})}",
-        f"--port={gcs}",
-        f"--dashboard-port={dashboard}",
-        f"--node-manager-port={node_manager}",
-        f"--object-manager-port={object_manager}",
-        f"--ray-client-server-port={client_server}",
-        f"--dashboard-agent-listen-port={agent_listen}",
-        f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--runtime-env-agent-port={runtime_env_agent}",
-        f"--metrics-export-port={metrics}",
-        f"--min-worker-port={min_worker}",
-        f"--max-worker-port={min_worker + 100}",
-    ]
-    log_path = temp_dir / "head.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=temp_dir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{dashboard}"
-    headers = {"Authorization": f"Bearer {token_file.read_text()}"}
+    head = ray_heads.start()
     try:
-        deadline = time.monotonic() + 120
-        while _http_status_or_none(f"{url}/api/jobs/", headers) != 200:
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"ray head did not come up (exit {process.poll()}):\n{tail}")
-            time.sleep(0.5)
-        yield RayHead(url=url, token_file=token_file, marker=marker, temp_dir=temp_dir)
+        yield head
     finally:
-        _stop_head(process, marker)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _http_status_or_none(url: str, headers: dict[str, str]) -> int | None:
-    try:
-        return _http_status(url, headers)
-    except (urllib.error.URLError, OSError):
-        return None
+        ray_heads.stop(head, remove=True)
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

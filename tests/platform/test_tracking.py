@@ -347,6 +347,58 @@ def test_callback_writes_children_metrics_statuses_and_models(
     assert steps == [1, 2, 3]
 
 
+def test_runs_of_lost_trials_are_ended_and_the_report_skips_them(recorder: SweepRecorder) -> None:
+    from tauray.report import read_trials
+
+    parent = recorder.start_sweep_run("sweep", {}, {})
+    ledger = TrialLedger(FIXED)
+    logger = MlflowTrialLogger(recorder, ledger, parent, "simclr-temperature")
+    known = _trial("dddd0001", {"temperature": {"mode": "fixed", "value": 0.1}})
+    pending = _trial("dddd0002", {"temperature": {"mode": "fixed", "value": 0.2}})
+    for callback in (ledger, logger):
+        callback.on_trial_start(0, [], known)
+    logger.on_trial_result(0, [], known, _result(1, 0.30, 0.1))
+    # A previous driver created this trial's run, then died before Ray Tune saved the trial.
+    lost_id, _ = recorder.start_trial_run(
+        parent, "dddd0099", "trial-003-dddd0099", {}, {tracking.TAG_TRIAL_INDEX: "3"}
+    )
+    recorder.log_metrics(lost_id, {"val/knn_top1": 0.99}, step=1)
+    # A nested run tauray did not create (no trial id) is not ours to end.
+    foreign = recorder.client.create_run(
+        recorder.experiment_id, tags={TAG_PARENT_RUN_ID: parent}
+    ).info.run_id
+
+    logger.on_experiment_end(trials=[known, pending])
+
+    assert logger.errors == 0
+    assert logger.lost_run_ids == [lost_id]
+    client = recorder.client
+    lost = client.get_run(lost_id)
+    assert lost.info.status == "KILLED"
+    assert lost.data.tags[TAG_STATUS] == tracking.STATUS_LOST
+    assert "suggested a new trial" in lost.data.tags[tracking.TAG_LOST_REASON]
+    assert client.get_run(logger.run_ids["dddd0001"]).info.status == "RUNNING"
+    assert client.get_run(foreign).info.status == "RUNNING"
+    client.delete_run(foreign)
+    records, run_ids = read_trials(client, recorder.experiment_id, parent)
+    assert [record.trial_id for record in records] == ["dddd0001"]
+    assert lost_id not in run_ids.values()
+
+    # Ctrl-C: the unfinished trial's run ends KILLED; a resumed driver reopens it.
+    logger.interrupt(ledger.ordered())
+    known_run = logger.run_ids["dddd0001"]
+    assert client.get_run(known_run).info.status == "KILLED"
+    assert client.get_run(known_run).data.tags[TAG_STATUS] == "running"
+    resumed = MlflowTrialLogger(recorder, TrialLedger(FIXED), parent, "simclr-temperature")
+    resumed.set_state(logger.get_state())
+    resumed.on_trial_result(0, [], known, _result(1, 0.30, 0.1))  # re-reported: skipped
+    resumed.on_trial_result(0, [], known, _result(2, 0.35, 0.1))
+    assert client.get_run(known_run).info.status == "RUNNING"
+    assert [m.step for m in client.get_metric_history(known_run, "val/knn_top1")] == [1, 2]
+    resumed.on_experiment_end(trials=[known])
+    assert resumed.lost_run_ids == []  # the lost run is ended already
+
+
 def test_callback_survives_an_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
     class BrokenRecorder:
         def start_trial_run(self, *args, **kwargs):
