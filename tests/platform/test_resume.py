@@ -60,7 +60,7 @@ from tauray.tracking import (
     SweepRecorder,
     resolve_tracking_target,
 )
-from tauray.tuning import SWEEP_FILE
+from tauray.tuning import SWEEP_FILE, graceful_ctrl_c
 from tauray_trainers.loop import FAULT_INJECTION_ENV
 
 if TYPE_CHECKING:
@@ -299,6 +299,40 @@ def test_worker_killed_mid_trial_recovers_from_its_checkpoint(resumed: Resumed) 
 
 
 # ---- Ctrl-C --------------------------------------------------------------------------------------
+
+
+def _deliver(signum: int) -> None:
+    """Send ``signum`` to this process and give Python a moment to run its handler."""
+    os.kill(os.getpid(), signum)
+    for _ in range(50):
+        time.sleep(0.01)
+
+
+def test_ctrl_c_stops_at_once_before_ray_tune_runs_and_the_second_time() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    env_before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    announced: list[str] = []
+    with graceful_ctrl_c(announced.append) as state:
+        assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"  # Ray Tune leaves SIGINT to us
+        with pytest.raises(KeyboardInterrupt):
+            _deliver(signal.SIGINT)  # Ray Tune's loop has not started: nothing to save yet
+    assert state.requested and announced == []
+
+    stops: list[int] = []
+    with graceful_ctrl_c(announced.append) as state:
+        # What Ray Tune's loop installs when it starts: SIGUSR1 ends the loop after a save.
+        signal.signal(signal.SIGUSR1, lambda signum, frame: stops.append(signum))
+        _deliver(signal.SIGINT)
+        assert state.requested and stops == [signal.SIGUSR1]
+        assert announced == [
+            "Ctrl-C: stopping the sweep after Ray Tune saves its state "
+            "(press Ctrl-C again to stop at once)"
+        ]
+        with pytest.raises(KeyboardInterrupt):
+            _deliver(signal.SIGINT)
+        assert stops == [signal.SIGUSR1]
+    assert signal.getsignal(signal.SIGINT) is before
+    assert os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") == env_before
 
 
 @dataclass(frozen=True)
