@@ -282,6 +282,16 @@ def _tune(
             "process, a lost node); errors in training are retried too. Default: 0."
         ),
     ] = 0,
+    one_worker_in_trial: Annotated[
+        bool,
+        typer.Option(
+            "--one-worker-in-trial/--one-worker-in-ray-train",
+            help="Train a one-worker trial inside its Ray Tune trial actor, which the next "
+            "trial reuses (default: no Ray Train controller and worker process to start per "
+            "trial; 13-16 s less per short trial on 2 cores, benchmarks/README.md) or in a "
+            "one-worker Ray Train group. Several workers always use Ray Train.",
+        ),
+    ] = True,
     resume: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
@@ -294,7 +304,7 @@ def _tune(
         ),
     ] = None,
 ) -> int:
-    """Search a space with Ray Tune + Optuna: each trial a Ray Train job, all of it in MLflow."""
+    """Search a space with Ray Tune + Optuna: each trial a training run, all of it in MLflow."""
     from tauray import tuning
 
     if resume is not None:
@@ -331,6 +341,7 @@ def _tune(
             verbose=verbose or _DEBUG["on"],
             objectives=tuple(objectives or ()),
             max_failures=max_failures,
+            one_worker_in_trial=one_worker_in_trial,
         ),
         echo=typer.echo,
         echo_error=_echo_error,

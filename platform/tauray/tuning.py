@@ -112,7 +112,11 @@ class SweepRequest:
             checkpoint when a worker fails (Ray Train's ``FailureConfig``; 0: a trial fails at
             its first error). Ray Train cannot tell a lost worker process from an error in the
             training code, so a deterministic error (non-finite loss, out of memory) is retried
-            too and fails again.
+            too and fails again. A one-worker trial trained in its trial actor is restarted by
+            Ray Tune's ``FailureConfig`` instead, with the same count.
+        one_worker_in_trial: train a one-worker trial inside its Ray Tune trial actor
+            (:mod:`tauray.in_trial`: no Ray Train controller or worker process per trial) instead
+            of in a one-worker Ray Train group. Trials with several workers always use Ray Train.
     """
 
     space: str
@@ -136,6 +140,7 @@ class SweepRequest:
     log_models: bool = True
     verbose: bool = False
     max_failures: int = 0
+    one_worker_in_trial: bool = True
 
 
 @dataclass(frozen=True)
@@ -421,6 +426,8 @@ class TrialSetup:
         tracking_uri: the absolute MLflow tracking URI, exported to the workers as
             ``MLFLOW_TRACKING_URI`` (they never write to it: only the sweep driver does).
         max_failures: Ray Train worker-group restarts per trial (from the last checkpoint).
+        in_trial: train in the trial actor itself (one worker, :mod:`tauray.in_trial`) instead
+            of a Ray Train worker group.
         objectives: ``(metric, mode)`` of every objective: an out-of-memory trial reports the
             worst value of each (-inf for ``max``, +inf for ``min``) so the searcher learns
             that its region is infeasible.
@@ -434,6 +441,11 @@ class TrialSetup:
     tracking_uri: str | None = None
     max_failures: int = 0
     objectives: tuple[tuple[str, str], ...] = ()
+    in_trial: bool = False
+
+
+THREAD_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+"""Seconds Ray Tune waits for a trial's function to return before it reuses the trial's actor."""
 
 
 def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
@@ -459,9 +471,23 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from tauray.tracking import TRACKING_URI_ENV
-    from tauray.training import build_trainer, describe_failure, is_out_of_memory
+    from tauray.training import build_trainer, is_out_of_memory
 
     train_loop_config = resolve_train_loop_config(setup.fixed_config, config)
+    if setup.in_trial:
+        try:
+            from tauray.in_trial import run_in_trial
+
+            # Ray Tune resets this actor for the next trial once this function has returned,
+            # waiting TUNE_FUNCTION_THREAD_TIMEOUT_S (2 s by default) for it, and fails the
+            # next trial if that is too short (a loaded machine, a slow last checkpoint).
+            os.environ.setdefault(THREAD_TIMEOUT_ENV, "120")
+            run_in_trial(train_loop_config)
+        except Exception as error:
+            if not (setup.objectives and is_out_of_memory(error)):
+                raise
+            _report_infeasible(error, train_loop_config, setup)
+        return
     trainer = build_trainer(
         train_loop_config,
         workers=setup.workers,
@@ -473,28 +499,64 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         max_failures=setup.max_failures,
         worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
     )
+    # A trial restored after its last epoch's checkpoint was saved but before Ray Tune got that
+    # epoch's report trains nothing more and reports nothing: then forward the Train run's last
+    # metrics (the ledger and MLflow skip an epoch they already have). Only then: while a Train
+    # run reports, Ray Tune forwards each report from another thread of this actor, and a
+    # report from here as well can leave the trial waiting forever (seen under load).
+    run_dir = Path(setup.train_storage) / tune.get_context().get_trial_id()
+    already_trained = last_checkpoint_epoch(run_dir) >= build_config(train_loop_config).epochs
     try:
         result = trainer.fit()
-        # A trial restored after its last epoch's checkpoint was saved but before Ray Tune got
-        # that epoch's report trains nothing more and reports nothing: forward the Train run's
-        # last metrics again (the ledger and MLflow skip an epoch they already have).
-        if result.metrics:
+        if already_trained and result.metrics:
             tune.report(dict(result.metrics))
     except Exception as error:
         if not (setup.objectives and is_out_of_memory(error)):
             raise
-        reason = f"infeasible: {describe_failure(error)}"
-        logger.warning("trial %s: %s", tune.get_context().get_trial_id(), reason)
-        worst = {
-            metric: (-math.inf if mode == "max" else math.inf) for metric, mode in setup.objectives
+        _report_infeasible(error, train_loop_config, setup)
+
+
+def last_checkpoint_epoch(run_dir: Path) -> int:
+    """The highest epoch among a Train run's ``checkpoint_epoch_<NNNN>`` folders (0: none)."""
+    epochs = [
+        int(match.group(1))
+        for path in (run_dir.glob("checkpoint_epoch_*") if run_dir.is_dir() else ())
+        if (match := re.fullmatch(r"checkpoint_epoch_(\d+)", path.name))
+    ]
+    return max(epochs, default=0)
+
+
+def _report_infeasible(
+    error: BaseException, train_loop_config: Mapping[str, Any], setup: TrialSetup
+) -> None:
+    """Report an out-of-memory trial to Ray Tune: the reason and the worst objective values."""
+    from tauray.training import describe_failure
+
+    reason = f"infeasible: {describe_failure(error)}"
+    logger.warning("trial %s: %s", tune.get_context().get_trial_id(), reason)
+    worst = {
+        metric: (-math.inf if mode == "max" else math.inf) for metric, mode in setup.objectives
+    }
+    tune.report(
+        {
+            **worst,
+            INFEASIBLE: reason,
+            INFEASIBLE_BATCH_SIZE: _per_worker_batch(train_loop_config, setup.workers),
         }
-        tune.report(
-            {
-                **worst,
-                INFEASIBLE: reason,
-                INFEASIBLE_BATCH_SIZE: _per_worker_batch(train_loop_config, setup.workers),
-            }
-        )
+    )
+
+
+def trial_resources(setup: TrialSetup, info: ClusterInfo) -> dict[str, float]:
+    """What one trial actor reserves: a driver's share, plus one worker's when it trains."""
+    from tauray.cluster import driver_resources
+    from tauray.in_trial import in_trial_resources
+
+    driver = driver_resources(info)
+    if not setup.in_trial:
+        return driver
+    return in_trial_resources(
+        driver, cpus_per_worker=setup.cpus_per_worker, gpus_per_worker=setup.gpus_per_worker
+    )
 
 
 def _per_worker_batch(train_loop_config: Mapping[str, Any], workers: int) -> int:
@@ -585,12 +647,52 @@ def build_searcher(plan: SweepPlan, concurrency: int) -> tuple[Any, RecordingSpa
     return searcher, recording, description
 
 
+def longest_warmup(plan: SweepPlan) -> float:
+    """Epochs of the longest warm-up any trial of the sweep can have.
+
+    Counts the learning-rate warm-up (``optimizer.warmup_epochs``), a scheduled τ's warm-up
+    (``temperature.warmup_epochs``) and DINO's teacher-temperature warm-up, from the fixed
+    settings or, for a parameter the space samples, the top of its range. (A learnable τ's
+    frozen start is not a warm-up of the model: the encoder trains at full rate meanwhile.)
+    """
+    fields = (
+        "optimizer/warmup_epochs",
+        "temperature/warmup_epochs",
+        "dino/teacher_temperature_warmup_epochs",
+    )
+    config = build_config(plan.fixed_config)
+    longest = 0.0
+    for key in fields:
+        section, name = key.split("/")
+        longest = max(longest, float(getattr(getattr(config, section), name)))
+    for spec in plan.space.parameter_specs:
+        if spec.key in fields and spec.high is not None:
+            longest = max(longest, float(spec.high))
+    return longest
+
+
+def first_rung(plan: SweepPlan) -> int:
+    """ASHA's grace period in epochs: the first point where trials are compared.
+
+    One epoch for trials shorter than ten epochs, two from ten on, and always at least one
+    epoch past :func:`longest_warmup` (but never beyond half the trial, so that a rung can
+    still stop something). Measured with ``benchmarks/search_efficiency.py``: after a 1-epoch
+    learning-rate warm-up, kNN top-1 at epoch 1 was 0.11-0.17 for every τ in [0.02, 1] and
+    did not rank them, while the final values spread from 0.17 to 0.38.
+    """
+    base = 1 if plan.epochs < 10 else 2
+    past_warmup = math.floor(longest_warmup(plan)) + 1
+    return max(1, min(max(base, past_warmup), plan.epochs // 2))
+
+
 def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
     """The early-stopping scheduler and its description.
 
     ``asha``: asynchronous successive halving (Li et al., MLSys 2020). Trials are compared at
-    rungs of ``grace_period * 3**k`` epochs and those below the top third stop; the grace
-    period is one epoch for short trials, two from ten epochs on.
+    rungs of ``grace_period * 3**k`` epochs and those below the top third stop. The grace
+    period is one epoch for short trials, two from ten epochs on, and never ends inside a
+    warm-up (:func:`first_rung`): during the learning-rate warm-up (or a τ warm-up) the
+    metric does not rank the settings yet.
 
     ``hyperband``: asynchronous HyperBand from the same paper, i.e. ASHA over several brackets
     whose first rung sits at ``grace_period * 3**s`` (s = 0, 1, ...), so trials that are slow
@@ -617,7 +719,7 @@ def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
         return FIFOScheduler(), "none (multi-objective: every trial runs all its epochs)"
     if plan.request.scheduler == "none" or epochs < 2:
         return FIFOScheduler(), "none (every trial runs all its epochs)"
-    grace, factor = (1 if epochs < 10 else 2), 3
+    grace, factor = first_rung(plan), 3
     brackets = 1
     if plan.request.scheduler == "hyperband":
         brackets = max(1, math.floor(math.log(epochs / grace, factor) + 1e-9) + 1)
@@ -1254,10 +1356,11 @@ def _fit(
     *,
     restore: bool = False,
 ) -> tuple[TrialLedger, Any, _FitOutcome]:
-    from tauray.cluster import driver_resources, max_concurrent_trials
+    from tauray.cluster import max_concurrent_trials
     from tauray.tracking import MlflowTrialLogger
 
     request = plan.request
+    in_trial = request.one_worker_in_trial and request.workers_per_trial == 1
     concurrency = max_concurrent_trials(
         info, request.workers_per_trial, request.gpus_per_worker, request.cpus_per_worker
     )
@@ -1275,6 +1378,7 @@ def _fit(
         "cluster_gpus": info.gpus,
         "ray_address": info.address or "local",
         "max_failures": request.max_failures,
+        "trial_runner": "in-trial" if in_trial else "ray-train",
     }
     if restore:  # MLflow params are write-once: the first session's values stay
         try:
@@ -1301,9 +1405,10 @@ def _fit(
         tracking_uri=plan.target.uri,
         max_failures=request.max_failures,
         objectives=tuple((o.metric, o.mode) for o in plan.objectives),
+        in_trial=in_trial,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(tauray_trial, setup=setup), driver_resources(info)
+        tune.with_parameters(tauray_trial, setup=setup), trial_resources(setup, info)
     )
     callbacks = [ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper()]
     if restore:
@@ -1329,12 +1434,19 @@ def _fit(
                 time_budget_s=request.time_budget_s,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,
+                # In-trial runs: a finished trial's actor (its imports, its CUDA context) takes
+                # the next trial. Not for Ray Train runs: stopping such a trial early does not
+                # stop its worker group, so its actor cannot be reset and must be ended.
+                reuse_actors=in_trial,
             ),
             run_config=tune.RunConfig(
                 name=plan.sweep_name,
                 storage_path=str(plan.storage_path),
                 callbacks=callbacks,
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                # Ray Train restarts a worker group itself; an in-trial run has only Ray Tune.
+                failure_config=tune.FailureConfig(
+                    max_failures=request.max_failures if in_trial else 0, fail_fast=False
+                ),
                 verbose=0,
             ),
         )

@@ -134,19 +134,74 @@ def test_sampler_startup_trials_scale_with_the_budget() -> None:
 def test_schedulers(tmp_path: Path) -> None:
     asha, text = tuning.build_scheduler(_plan(tmp_path))
     assert isinstance(asha, ASHAScheduler)
-    assert "max_t=6, grace_period=1" in text and "time_attr=epoch" in text
+    # simclr-temperature warms the learning rate up for 1 epoch: the first rung is epoch 2.
+    assert "max_t=6, grace_period=2" in text and "time_attr=epoch" in text
     long_asha, long_text = tuning.build_scheduler(_plan(tmp_path, overrides=("epochs=20",)))
     assert "grace_period=2" in long_text
     hyperband, hyperband_text = tuning.build_scheduler(_plan(tmp_path, scheduler="hyperband"))
     assert isinstance(hyperband, AsyncHyperBandScheduler)
     assert hyperband_text.startswith("async HyperBand(") and "brackets=2)" in hyperband_text
-    assert len(hyperband._brackets) == 2  # first rungs at 1 and 3 epochs (of 6)
+    assert len(hyperband._brackets) == 2  # first rungs at 2 and 6 epochs (of 6)
     assert len(asha._brackets) == 1
     none, _ = tuning.build_scheduler(_plan(tmp_path, scheduler="none"))
     assert isinstance(none, FIFOScheduler)
     single_epoch, _ = tuning.build_scheduler(_plan(tmp_path, overrides=("epochs=1",)))
     assert isinstance(single_epoch, FIFOScheduler)
     assert isinstance(long_asha, ASHAScheduler)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "grace"),
+    [
+        (("optimizer.warmup_epochs=0",), 1),  # no warm-up: short trials are judged at epoch 1
+        (("optimizer.warmup_epochs=0.5",), 1),  # the warm-up ends inside epoch 1
+        (("optimizer.warmup_epochs=1",), 2),
+        (("optimizer.warmup_epochs=2.5",), 3),  # the first full epoch after the warm-up
+        (("optimizer.warmup_epochs=5",), 3),  # capped at half the 6-epoch trial
+        (("optimizer.warmup_epochs=0", "epochs=20"), 2),  # long trials start at 2
+        (("optimizer.warmup_epochs=4", "epochs=20"), 5),
+        (("optimizer.warmup_epochs=0", "dino.teacher_temperature_warmup_epochs=3"), 3),
+    ],
+)
+def test_first_rung_comes_after_every_warmup(
+    tmp_path: Path, overrides: tuple[str, ...], grace: int
+) -> None:
+    plan = _plan(tmp_path, overrides=overrides)
+    assert tuning.first_rung(plan) == grace
+    _, text = tuning.build_scheduler(plan)
+    assert f"grace_period={grace}," in text
+
+
+def test_first_rung_counts_a_sampled_warmup_at_the_top_of_its_range(tmp_path: Path) -> None:
+    space = tmp_path / "warmup.yaml"
+    space.write_text(
+        "name: warmup\nmethod: simclr\nobjective: {metric: val/knn_top1, mode: max}\n"
+        "fixed: {epochs: 12}\n"
+        "parameters:\n  - {key: optimizer/warmup_epochs, distribution: uniform, low: 0.0, "
+        "high: 3.0}\n"
+    )
+    plan = plan_sweep(
+        SweepRequest(space=str(space)), cwd=tmp_path, environ={}, check_tracking=False, now=NOW
+    )
+    assert tuning.longest_warmup(plan) == 3.0
+    assert tuning.first_rung(plan) == 4
+
+
+def test_one_worker_trials_train_in_their_trial_actor(tmp_path: Path) -> None:
+    from tauray.cluster import DRIVER_RESOURCE, ClusterInfo
+
+    local = ClusterInfo(cpus=2, gpus=0, local=True, address=None, driver_resource=True)
+    remote = ClusterInfo(cpus=8, gpus=4, local=False, address="auto", driver_resource=False)
+    in_trial = tuning.TrialSetup({}, 1, 0.0, 1.0, str(tmp_path), in_trial=True)
+    # The trial actor trains: it reserves the worker's CPU besides the driver's share ...
+    assert tuning.trial_resources(in_trial, local) == {"CPU": 1.0, DRIVER_RESOURCE: 1.0}
+    on_gpu = tuning.TrialSetup({}, 1, 1.0, 2.0, str(tmp_path), in_trial=True)
+    assert tuning.trial_resources(on_gpu, remote) == {"CPU": pytest.approx(2.01), "GPU": 1.0}
+    # ... while a Ray Train driver only waits on its workers.
+    ray_train = tuning.TrialSetup({}, 2, 0.0, 1.0, str(tmp_path))
+    assert tuning.trial_resources(ray_train, local) == {"CPU": 0.0, DRIVER_RESOURCE: 1.0}
+    assert tuning.trial_resources(ray_train, remote) == {"CPU": 0.01}
+    assert SweepRequest(space="simclr-temperature").one_worker_in_trial is True
 
 
 # ---- trial records and failures ---------------------------------------------------------------
@@ -383,3 +438,11 @@ def test_reaper_frees_placement_groups_of_dead_controllers_only(local_ray) -> No
     while ray.available_resources().get("CPU", 0) < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 1
+
+
+def test_last_checkpoint_epoch_reads_the_train_runs_folders(tmp_path: Path) -> None:
+    assert tuning.last_checkpoint_epoch(tmp_path / "missing") == 0
+    assert tuning.last_checkpoint_epoch(tmp_path) == 0
+    for name in ("checkpoint_epoch_0002", "checkpoint_epoch_0010", "checkpoint_epoch_tmp"):
+        (tmp_path / name).mkdir()
+    assert tuning.last_checkpoint_epoch(tmp_path) == 10
