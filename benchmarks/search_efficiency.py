@@ -17,9 +17,14 @@ model the trial ended with, early-stopped trials included) and the trial-epochs 
 trials of the epochs each trained), then the ratios against the grid. Trial-epochs and accuracy
 do not depend on machine load; wall times are printed for information only.
 
+``--seeds`` repeats the whole comparison per seed: seed ``s`` is the trainer's seed (weights,
+augmentations, batch order) in every trial of every arm and the sampler's seed of (b) and (c),
+so each replicate compares the three arms on the same objective function of τ. The data (the
+cluttered digits and their split) stays the same.
+
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py
+    OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -41,14 +46,17 @@ METRIC = "val/knn_top1"
 TAU_LOW, TAU_HIGH = 0.02, 1.0
 
 
-def _fixed(args: argparse.Namespace) -> dict[str, Any]:
+def _fixed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """The settings every trial of every arm shares (only ``temperature.value`` varies)."""
+    data: dict[str, Any] = {"name": "digits-cluttered"}
+    if args.samples:
+        data["max_train_samples"] = args.samples
     return {
         "method": "simclr",
         "epochs": args.epochs,
-        "seed": 0,
+        "seed": seed,
         "batch_size_per_worker": args.batch_size,
-        "data": {"name": "digits-cluttered", "max_train_samples": args.samples},
+        "data": data,
         "model": {"backbone": "small_cnn"},
         "optimizer": {"name": "adamw", "warmup_epochs": 1.0},
         "temperature": {"mode": "fixed"},
@@ -110,13 +118,13 @@ def _rows(records: Sequence[Any]) -> list[tuple[float, int, float | None, str]]:
     return rows
 
 
-def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path) -> _Arm:
+def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, seed: int) -> _Arm:
     """(a): every τ of the grid for all its epochs, through tauray's trial driver."""
     from ray import tune
-    from tauray.cluster import driver_resources, max_concurrent_trials
+    from tauray.cluster import max_concurrent_trials
     from tauray.cluster import ray_session as session
     from tauray.trials import TrialLedger
-    from tauray.tuning import TrialSetup, tauray_trial, trial_name
+    from tauray.tuning import TrialSetup, tauray_trial, trial_name, trial_resources
 
     grid = [float(t) for t in np.geomspace(TAU_LOW, TAU_HIGH, args.grid_points)]
     ledger = TrialLedger(fixed)
@@ -127,24 +135,50 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path) -> 
             workers=1,
             gpus_per_worker=0.0,
             cpus_per_worker=1.0,
-            train_storage=str(storage / "grid" / "train"),
+            train_storage=str(storage / f"grid-{seed}" / "train"),
+            in_trial=True,  # one worker, trained in the trial actor as tauray's sweeps do
         )
         tuner = tune.Tuner(
             tune.with_resources(
-                tune.with_parameters(tauray_trial, setup=setup), driver_resources(info)
+                tune.with_parameters(tauray_trial, setup=setup), trial_resources(setup, info)
             ),
             param_space={"train_loop_config": {"temperature": {"value": tune.grid_search(grid)}}},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=max_concurrent_trials(info, 1, 0.0, 1.0),
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name="grid", storage_path=str(storage), callbacks=[ledger], verbose=0
+                name=f"grid-{seed}", storage_path=str(storage), callbacks=[ledger], verbose=0
             ),
         )
         tuner.fit()
-    return _Arm("grid", _rows(ledger.ordered()), time.monotonic() - started)
+    arm = _Arm("grid", _rows(ledger.ordered()), time.monotonic() - started)
+    _print_rank_agreement(ledger.ordered(), args.epochs, seed)
+    return arm
+
+
+def _print_rank_agreement(records: Sequence[Any], epochs: int, seed: int) -> None:
+    """How well the metric after e epochs ranks the grid's τ values as the final one does.
+
+    Spearman's rank correlation, over the grid's trials, between ``val/knn_top1`` at epoch e and
+    at the last epoch: what an early-stopping rung at epoch e gets to see. Near 1: a rung there
+    keeps the right trials; near 0 or below: it stops them at random or keeps the wrong ones.
+    """
+    from scipy.stats import spearmanr
+
+    curves = [dict(record.history.get(METRIC, [])) for record in records]
+    curves = [curve for curve in curves if epochs in curve]
+    if len(curves) < 3:
+        return
+    final = [curve[epochs] for curve in curves]
+    cells = []
+    for epoch in range(1, epochs):
+        if all(epoch in curve for curve in curves):
+            rho = spearmanr([curve[epoch] for curve in curves], final).statistic
+            cells.append(f"{epoch}: {rho:+.2f}")
+    print(f"seed {seed}, grid: rank agreement with the final kNN by epoch  " + ", ".join(cells))
 
 
 @contextlib.contextmanager
@@ -160,20 +194,20 @@ def _random_sampler() -> Iterator[None]:
 
 
 def run_driver(
-    name: str, args: argparse.Namespace, space_file: Path, storage: Path, tracking: str
+    name: str, args: argparse.Namespace, space_file: Path, storage: Path, tracking: str, seed: int
 ) -> _Arm:
-    """(b) / (c): the real sweep driver, ASHA, ``args.trials`` trials, seed ``args.seed``."""
+    """(b) / (c): the real sweep driver, ASHA, ``args.trials`` trials, sampler seed ``seed``."""
     from tauray.tuning import SweepRequest, plan_sweep, run_sweep
 
     request = SweepRequest(
         space=str(space_file),
-        experiment=f"bench-search-{name}",
+        experiment=f"bench-search-{name}-{seed}",
         trials=args.trials,
         workers_per_trial=1,
         scheduler="asha",
         tracking_uri=tracking,
-        storage_path=str(storage / name),
-        seed=args.seed,
+        storage_path=str(storage / f"{name}-{seed}"),
+        seed=seed,
         num_cpus=args.cpus,
         log_models=False,
     )
@@ -186,22 +220,26 @@ def run_driver(
     return _Arm(name, _rows(summary.records), time.monotonic() - started)
 
 
-def _print_arm(arm: _Arm) -> None:
-    print(f"\n{arm.name}: {len(arm.rows)} trials, wall {arm.wall_s:.0f} s")
+def _print_arm(arm: _Arm, seed: int) -> None:
+    print(f"\nseed {seed}, {arm.name}: {len(arm.rows)} trials, wall {arm.wall_s:.0f} s")
     print("    τ        epochs  knn_top1  status")
     for tau, epochs, value, status in sorted(arm.rows):
         shown = f"{value:.4f}" if value is not None else "  -   "
-        print(f"    {tau:<8.4f} {epochs:6d}  {shown}    {status}")
+        print(f"    {tau:<8.4f} {epochs:6d}  {shown}    {status}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--samples", type=int, default=512, help="max_train_samples")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument(
+        "--samples", type=int, default=0, help="max_train_samples (0: the whole split, 1,437)"
+    )
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--grid-points", type=int, default=10)
-    parser.add_argument("--trials", type=int, default=10, help="trials of (b) and (c)")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed of (b) and (c)")
+    parser.add_argument("--trials", type=int, default=9, help="trials of (b) and (c)")
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated; each a replicate (trainer + sampler seed)"
+    )
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("--arms", default="grid,tauray,random")
     args = parser.parse_args(argv)
@@ -210,43 +248,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
     from tauray.cluster import ray_session
 
-    fixed = _fixed(args)
-    arms: dict[str, _Arm] = {}
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    names = args.arms.split(",")
+    replicates: list[dict[str, _Arm]] = []
     with tempfile.TemporaryDirectory(prefix="tauray-search-bench-") as tmp:
         folder = Path(tmp)
-        space_file = _write_space(folder, fixed)
         tracking = f"sqlite:///{folder / 'mlflow.db'}"
+        samples = args.samples or "all (1,437)"
         print(
-            f"SimCLR, digits-cluttered, {args.samples} training samples, batch {args.batch_size}, "
-            f"{args.epochs} epochs, small_cnn, trainer seed 0, 1 CPU worker per trial, "
+            f"SimCLR, digits-cluttered, {samples} training samples, batch {args.batch_size}, "
+            f"{args.epochs} epochs, small_cnn, seeds {seeds}, 1 CPU worker per trial, "
             f"{args.cpus}-CPU local Ray",
             flush=True,
         )
         with ray_session(num_cpus=args.cpus, log_to_driver=False):
             assert ray.is_initialized()
-            for name in args.arms.split(","):
-                if name == "grid":
-                    arms[name] = run_grid(args, fixed, folder)
-                else:
-                    arms[name] = run_driver(name, args, space_file, folder, tracking)
-                _print_arm(arms[name])
-
-    print("\narm      best knn_top1  at τ      trial-epochs  wall s")
-    for arm in arms.values():
-        print(
-            f"{arm.name:<8} {arm.best:13.4f}  {arm.best_tau:<8.4f} {arm.trial_epochs:12d}  "
-            f"{arm.wall_s:6.0f}"
-        )
-    grid = arms.get("grid")
-    if grid is not None:
-        for arm in arms.values():
-            if arm is grid:
+            for seed in seeds:
+                fixed = _fixed(args, seed)
+                (folder / f"space-{seed}").mkdir()
+                space_file = _write_space(folder / f"space-{seed}", fixed)
+                arms: dict[str, _Arm] = {}
+                for name in names:
+                    if name == "grid":
+                        arms[name] = run_grid(args, fixed, folder, seed)
+                    else:
+                        arms[name] = run_driver(name, args, space_file, folder, tracking, seed)
+                    _print_arm(arms[name], seed)
+                replicates.append(arms)
+                _print_summary(arms, seed)
+    if len(replicates) > 1 and "grid" in names:
+        print(f"\nover {len(replicates)} seeds (mean [min-max] of the per-seed ratios):")
+        for name in names:
+            if name == "grid":
                 continue
+            best = [arms[name].best / arms["grid"].best for arms in replicates]
+            cost = [arms[name].trial_epochs / arms["grid"].trial_epochs for arms in replicates]
             print(
-                f"{arm.name} / grid: best {arm.best / grid.best:.4f} (target >= 0.99), "
-                f"trial-epochs {arm.trial_epochs / grid.trial_epochs:.3f} (target <= 0.333)"
+                f"  {name} / grid: best {np.mean(best):.4f} [{min(best):.4f}-{max(best):.4f}] "
+                f"(target >= 0.99), trial-epochs {np.mean(cost):.3f} "
+                f"[{min(cost):.3f}-{max(cost):.3f}] (target <= 0.333); seeds meeting both: "
+                f"{sum(b >= 0.99 and c <= 1 / 3 for b, c in zip(best, cost, strict=True))} of "
+                f"{len(best)}"
             )
     return 0
+
+
+def _print_summary(arms: dict[str, _Arm], seed: int) -> None:
+    print(f"\nseed {seed}: arm      best knn_top1  at τ      trial-epochs  wall s")
+    for arm in arms.values():
+        print(
+            f"seed {seed}: {arm.name:<8} {arm.best:13.4f}  {arm.best_tau:<8.4f} "
+            f"{arm.trial_epochs:12d}  {arm.wall_s:6.0f}"
+        )
+    grid = arms.get("grid")
+    if grid is None:
+        return
+    for arm in arms.values():
+        if arm is not grid:
+            print(
+                f"seed {seed}: {arm.name} / grid: best {arm.best / grid.best:.4f} "
+                f"(target >= 0.99), trial-epochs {arm.trial_epochs / grid.trial_epochs:.3f} "
+                "(target <= 0.333)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -14,10 +14,14 @@ variant alike. Timestamps (``time.time()``, one clock on one machine):
 
 Phases of one trial (rank 0's loop bounds; the fixed cost is everything but the loop):
 
-1. trial actor: Tune starts the trial until the trainable runs (actor start, parameter fetch);
+0. since previous: the previous trial's completion until Tune starts this one (searcher,
+   scheduler, resetting a reused actor; 0 for a session's first trial, which has none);
+1. trial actor: Tune starts the trial until the trainable runs (actor start, parameter fetch,
+   the trainable's imports: all nearly 0 when Ray Tune reuses the previous trial's actor);
 2. trainer build: config validation, ``TorchTrainer`` construction, imports in the trial actor;
 3. workers spawn: ``fit()`` until rank 0's process exists (Train controller actor, its imports,
-   placement group, the worker actor's process; 0 when Ray reused an already started process);
+   placement group, the worker actor's process; 0 for an in-trial run, whose "worker" is the
+   trial actor itself);
 4. worker init: rank 0's process creation until its loop starts (imports of ray/torch/tauray,
    the gloo process group, waiting for the other rank);
 5. loop (excluded): data, training, evaluation, the epoch's report and checkpoint;
@@ -25,9 +29,17 @@ Phases of one trial (rank 0's loop bounds; the fixed cost is everything but the 
    poll interval, worker group teardown);
 7. trial teardown: ``fit()``'s return until Tune's completion event.
 
+Setups (``--setups``), each in a Ray session of its own: ``fresh`` (a new trial actor per trial,
+a Ray Train worker group per trial: tauray's path for trials with several workers, and for all
+trials before the in-trial runner), ``reuse`` (the same with Ray Tune's ``reuse_actors``: measured
+for comparison only; tauray does not reuse a Ray Train trial's actor, because stopping such a
+trial early leaves its worker group training and the actor cannot be reset), ``in-trial``
+(``reuse_actors`` and one-worker trials trained in the trial actor, :mod:`tauray.in_trial`:
+tauray's default for one-worker trials). In ``in-trial`` only one-worker trials run.
+
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/sweep_overhead.py --repeats 2
+    OMP_NUM_THREADS=1 python benchmarks/sweep_overhead.py --repeats 3
 """
 
 from __future__ import annotations
@@ -61,7 +73,17 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 _ALL_VARS = sorted({key for env in VARIANTS.values() for key in env})
 
+# Setups, each run in a Ray session of its own, one after the other: (Ray Tune's reuse_actors,
+# one-worker trials trained in the trial actor). "fresh" is tauray before both; "in-trial" is
+# tauray's default now (a 2-worker trial still runs a Ray Train worker group).
+SETUPS: dict[str, tuple[bool, bool]] = {
+    "fresh": (False, False),
+    "reuse": (True, False),
+    "in-trial": (True, True),
+}
+
 PHASES = (
+    ("since previous", "previous_complete", "tune_start"),
     ("trial actor", "tune_start", "trainable_start"),
     ("trainer build", "trainable_start", "fit_start"),
     ("workers spawn", "fit_start", "worker_created"),
@@ -107,6 +129,27 @@ def _timed_loop(out_dir: str, tag: str) -> Callable[[dict[str, Any]], None]:
     return train_fn
 
 
+def _timed_run_worker(out_dir: str, tag: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``run_worker`` as an in-trial run calls it, wrapped to write its entry/exit times."""
+
+    def run_worker(config: dict[str, Any], runtime: Any) -> Any:
+        import psutil
+
+        entered = time.time()
+        try:
+            return original(config, runtime)
+        finally:
+            record = {
+                "loop_start": entered,
+                "loop_end": time.time(),
+                "process_created": psutil.Process().create_time(),
+                "pid": os.getpid(),
+            }
+            Path(out_dir, f"{tag}.rank0.json").write_text(json.dumps(record))
+
+    return run_worker
+
+
 def _bench_trial(config: dict[str, Any], out_dir: str, loop_config: dict[str, Any]) -> None:
     """Tune function trainable: tauray's trial driver with the variant's environment set."""
     import tauray_trainers.loop
@@ -118,14 +161,19 @@ def _bench_trial(config: dict[str, Any], out_dir: str, loop_config: dict[str, An
     for key in _ALL_VARS:
         os.environ.pop(key, None)
     os.environ.update(VARIANTS[config["variant"]])
-    # build_trainer imports train_fn_per_worker from the module when called: patch it there.
-    tauray_trainers.loop.train_fn_per_worker = _timed_loop(out_dir, tag)
+    # build_trainer imports train_fn_per_worker from the module when called, and an in-trial
+    # run looks run_worker up there: patch both (the originals kept for a reused actor).
+    loop = tauray_trainers.loop
+    original = loop.__dict__.setdefault("_bench_run_worker", loop.run_worker)
+    loop.train_fn_per_worker = _timed_loop(out_dir, tag)
+    loop.run_worker = _timed_run_worker(out_dir, tag, original)
     setup = TrialSetup(
         fixed_config=loop_config,
         workers=int(config["workers"]),
         gpus_per_worker=0.0,
         cpus_per_worker=1.0,
         train_storage=str(Path(out_dir, "train")),
+        in_trial=bool(config["in_trial"]) and int(config["workers"]) == 1,
     )
     fit_start = time.time()
     tauray_trial({"train_loop_config": {}}, setup)
@@ -151,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", default="1,2", help="workers per trial, comma-separated")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default="poll-0.1s")
+    parser.add_argument("--setups", default=",".join(SETUPS))
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-imports", action="store_true")
@@ -161,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in variants:
         if name not in VARIANTS:
             raise ValueError(f"--variants: {name!r} is not one of {', '.join(VARIANTS)}")
+    setups = args.setups.split(",")
+    for name in setups:
+        if name not in SETUPS:
+            raise ValueError(f"--setups: {name!r} is not one of {', '.join(SETUPS)}")
     workers = [int(w) for w in args.workers.split(",")]
 
     if not args.skip_imports:
@@ -169,7 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {module:<22} {seconds:6.2f}")
 
     from ray import tune
-    from tauray.cluster import driver_resources, ray_session
 
     class _Clock(tune.Callback):
         def __init__(self) -> None:
@@ -188,59 +240,96 @@ def main(argv: Sequence[str] | None = None) -> int:
         for w in workers
         for v in variants
     ]
-    clock = _Clock()
+    rows = []
+    for setup in setups:
+        rows += _run_setup(setup, points, _trial_config(args.samples, args.batch_size), _Clock())
+    print(f"\nper-trial phases (s), {len(rows)} trials, run order:")
+    header = "setup          variant     workers  " + "  ".join(f"{p[0]:>15}" for p in PHASES)
+    print(header + "       wall  fixed cost")
+    summary: dict[tuple[str, str, int], list[float]] = {}
+    for point, stamp in rows:
+        spans = [stamp[b] - stamp[a] for _, a, b in PHASES]
+        wall = stamp["tune_complete"] - stamp["previous_complete"]
+        fixed = wall - spans[5]
+        key = (point["setup"], point["variant"], point["workers"])
+        summary.setdefault(key, []).append(fixed)
+        cells = "  ".join(f"{s:15.2f}" for s in spans)
+        print(
+            f"{point['setup']:<14} {point['variant']:<11} {point['workers']:7d}  {cells}  "
+            f"{wall:9.2f}  {fixed:10.2f}"
+        )
+    print("\nfixed cost per trial (s): median [min-max]; ratio = median / first setup's")
+    for count in workers:
+        for variant in variants:
+            base = statistics.median(summary.get((setups[0], variant, count), [float("nan")]))
+            for setup in setups:
+                values = summary.get((setup, variant, count), [])
+                if not values:
+                    why = "Ray Train, as in reuse" if SETUPS[setup][1] else "no finished trial"
+                    print(f"  {setup:<14} {variant:<11} {count} worker(s): {why}")
+                    continue
+                median = statistics.median(values)
+                print(
+                    f"  {setup:<14} {variant:<11} {count} worker(s): {median:6.2f} "
+                    f"[{min(values):.2f}-{max(values):.2f}] over {len(values)} trials, "
+                    f"ratio {median / base:.2f}"
+                )
+    print(f"load average at the end: {os.getloadavg()}")
+    return 0
+
+
+def _run_setup(
+    setup: str, points: list[dict[str, Any]], loop_config: dict[str, Any], clock: Any
+) -> list[tuple[dict[str, Any], dict[str, float]]]:
+    """Run every point as one trial, one at a time, in a Ray session configured as ``setup``."""
+    from ray import tune
+    from tauray.cluster import ray_session
+    from tauray.tuning import TrialSetup, trial_resources
+
+    reuse_actors, in_trial = SETUPS[setup]
+    # A trial with several workers runs Ray Train whatever the setup ("reuse" measures it);
+    # an in-trial sweep's actors reserve a worker's CPU, which a 2-worker trial cannot spare.
+    points = [{**p, "in_trial": in_trial} for p in points if not in_trial or p["workers"] == 1]
+    rows = []
     with tempfile.TemporaryDirectory(prefix="tauray-sweep-overhead-") as tmp:
         init_start = time.monotonic()
         with ray_session(num_cpus=2, log_to_driver=False) as info:
-            print(f"ray.init: {time.monotonic() - init_start:.1f} s", flush=True)
+            print(f"[{setup}] ray.init: {time.monotonic() - init_start:.1f} s", flush=True)
+            # Every trial of a setup reserves what its largest (in-trial: one-worker) trial
+            # needs, so that Ray Tune can hand one actor from trial to trial.
+            one_worker = TrialSetup({}, 1, 0.0, 1.0, tmp, in_trial=in_trial)
             trainable = tune.with_resources(
-                tune.with_parameters(
-                    _unwrap_point,
-                    out_dir=tmp,
-                    loop_config=_trial_config(args.samples, args.batch_size),
-                ),
-                driver_resources(info),
+                tune.with_parameters(_unwrap_point, out_dir=tmp, loop_config=loop_config),
+                trial_resources(one_worker, info),
             )
             tuner = tune.Tuner(
                 trainable,
                 param_space={"point": tune.grid_search(points)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=reuse_actors),
                 run_config=tune.RunConfig(
                     name="sweep-overhead", storage_path=tmp, callbacks=[clock], verbose=0
                 ),
             )
             tuner.fit()
-        rows = []
         for trial_id, times in clock.times.items():
             trial_file = Path(tmp, f"{trial_id}.trial.json")
             rank0 = Path(tmp, f"{trial_id}.rank0.json")
             if not (trial_file.exists() and rank0.exists()):
-                print(f"trial {trial_id}: missing timestamps (failed?)")
+                print(f"[{setup}] trial {trial_id}: missing timestamps (failed?)")
                 continue
             stamp = {**times, **json.loads(trial_file.read_text()), **json.loads(rank0.read_text())}
             stamp["worker_created"] = max(stamp["process_created"], stamp["fit_start"])
             point = json.loads(Path(tmp, f"{trial_id}.point.json").read_text())
-            rows.append((point, stamp))
-
-    print(f"\nper-trial phases (s), {len(rows)} trials, run order:")
-    header = "variant          workers  " + "  ".join(f"{p[0]:>15}" for p in PHASES)
-    print(header + "       wall  fixed cost")
-    summary: dict[tuple[str, int], list[float]] = {}
-    for point, stamp in sorted(rows, key=lambda row: row[1]["tune_start"]):
-        spans = [stamp[b] - stamp[a] for _, a, b in PHASES]
-        wall = stamp["tune_complete"] - stamp["tune_start"]
-        fixed = wall - spans[4]
-        summary.setdefault((point["variant"], point["workers"]), []).append(fixed)
-        cells = "  ".join(f"{s:15.2f}" for s in spans)
-        print(f"{point['variant']:<16} {point['workers']:7d}  {cells}  {wall:9.2f}  {fixed:10.2f}")
-    print("\nfixed cost per trial (s): median [min-max]")
-    for (variant, count), values in sorted(summary.items(), key=lambda item: item[0][1]):
-        print(
-            f"  {variant:<16} {count} worker(s): {statistics.median(values):6.2f} "
-            f"[{min(values):.2f}-{max(values):.2f}] over {len(values)} trials"
-        )
-    print(f"load average at the end: {os.getloadavg()}")
-    return 0
+            rows.append(({**point, "setup": setup}, stamp))
+    rows.sort(key=lambda row: row[1]["tune_start"])
+    # Trials run one at a time: Ray Tune's work between one trial's end and the next one's
+    # start (searcher, scheduler, resetting or starting the actor) is part of the trial's cost.
+    # The first trial of a session has no predecessor: its gap counts as 0.
+    previous = None
+    for _, stamp in rows:
+        stamp["previous_complete"] = stamp["tune_start"] if previous is None else previous
+        previous = stamp["tune_complete"]
+    return rows
 
 
 def _unwrap_point(config: dict[str, Any], out_dir: str, loop_config: dict[str, Any]) -> None:
