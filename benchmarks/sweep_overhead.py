@@ -109,7 +109,6 @@ def _timed_loop(out_dir: str, tag: str) -> Callable[[dict[str, Any]], None]:
     """The per-worker loop, wrapped to write its entry/exit times (one JSON file per rank)."""
 
     def train_fn(config: dict[str, Any]) -> None:
-        import psutil
         import ray.train
         from tauray_trainers.loop import train_fn_per_worker
 
@@ -118,34 +117,33 @@ def _timed_loop(out_dir: str, tag: str) -> Callable[[dict[str, Any]], None]:
         try:
             train_fn_per_worker(config)
         finally:
-            record = {
-                "loop_start": entered,
-                "loop_end": time.time(),
-                "process_created": psutil.Process().create_time(),
-                "pid": os.getpid(),
-            }
-            Path(out_dir, f"{tag}.rank{rank}.json").write_text(json.dumps(record))
+            _write_loop_times(Path(out_dir, f"{tag}.rank{rank}.json"), entered)
 
     return train_fn
+
+
+def _write_loop_times(path: Path, entered: float) -> None:
+    """Write a loop's entry/exit times and its process's creation time (this process)."""
+    import psutil
+
+    record = {
+        "loop_start": entered,
+        "loop_end": time.time(),
+        "process_created": psutil.Process().create_time(),
+        "pid": os.getpid(),
+    }
+    path.write_text(json.dumps(record))
 
 
 def _timed_run_worker(out_dir: str, tag: str, original: Callable[..., Any]) -> Callable[..., Any]:
     """``run_worker`` as an in-trial run calls it, wrapped to write its entry/exit times."""
 
     def run_worker(config: dict[str, Any], runtime: Any) -> Any:
-        import psutil
-
         entered = time.time()
         try:
             return original(config, runtime)
         finally:
-            record = {
-                "loop_start": entered,
-                "loop_end": time.time(),
-                "process_created": psutil.Process().create_time(),
-                "pid": os.getpid(),
-            }
-            Path(out_dir, f"{tag}.rank0.json").write_text(json.dumps(record))
+            _write_loop_times(Path(out_dir, f"{tag}.rank0.json"), entered)
 
     return run_worker
 

@@ -1518,7 +1518,8 @@ def _finish(
         best_config_path = sweep_dir / "best_config.yaml"
         best_config_path.write_text(text)
         metrics[f"best/{objective.metric}"] = best.value(objective.metric) or float("nan")
-    if interrupted:
+
+    def summary(**more: Any) -> SweepSummary:
         return SweepSummary(
             plan=plan,
             records=records,
@@ -1529,12 +1530,15 @@ def _finish(
             experiment_id=recorder.experiment_id,
             parent_run_id=parent_run_id,
             best_run_id=best_run_id,
-            champion=None,
             tracking_errors=mlflow_logger.errors,
             sampler=outcome.sampler,
             scheduler=outcome.scheduler,
             concurrency=outcome.concurrency,
+            **more,
         )
+
+    if interrupted:
+        return summary(champion=None)
     if best is not None and best_config is not None:
         try:
             recorder.log_text(parent_run_id, text, "best_config.yaml")
@@ -1565,24 +1569,7 @@ def _finish(
         logger.exception("MLflow: could not log the sweep's results")
     if mlflow_logger.errors > errors_before:
         logger.warning("some MLflow writes failed at the end of the sweep (see above)")
-    return SweepSummary(
-        plan=plan,
-        records=records,
-        counts=counts,
-        best=best,
-        best_config=best_config,
-        best_config_path=best_config_path,
-        experiment_id=recorder.experiment_id,
-        parent_run_id=parent_run_id,
-        best_run_id=best_run_id,
-        champion=champion,
-        plots=dict(plots.paths),
-        skipped_plots=dict(plots.skipped),
-        tracking_errors=mlflow_logger.errors,
-        sampler=outcome.sampler,
-        scheduler=outcome.scheduler,
-        concurrency=outcome.concurrency,
-    )
+    return summary(champion=champion, plots=dict(plots.paths), skipped_plots=dict(plots.skipped))
 
 
 # ---- commands ----------------------------------------------------------------------------------
