@@ -93,6 +93,7 @@ def test_multi_objective_sweep_records_both_objectives(sweep: Sweep) -> None:
     params = sweep.parent.data.params
     assert params["objective"] == ",".join(OBJECTIVES)
     assert params["scheduler"].startswith("none (multi-objective")
+    assert params["trial_runner"] == "in-trial"  # one worker per trial: in the trial actor
     assert len(sweep.children) == TRIALS
     feasible = [run for run in sweep.children if _batch(run) < OOM_MIN_BATCH]
     assert feasible, "the seeded sampler chose no feasible batch size"

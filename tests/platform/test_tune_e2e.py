@@ -155,6 +155,7 @@ def test_parent_run_describes_the_sweep(sweep: SweepRun) -> None:
     assert params["scheduler"].startswith("ASHA(time_attr=epoch, max_t=2")
     assert params["code_version"].startswith(__version__)
     assert params["cluster_cpus"] == "2.0"
+    assert params["trial_runner"] == "ray-train"  # two workers per trial: a Ray Train group
     metrics = parent.data.metrics
     assert metrics["trials/failed"] == 1
     assert metrics["trials/completed"] + metrics["trials/stopped_early"] == TRIALS - 1
