@@ -121,6 +121,7 @@ def _rows(records: Sequence[Any]) -> list[tuple[float, int, float | None, str]]:
 def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, seed: int) -> _Arm:
     """(a): every τ of the grid for all its epochs, through tauray's trial driver."""
     from ray import tune
+
     from tauray.cluster import max_concurrent_trials
     from tauray.cluster import ray_session as session
     from tauray.trials import TrialLedger
@@ -246,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     import ray
+
     from tauray.cluster import ray_session
 
     seeds = [int(seed) for seed in args.seeds.split(",")]

@@ -110,6 +110,7 @@ def _timed_loop(out_dir: str, tag: str) -> Callable[[dict[str, Any]], None]:
 
     def train_fn(config: dict[str, Any]) -> None:
         import ray.train
+
         from tauray_trainers.loop import train_fn_per_worker
 
         entered = time.time()
@@ -150,8 +151,9 @@ def _timed_run_worker(out_dir: str, tag: str, original: Callable[..., Any]) -> C
 
 def _bench_trial(config: dict[str, Any], out_dir: str, loop_config: dict[str, Any]) -> None:
     """Tune function trainable: tauray's trial driver with the variant's environment set."""
-    import tauray_trainers.loop
     from ray import tune
+
+    import tauray_trainers.loop
     from tauray.tuning import TrialSetup, tauray_trial
 
     started = time.time()
@@ -281,6 +283,7 @@ def _run_setup(
 ) -> list[tuple[dict[str, Any], dict[str, float]]]:
     """Run every point as one trial, one at a time, in a Ray session configured as ``setup``."""
     from ray import tune
+
     from tauray.cluster import ray_session
     from tauray.tuning import TrialSetup, trial_resources
 

@@ -85,6 +85,7 @@ def run_ddp(config: dict[str, Any]) -> tuple[list[dict], float]:
 def run_ray(config: dict[str, Any]) -> tuple[list[dict], float]:
     """Ray Train: one TorchTrainer fit; returns rank 0's per-epoch metrics and the wall time."""
     from ray.util.queue import Queue
+
     from tauray.training import build_trainer, forward_metrics_callback
 
     reported = Queue(actor_options={"num_cpus": 0})

@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 from ray import tune
-from tauray_trainers.loop import WorkerRuntime
 from torch import nn
+
+from tauray_trainers.loop import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 

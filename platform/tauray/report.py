@@ -41,18 +41,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from tauray_trainers import metrics as names
-from tauray_trainers.config import TrainConfig, build_config, set_path
 
 from tauray.trials import STATUS_WORDS, TrialRecord
 from tauray.trials import format_number as _number
+from tauray_trainers import metrics as names
+from tauray_trainers.config import TrainConfig, build_config, set_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Experiment, Run
-    from tauray_spaces import Objective
 
     from tauray.tracking import TrackingTarget
+    from tauray_spaces import Objective
 
 logger = logging.getLogger(__name__)
 
@@ -463,9 +463,8 @@ def sweep_objectives(
     Raises:
         ValueError: a malformed objective, or a sweep that names none and has no known method.
     """
-    from tauray_spaces import Objective
-
     from tauray.tuning import parse_objective
+    from tauray_spaces import Objective
 
     if overrides:
         return tuple(parse_objective(text) for text in overrides), "--objective"

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ray.tune import Callback
-from tauray_trainers import metrics as names
 
 from tauray.trials import (
     INFEASIBLE,
@@ -57,6 +56,7 @@ from tauray.trials import (
     is_metric,
     result_step,
 )
+from tauray_trainers import metrics as names
 
 if TYPE_CHECKING:
     import torch
@@ -588,6 +588,7 @@ class SweepRecorder:
 
 def _load_embedding_model(checkpoint_path: str) -> tuple[torch.nn.Module, torch.Tensor]:
     import ray.train
+
     from tauray_trainers.models import load_embedding_model
 
     checkpoint = ray.train.Checkpoint(path=checkpoint_path)

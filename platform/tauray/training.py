@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tauray_trainers import metrics as names
 from tauray_trainers.config import TrainConfig, apply_overrides, build_config
 
@@ -126,6 +127,7 @@ def build_trainer(
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
+
     from tauray_trainers.loop import per_worker_batch_size, train_fn_per_worker
 
     config = build_config(train_loop_config)

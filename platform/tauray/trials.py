@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ray.tune import Callback
+
 from tauray_trainers import metrics as names
 from tauray_trainers.config import build_config
 

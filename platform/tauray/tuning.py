@@ -45,8 +45,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from ray import tune
-from tauray_trainers import metrics as names
-from tauray_trainers.config import TrainConfig, build_config
 
 from tauray.trials import (
     INFEASIBLE,
@@ -58,13 +56,15 @@ from tauray.trials import (
     result_step,
 )
 from tauray.trials import format_number as _number
+from tauray_trainers import metrics as names
+from tauray_trainers.config import TrainConfig, build_config
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
-    from tauray_spaces import Objective, SearchSpace
 
     from tauray.cluster import ClusterInfo
     from tauray.tracking import TrackingTarget
+    from tauray_spaces import Objective, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -231,9 +231,8 @@ def plan_sweep(
         ValueError: an invalid option, space, ``--set`` or config (one line naming it).
         ConnectionError: the tracking server does not answer.
     """
-    from tauray_spaces import get_space
-
     from tauray.tracking import check_tracking_reachable, resolve_tracking_target
+    from tauray_spaces import get_space
 
     base = Path(cwd).resolve() if cwd is not None else Path.cwd()
     if request.scheduler not in SCHEDULERS:

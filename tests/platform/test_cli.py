@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tauray import __version__
 from tauray.cli import main
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow import MlflowClient
+
 from tauray.cli import main
 from tauray.tracking import (
     TAG_FAILURE_KIND,

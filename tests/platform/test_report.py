@@ -24,6 +24,7 @@ import pytest
 import yaml
 from PIL import Image
 from ray.tune.experiment import Trial
+
 from tauray import cli, trials, tuning
 from tauray.report import (
     SweepReport,

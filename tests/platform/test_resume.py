@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
+
 from tauray.cli import main
 from tauray.tracking import (
     STATUS_LOST,

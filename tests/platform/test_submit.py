@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
+
 from tauray import jobs
 from tauray.cli import main
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from ray.tune.schedulers import ASHAScheduler, AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
+
 from tauray import tuning
 from tauray.plots import render_sweep_plots
 from tauray.training import load_run_file, prepare_run

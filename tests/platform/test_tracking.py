@@ -16,6 +16,7 @@ import mlflow
 import pytest
 import torch
 from ray.tune.experiment import Trial
+
 from tauray import tracking, trials
 from tauray.tracking import (
     CHAMPION_ALIAS,

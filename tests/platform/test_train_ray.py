@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tauray.cli import main
 from tauray.cluster import ray_session
 from tauray.training import build_trainer

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tauray.cli import main
 from tauray.cluster import (
     DRIVER_CPU_FRACTION,

@@ -24,6 +24,7 @@ import pytest
 import ray
 import torch
 from mlflow import MlflowClient
+
 from tauray import __version__
 from tauray.cli import main
 from tauray.tracking import (

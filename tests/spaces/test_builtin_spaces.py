@@ -11,6 +11,7 @@ from typing import Any
 
 import optuna
 import pytest
+
 from tauray_spaces import (
     BUILTIN_NAMES,
     SearchSpace,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tauray.cli import main
 from tauray_spaces import get_space, list_spaces, load_space_file
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
+
 from tauray_spaces import CONFIG_KEYS, KeySpec, normalize_key
 from tauray_spaces.config_keys import DEFAULT_OBJECTIVES, KNOWN_METRICS, deep_merge, keys_in_section
 from tauray_trainers import metrics

@@ -7,10 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from test_yaml_errors import CASES  # tests/spaces is on sys.path (pytest rootdir mode)
+
 from tauray.cli import main
 from tauray_spaces import load_space_text, tied_temperature
 from tauray_trainers.config import build_config
-from test_yaml_errors import CASES  # tests/spaces is on sys.path (pytest rootdir mode)
 
 README = Path(__file__).resolve().parents[2] / "search_spaces" / "README.md"
 

@@ -6,6 +6,7 @@ import math
 
 import optuna
 import pytest
+
 from tauray_spaces import get_space, tied_temperature
 from tauray_trainers.config import build_config
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tauray.cli import main
 from tauray_spaces import load_space_file
 

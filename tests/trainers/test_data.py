@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
 from tauray_trainers.config import build_config
 from tauray_trainers.data import DataBundle, build_data, make_eval_loader, make_loader
 from tauray_trainers.data.captions import class_prompts, digit_prompts, with_article
 from tauray_trainers.data.digits import cluttered_digits, plain_digits
 from tauray_trainers.data.sources import split_indices
 from tauray_trainers.evaluation import knn_top1
-from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 # --------------------------------------------------------------------------- helpers
 

@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from tauray_trainers import distributed
 from tauray_trainers.losses import ClipLoss, DINOLoss, NTXentLoss, SigLipLoss
 

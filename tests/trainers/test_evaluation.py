@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
 from tauray_trainers.data import make_eval_loader, make_loader
 from tauray_trainers.evaluation import (
     alignment,
@@ -24,7 +26,6 @@ from tauray_trainers.evaluation import (
     uniformity,
     zeroshot_top1,
 )
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 # --------------------------------------------------------------------------- naive references
 

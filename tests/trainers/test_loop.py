@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
+from torch import nn
+
 from tauray_trainers import metrics as names
 from tauray_trainers.config import build_config
 from tauray_trainers.loop import (
@@ -35,7 +37,6 @@ from tauray_trainers.loop import (
 from tauray_trainers.models import ContrastiveMethod, build_model
 from tauray_trainers.models.checkpoint import CHECKPOINT_KEYS, read_checkpoint
 from tauray_trainers.temperature import FixedTemperature
-from torch import nn
 
 # Small enough for seconds per epoch on one core, big enough to train.
 TINY: dict[str, Any] = {

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+
 from tauray_trainers.losses import (
     ClipLoss,
     DINOLoss,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tauray_trainers.config import build_config
 from tauray_trainers.data import ByteTokenizer
 from tauray_trainers.models import (

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+
 from tauray_trainers.config import DinoConfig, TemperatureConfig
 from tauray_trainers.losses import ClipLoss
 from tauray_trainers.temperature import (

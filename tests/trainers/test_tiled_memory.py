@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import torch
-from tauray_trainers.losses import ClipLoss, NTXentLoss
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+
+from tauray_trainers.losses import ClipLoss, NTXentLoss
 
 N, DIM, CHUNK = 256, 8, 32
 

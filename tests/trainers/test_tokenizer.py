@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from tauray_trainers.data import ByteTokenizer
 from tauray_trainers.data.tokenizer import BOS_ID, BYTE_OFFSET, EOS_ID, PAD_ID
 
