@@ -365,6 +365,15 @@ class TrialLedger(Callback):
         if isinstance(checkpoint, str) and checkpoint:
             record.checkpoint_path = checkpoint
 
+    def on_checkpoint(
+        self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any
+    ) -> None:
+        """A checkpoint Ray Tune saved for the trial (an in-trial run reports its checkpoints to
+        Ray Tune; a Ray Train run's arrive as ``checkpoint_path`` in its results instead)."""
+        path = getattr(checkpoint, "path", None)
+        if isinstance(path, str) and path:
+            self.record_for(trial).checkpoint_path = path
+
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:

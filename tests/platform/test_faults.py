@@ -30,6 +30,7 @@ from tauray.tracking import (
     TAG_FAILURE_KIND,
     TAG_FAILURE_REASON,
     TAG_KIND,
+    TAG_MODEL_URI,
     TAG_OOM_BATCH_SIZE,
     TAG_STATUS,
     TAG_TRIAL_ID,
@@ -101,6 +102,8 @@ def test_multi_objective_sweep_records_both_objectives(sweep: Sweep) -> None:
     for run in feasible:
         assert run.info.status == "FINISHED", run.data.tags
         assert run.data.tags[TAG_STATUS] == "completed"
+        # The model of an in-trial run comes from the checkpoint Ray Tune stored for it.
+        assert run.data.tags[TAG_MODEL_URI].startswith("models:/"), run.data.tags
         for objective in OBJECTIVES:
             metric = objective.rsplit(":", 1)[0]
             steps = [m.step for m in sweep.client.get_metric_history(run.info.run_id, metric)]
