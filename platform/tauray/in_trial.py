@@ -4,8 +4,8 @@ A trial with several workers needs Ray Train: a worker group, a process group ac
 controller that watches it. A trial with one worker needs none of that, yet Ray Train still
 starts a controller actor and a worker actor for it, both fresh processes that import torch
 (and the worker torchvision and :mod:`tauray_trainers`) before the first step. On the 2-core
-development machine that was 11-14 s of a trivial trial's 13-16 s
-(``benchmarks/sweep_overhead.py``). Here the same per-worker loop
+development machine that fixed cost was 13.5-16.4 s of a trivial one-worker trial's 15.5-18.8 s,
+and 0.01 s in a reused actor (``benchmarks/sweep_overhead.py``). Here the same per-worker loop
 (:func:`tauray_trainers.loop.run_worker`) runs in the trial actor itself, with a
 :class:`InTrialRuntime` that reports to Ray Tune directly; with Ray Tune's ``reuse_actors`` the
 actor, its imports and (on a GPU) its CUDA context carry over from one trial to the next.
