@@ -208,6 +208,24 @@ def free_ports(count: int) -> list[int]:
             probe.close()
 
 
+_WORKER_PORTS = 100
+"""Width of a head's worker port range (``--min-worker-port`` .. ``--max-worker-port``)."""
+
+
+def _worker_port_range_start(taken: Sequence[int]) -> int:
+    """A free port whose range of :data:`_WORKER_PORTS` ports holds none of ``taken``.
+
+    Ray refuses to start when a component's port falls inside the worker port range (seen in CI
+    with ports chosen independently).
+    """
+    for start in free_ports(32):
+        if start + _WORKER_PORTS < 65536 and not any(
+            start <= port <= start + _WORKER_PORTS for port in taken
+        ):
+            return start
+    raise RuntimeError(f"no worker port range clear of {sorted(taken)}")
+
+
 def pids_with_marker(marker: str) -> list[int]:
     """PIDs of this user's processes whose environment holds ``marker`` (Ray's and the jobs')."""
     found = []
@@ -262,7 +280,10 @@ def start_ray_head(
     """
     from tauray.cluster import DRIVER_RESOURCE, DRIVER_RESOURCE_UNITS
 
-    chosen = tuple(ports) if ports is not None else tuple(free_ports(len(_HEAD_PORTS)))
+    if ports is None:
+        components = free_ports(len(_HEAD_PORTS) - 1)
+        ports = [*components, _worker_port_range_start(components)]
+    chosen = tuple(ports)
     by_name = dict(zip(_HEAD_PORTS, chosen, strict=True))
     marker_value = temp_dir.name
     env = {
@@ -296,7 +317,7 @@ def start_ray_head(
         # Trial drivers reserve this instead of a CPU (see tauray.cluster), as on a real cluster.
         f"--resources={json.dumps({DRIVER_RESOURCE: DRIVER_RESOURCE_UNITS})}",
         *(f"--{name}={port}" for name, port in by_name.items()),
-        f"--max-worker-port={by_name['min-worker-port'] + 100}",
+        f"--max-worker-port={by_name['min-worker-port'] + _WORKER_PORTS}",
     ]
     log_path = temp_dir / "head.log"
     with log_path.open("ab") as log:
