@@ -378,6 +378,8 @@ def stop_ray_head(head: RayHead) -> None:
 class RayHeads:
     """Starts token-authenticated Ray heads for tests and stops those still running at the end."""
 
+    http_status = staticmethod(http_status)  # for tests that probe a head's dashboard
+
     def __init__(self) -> None:
         self._running: list[RayHead] = []
         self._folders: list[Path] = []

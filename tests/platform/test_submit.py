@@ -18,8 +18,6 @@ import shlex
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -216,15 +214,6 @@ def test_a_server_that_is_not_ray_is_named_as_such() -> None:
 # ---- a real token-authenticated Ray head -----------------------------------------------------
 
 
-def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-
-
 @pytest.fixture(scope="module")
 def ray_head(ray_heads: RayHeads) -> Iterator[RayHead]:
     """``ray start --head`` with token auth on, 2 CPUs, free ports and a private temp dir."""
@@ -250,13 +239,14 @@ def no_ambient_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
-def test_dashboard_enforces_token_auth(ray_head: RayHead) -> None:
+def test_dashboard_enforces_token_auth(ray_head: RayHead, ray_heads: RayHeads) -> None:
     """The cluster really is token-authenticated: raw HTTP without the token gets 401."""
     jobs_url = f"{ray_head.url}/api/jobs/"
-    assert _http_status(jobs_url) == 401
-    assert _http_status(jobs_url, {"Authorization": "Bearer not-the-token"}) == 403
+    status = ray_heads.http_status
+    assert status(jobs_url) == 401
+    assert status(jobs_url, {"Authorization": "Bearer not-the-token"}) == 403
     token = ray_head.token_file.read_text()
-    assert _http_status(jobs_url, {"Authorization": f"Bearer {token}"}) == 200
+    assert status(jobs_url, {"Authorization": f"Bearer {token}"}) == 200
 
 
 @pytest.mark.ray
