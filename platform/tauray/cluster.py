@@ -44,9 +44,10 @@ default) and sees a report or the end of training only at a poll: every short ru
 idles about 4 s at its end. ``benchmarks/sweep_overhead.py`` measured the loop-exit-to-``fit()``
 -return phase at 3.7-4.0 s with the default and 0.4 s with 0.1 s. The preemption watcher (an
 actor per run that watches for node draining) and the state actor's reconciliation loop have
-nothing to do on one machine; without them a 2-worker trial's fixed cost was 11.6-12.2 s
-against 13.8-18.5 s (same benchmark). A cluster started elsewhere keeps its own settings (set
-them in its environment).
+nothing to do on one machine: each is one process start less per Ray Train trial (one
+interleaved run of the same benchmark measured 11.6-12.2 s against 13.8-18.5 s per 2-worker
+trial; a later run's spread was as large as that gap). A cluster started elsewhere keeps its own
+settings (set them in its environment).
 """
 
 

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import pytest
 from mlflow import MlflowClient
@@ -126,6 +126,15 @@ def _one_done_one_midway(runs: list[Run]) -> list[str] | None:
         if run.info.status == "RUNNING" and "train/loss" in run.data.metrics
     ]
     return midway if finished >= 1 and midway else None
+
+
+def _start_sweep(
+    argv: list[str], cwd: Path, env: dict[str, str], out: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """A ``tauray tune`` subprocess in its own process group (signals go to it and its Ray)."""
+    return subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _wait_for(
@@ -223,9 +232,7 @@ def resumed(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Resume
     log = root / "first-session.log"
     client = MlflowClient(mlflow_uri)
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        process = _start_sweep(argv, root, env, out)
         try:
             unfinished = _wait_for(process, client, EXPERIMENT, _one_done_one_midway)
             if unfinished:
@@ -364,14 +371,8 @@ def interrupted(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> In
     log = root / "interrupted-session.log"
     client = MlflowClient(mlflow_uri)
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv,
-            cwd=root,
-            env=_local_env(ray_tmp),  # Ray Tune's default save period: Ctrl-C saves anyway
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # Ray Tune's default save period: Ctrl-C saves anyway.
+        process = _start_sweep(argv, root, _local_env(ray_tmp), out)
         try:
             midway = _wait_for(process, client, CTRL_C_EXPERIMENT, _one_done_one_midway)
             if midway:
@@ -532,14 +533,7 @@ def head_restarted(
     client = MlflowClient(mlflow_uri)
     try:
         with log.open("wb") as out:
-            process = subprocess.Popen(
-                argv,
-                cwd=root,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            process = _start_sweep(argv, root, env, out)
             try:
                 midway = _wait_for(process, client, HEAD_EXPERIMENT, _one_done_one_midway)
                 if midway:
