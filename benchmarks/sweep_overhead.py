@@ -20,10 +20,11 @@ Phases of one trial (rank 0's loop bounds; the fixed cost is everything but the 
    the trainable's imports: all nearly 0 when Ray Tune reuses the previous trial's actor);
 2. trainer build: config validation, ``TorchTrainer`` construction, imports in the trial actor;
 3. workers spawn: ``fit()`` until rank 0's process exists (Train controller actor, its imports,
-   placement group, the worker actor's process; 0 for an in-trial run, whose "worker" is the
+   placement group, the worker actor's process; 0 for an in-trial run, whose rank 0 is the
    trial actor itself);
 4. worker init: rank 0's process creation until its loop starts (imports of ray/torch/tauray,
-   the gloo process group, waiting for the other rank);
+   the gloo process group, waiting for the other rank; in-trial: starting the rank workers,
+   once per trial actor);
 5. loop (excluded): data, training, evaluation, the epoch's report and checkpoint;
 6. shutdown: loop exit until ``fit()`` returns (last report's propagation, the controller's
    poll interval, worker group teardown);
@@ -34,8 +35,10 @@ a Ray Train worker group per trial: tauray's path for trials with several worker
 trials before the in-trial runner), ``reuse`` (the same with Ray Tune's ``reuse_actors``: measured
 for comparison only; tauray does not reuse a Ray Train trial's actor, because stopping such a
 trial early leaves its worker group training and the actor cannot be reset), ``in-trial``
-(``reuse_actors`` and one-worker trials trained in the trial actor, :mod:`tauray.in_trial`:
-tauray's default for one-worker trials). In ``in-trial`` only one-worker trials run.
+(``reuse_actors`` and trials trained in the trial actor, :mod:`tauray.in_trial`: rank 0 in the
+trial actor, each further rank in a rank worker actor the actor keeps for the next trial; tauray's
+default for CPU trials). Each setup runs each worker count in a Ray session of its own, as a
+sweep's trials all have one shape (Ray Tune hands an actor only to a trial of the same resources).
 
 Usage::
 
@@ -73,9 +76,9 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 _ALL_VARS = sorted({key for env in VARIANTS.values() for key in env})
 
-# Setups, each run in a Ray session of its own, one after the other: (Ray Tune's reuse_actors,
-# one-worker trials trained in the trial actor). "fresh" is tauray before both; "in-trial" is
-# tauray's default now (a 2-worker trial still runs a Ray Train worker group).
+# Setups, each run in a Ray session of its own per worker count: (Ray Tune's reuse_actors,
+# trials trained in the trial actor). "fresh" is tauray before both and its ray-train runner;
+# "in-trial" is tauray's default now.
 SETUPS: dict[str, tuple[bool, bool]] = {
     "fresh": (False, False),
     "reuse": (True, False),
@@ -173,7 +176,7 @@ def _bench_trial(config: dict[str, Any], out_dir: str, loop_config: dict[str, An
         gpus_per_worker=0.0,
         cpus_per_worker=1.0,
         train_storage=str(Path(out_dir, "train")),
-        in_trial=bool(config["in_trial"]) and int(config["workers"]) == 1,
+        in_trial=bool(config["in_trial"]),
     )
     fit_start = time.time()
     tauray_trial({"train_loop_config": {}}, setup)
@@ -242,7 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     rows = []
     for setup in setups:
-        rows += _run_setup(setup, points, _trial_config(args.samples, args.batch_size), _Clock())
+        for count in workers:
+            same_shape = [point for point in points if point["workers"] == count]
+            loop_config = _trial_config(args.samples, args.batch_size)
+            rows += _run_setup(setup, same_shape, loop_config, _Clock())
     print(f"\nper-trial phases (s), {len(rows)} trials, run order:")
     header = "setup          variant     workers  " + "  ".join(f"{p[0]:>15}" for p in PHASES)
     print(header + "       wall  fixed cost")
@@ -265,8 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for setup in setups:
                 values = summary.get((setup, variant, count), [])
                 if not values:
-                    why = "Ray Train, as in reuse" if SETUPS[setup][1] else "no finished trial"
-                    print(f"  {setup:<14} {variant:<11} {count} worker(s): {why}")
+                    print(f"  {setup:<14} {variant:<11} {count} worker(s): no finished trial")
                     continue
                 median = statistics.median(values)
                 print(
@@ -281,27 +286,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_setup(
     setup: str, points: list[dict[str, Any]], loop_config: dict[str, Any], clock: Any
 ) -> list[tuple[dict[str, Any], dict[str, float]]]:
-    """Run every point as one trial, one at a time, in a Ray session configured as ``setup``."""
+    """Run every point (all of one worker count) as one trial, one at a time, in a Ray session
+    configured as ``setup``."""
     from ray import tune
 
     from tauray.cluster import ray_session
     from tauray.tuning import TrialSetup, trial_resources
 
     reuse_actors, in_trial = SETUPS[setup]
-    # A trial with several workers runs Ray Train whatever the setup ("reuse" measures it);
-    # an in-trial sweep's actors reserve a worker's CPU, which a 2-worker trial cannot spare.
-    points = [{**p, "in_trial": in_trial} for p in points if not in_trial or p["workers"] == 1]
+    points = [{**p, "in_trial": in_trial} for p in points]
     rows = []
     with tempfile.TemporaryDirectory(prefix="tauray-sweep-overhead-") as tmp:
         init_start = time.monotonic()
         with ray_session(num_cpus=2, log_to_driver=False) as info:
             print(f"[{setup}] ray.init: {time.monotonic() - init_start:.1f} s", flush=True)
-            # Every trial of a setup reserves what its largest (in-trial: one-worker) trial
-            # needs, so that Ray Tune can hand one actor from trial to trial.
-            one_worker = TrialSetup({}, 1, 0.0, 1.0, tmp, in_trial=in_trial)
+            shape = TrialSetup({}, points[0]["workers"], 0.0, 1.0, tmp, in_trial=in_trial)
             trainable = tune.with_resources(
                 tune.with_parameters(_unwrap_point, out_dir=tmp, loop_config=loop_config),
-                trial_resources(one_worker, info),
+                trial_resources(shape, info),
             )
             tuner = tune.Tuner(
                 trainable,

@@ -282,16 +282,17 @@ def _tune(
             "process, a lost node); errors in training are retried too. Default: 0."
         ),
     ] = 0,
-    one_worker_in_trial: Annotated[
-        bool,
+    trial_runner: Annotated[
+        str,
         typer.Option(
-            "--one-worker-in-trial/--one-worker-in-ray-train",
-            help="Train a one-worker trial inside its Ray Tune trial actor, which the next "
-            "trial reuses (default: no Ray Train controller and worker process to start per "
-            "trial; 13-16 s less per short trial on 2 cores, benchmarks/README.md) or in a "
-            "one-worker Ray Train group. Several workers always use Ray Train.",
+            metavar="in-trial|ray-train",
+            help="Where a trial trains. in-trial (default): in its Ray Tune trial actor, with "
+            "one helper actor per further CPU worker, all kept for the next trial (no process "
+            "start or import per trial: 1-worker trials 13-16 s and 2-worker trials "
+            "several seconds faster on 2 cores, benchmarks/README.md). ray-train: a Ray Train "
+            "worker group per trial. Several GPU workers always use Ray Train.",
         ),
-    ] = True,
+    ] = "in-trial",
     resume: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
@@ -341,7 +342,7 @@ def _tune(
             verbose=verbose or _DEBUG["on"],
             objectives=tuple(objectives or ()),
             max_failures=max_failures,
-            one_worker_in_trial=one_worker_in_trial,
+            trial_runner=trial_runner,
         ),
         echo=typer.echo,
         echo_error=_echo_error,

@@ -112,11 +112,13 @@ class SweepRequest:
             checkpoint when a worker fails (Ray Train's ``FailureConfig``; 0: a trial fails at
             its first error). Ray Train cannot tell a lost worker process from an error in the
             training code, so a deterministic error (non-finite loss, out of memory) is retried
-            too and fails again. A one-worker trial trained in its trial actor is restarted by
-            Ray Tune's ``FailureConfig`` instead, with the same count.
-        one_worker_in_trial: train a one-worker trial inside its Ray Tune trial actor
-            (:mod:`tauray.in_trial`: no Ray Train controller or worker process per trial) instead
-            of in a one-worker Ray Train group. Trials with several workers always use Ray Train.
+            too and fails again. A trial trained in its trial actor is restarted by Ray Tune's
+            ``FailureConfig`` instead, with the same count.
+        trial_runner: ``in-trial`` (default): train each trial inside its Ray Tune trial
+            actor, with one helper actor per further CPU worker, all kept for the next trial
+            (:mod:`tauray.in_trial`: no process to start and nothing to import per trial);
+            ``ray-train``: a Ray Train worker group per trial. Trials with several GPU workers
+            always use Ray Train.
     """
 
     space: str
@@ -140,7 +142,7 @@ class SweepRequest:
     log_models: bool = True
     verbose: bool = False
     max_failures: int = 0
-    one_worker_in_trial: bool = True
+    trial_runner: str = "in-trial"
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,18 @@ def _absolute_data_root(config: dict[str, Any], cwd: Path) -> dict[str, Any]:
     return config
 
 
+TRIAL_RUNNERS = ("in-trial", "ray-train")
+"""Where a trial trains: in its Ray Tune trial actor (:mod:`tauray.in_trial`) or Ray Train."""
+
+
+def runs_in_trial(request: SweepRequest) -> bool:
+    """Whether the request's trials train in their trial actors: asked for, and not several
+    GPU workers (those need Ray Train's NCCL and device set-up)."""
+    return request.trial_runner == "in-trial" and (
+        request.workers_per_trial == 1 or not request.gpus_per_worker
+    )
+
+
 def plan_sweep(
     request: SweepRequest,
     *,
@@ -251,6 +265,10 @@ def plan_sweep(
         raise ValueError(f"--cpus-per-worker must be >= 0, got {request.cpus_per_worker}")
     if request.max_failures < 0:
         raise ValueError(f"--max-failures must be >= 0, got {request.max_failures}")
+    if request.trial_runner not in TRIAL_RUNNERS:
+        raise ValueError(
+            f"--trial-runner {request.trial_runner!r} is not one of: {', '.join(TRIAL_RUNNERS)}"
+        )
     if request.max_concurrent_trials is not None and request.max_concurrent_trials < 1:
         raise ValueError(
             f"--max-concurrent-trials must be >= 1, got {request.max_concurrent_trials}"
@@ -425,8 +443,8 @@ class TrialSetup:
         tracking_uri: the absolute MLflow tracking URI, exported to the workers as
             ``MLFLOW_TRACKING_URI`` (they never write to it: only the sweep driver does).
         max_failures: Ray Train worker-group restarts per trial (from the last checkpoint).
-        in_trial: train in the trial actor itself (one worker, :mod:`tauray.in_trial`) instead
-            of a Ray Train worker group.
+        in_trial: train in the trial actor itself (as rank 0, with helper actors for further
+            CPU workers, :mod:`tauray.in_trial`) instead of a Ray Train worker group.
         objectives: ``(metric, mode)`` of every objective: an out-of-memory trial reports the
             worst value of each (-inf for ``max``, +inf for ``min``) so the searcher learns
             that its region is infeasible.
@@ -481,7 +499,12 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             # waiting TUNE_FUNCTION_THREAD_TIMEOUT_S (2 s by default) for it, and fails the
             # next trial if that is too short (a loaded machine, a slow last checkpoint).
             os.environ.setdefault(THREAD_TIMEOUT_ENV, "120")
-            run_in_trial(train_loop_config)
+            run_in_trial(
+                train_loop_config,
+                workers=setup.workers,
+                cpus_per_worker=setup.cpus_per_worker,
+                gpus_per_worker=setup.gpus_per_worker,
+            )
         except Exception as error:
             if not (setup.objectives and is_out_of_memory(error)):
                 raise
@@ -545,8 +568,11 @@ def _report_infeasible(
     )
 
 
-def trial_resources(setup: TrialSetup, info: ClusterInfo) -> dict[str, float]:
-    """What one trial actor reserves: a driver's share, plus one worker's when it trains."""
+def trial_resources(
+    setup: TrialSetup, info: ClusterInfo
+) -> dict[str, float] | tune.PlacementGroupFactory:
+    """What one trial reserves: a driver's share; when it trains in its actor, also one
+    bundle per worker (the first one shared with the driver)."""
     from tauray.cluster import driver_resources
     from tauray.in_trial import in_trial_resources
 
@@ -554,7 +580,10 @@ def trial_resources(setup: TrialSetup, info: ClusterInfo) -> dict[str, float]:
     if not setup.in_trial:
         return driver
     return in_trial_resources(
-        driver, cpus_per_worker=setup.cpus_per_worker, gpus_per_worker=setup.gpus_per_worker
+        driver,
+        workers=setup.workers,
+        cpus_per_worker=setup.cpus_per_worker,
+        gpus_per_worker=setup.gpus_per_worker,
     )
 
 
@@ -979,7 +1008,7 @@ _TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 
 @dataclass
 class _Interruption:
-    """Whether the user pressed Ctrl-C while Ray Tune ran (see :func:`graceful_ctrl_c`)."""
+    """Whether Ctrl-C or SIGTERM stopped Ray Tune's loop (see :func:`graceful_ctrl_c`)."""
 
     requested: bool = False
 
@@ -989,52 +1018,60 @@ def _not_running_yet(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+_STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+"""The signals that stop a sweep gracefully, and how the announcement names each."""
+
+
 @contextlib.contextmanager
 def graceful_ctrl_c(announce: Callable[[str], None]) -> Iterator[_Interruption]:
-    """Ctrl-C while ``Tuner.fit`` runs: the first one stops the sweep after Ray Tune saved its
-    state, a second one stops at once; the yielded object says whether it happened.
+    """Ctrl-C or SIGTERM while ``Tuner.fit`` runs: the first one stops the sweep after Ray
+    Tune saved its state, a second one stops at once; the yielded object says whether it
+    happened.
 
     Ray Tune handles SIGINT itself (ends its loop, saves the experiment state, stops the
-    trials, returns normally) but does not say that it did. Here Tune's own SIGINT handler is
-    switched off (``TUNE_DISABLE_SIGINT_HANDLER``) and tauray's takes its place: it records the
-    request, announces it, and stops Tune's loop the way Tune's handler would (Tune listens for
-    SIGUSR1 too, with the same handler). Before Tune's loop has started, and for a second
-    Ctrl-C, it raises ``KeyboardInterrupt``. Ray's own processes block SIGINT, so a Ctrl-C sent
-    to the terminal's whole process group reaches only this driver.
+    trials, returns normally) but does not say that it did, and it does not handle SIGTERM,
+    which is how a sweep is usually stopped from outside: ``tauray jobs stop`` (Ray's job
+    supervisor sends SIGTERM, then SIGKILL after ``RAY_JOB_STOP_WAIT_TIME_S``), a deleted
+    Kubernetes pod (SIGTERM, then SIGKILL after the grace period), ``kill``. Here Tune's own
+    SIGINT handler is switched off (``TUNE_DISABLE_SIGINT_HANDLER``) and tauray's handles both
+    signals: it records the request, announces it, and stops Tune's loop the way Tune's handler
+    would (Tune listens for SIGUSR1 too, with the same handler). Before Tune's loop has started,
+    and for a second signal, it raises ``KeyboardInterrupt``. Ray's own processes block SIGINT,
+    so a Ctrl-C sent to the terminal's whole process group reaches only this driver.
 
     Signal handlers can only be set in the main thread; elsewhere this does nothing (and Ray
     Tune does not handle SIGINT either).
 
     Args:
-        announce: called with a one-line message when the first Ctrl-C arrives.
+        announce: called with a one-line message when the first signal arrives.
     """
     state = _Interruption()
     if threading.current_thread() is not threading.main_thread():
         yield state
         return
 
-    def on_sigint(signum: int, frame: Any) -> None:
+    def on_stop_signal(signum: int, frame: Any) -> None:
         stop_tune = signal.getsignal(signal.SIGUSR1)
         if state.requested or stop_tune is _not_running_yet or not callable(stop_tune):
             state.requested = True
             raise KeyboardInterrupt
         state.requested = True
         announce(
-            "Ctrl-C: stopping the sweep after Ray Tune saves its state "
-            "(press Ctrl-C again to stop at once)"
+            f"{_STOP_SIGNALS.get(signum, signal.Signals(signum).name)}: stopping the sweep "
+            "after Ray Tune saves its state (press Ctrl-C again to stop at once)"
         )
         stop_tune(signal.SIGUSR1, frame)
 
     saved_env = os.environ.get(_TUNE_SIGINT_ENV)
-    saved_sigint = signal.signal(signal.SIGINT, on_sigint)
-    saved_sigusr1 = signal.signal(signal.SIGUSR1, _not_running_yet)
+    saved = {signum: signal.signal(signum, on_stop_signal) for signum in _STOP_SIGNALS}
+    saved[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, _not_running_yet)
     os.environ[_TUNE_SIGINT_ENV] = "1"
     try:
         yield state
     finally:
         # None: a handler set outside Python; the default is the closest one can restore.
-        signal.signal(signal.SIGINT, signal.SIG_DFL if saved_sigint is None else saved_sigint)
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL if saved_sigusr1 is None else saved_sigusr1)
+        for signum, handler in saved.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         if saved_env is None:
             os.environ.pop(_TUNE_SIGINT_ENV, None)
         else:
@@ -1159,10 +1196,11 @@ def run_sweep(
     child run of a trial Ray Tune does not know (a killed driver created it before Tune saved
     the trial) is ended as lost (:meth:`~tauray.tracking.SweepRecorder.end_lost_runs`).
 
-    Ctrl-C while Ray Tune runs (:func:`graceful_ctrl_c`) stops the sweep once Tune saved its
-    state: the summary says ``interrupted``, the parent run and the unfinished trials' runs end
-    as KILLED (the parent tagged ``tauray.status = interrupted`` and the resume command), and
-    the parent gets no results yet. A second Ctrl-C raises ``KeyboardInterrupt`` at once.
+    Ctrl-C or SIGTERM while Ray Tune runs (:func:`graceful_ctrl_c`) stops the sweep once Tune
+    saved its state: the summary says ``interrupted``, the parent run and the unfinished trials'
+    runs end as KILLED (the parent tagged ``tauray.status = interrupted`` and the resume
+    command), and the parent gets no results yet. A second signal raises ``KeyboardInterrupt``
+    at once.
 
     Args:
         plan: from :func:`plan_sweep` (or :func:`plan_resume`).
@@ -1359,7 +1397,7 @@ def _fit(
     from tauray.tracking import MlflowTrialLogger
 
     request = plan.request
-    in_trial = request.one_worker_in_trial and request.workers_per_trial == 1
+    in_trial = runs_in_trial(request)
     concurrency = max_concurrent_trials(
         info, request.workers_per_trial, request.gpus_per_worker, request.cpus_per_worker
     )
@@ -1433,9 +1471,10 @@ def _fit(
                 time_budget_s=request.time_budget_s,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,
-                # In-trial runs: a finished trial's actor (its imports, its CUDA context) takes
-                # the next trial. Not for Ray Train runs: stopping such a trial early does not
-                # stop its worker group, so its actor cannot be reset and must be ended.
+                # In-trial runs: a finished trial's actor (its rank workers, their imports and
+                # process group, its CUDA context) takes the next trial. Not for Ray Train
+                # runs: stopping such a trial early does not stop its worker group, so its
+                # actor cannot be reset and must be ended.
                 reuse_actors=in_trial,
             ),
             run_config=tune.RunConfig(

@@ -356,6 +356,10 @@ def test_the_ray_cluster_is_shaped_as_documented(kustomization: str) -> None:
         assert template["metadata"]["labels"]["tauray.io/ray-node"] == "true"
         sources = template["spec"]["containers"][0]["envFrom"]
         assert {"configMapRef": {"name": "tauray-ray-env"}} in sources
+    # `tauray jobs stop` sends SIGTERM and SIGKILL RAY_JOB_STOP_WAIT_TIME_S later (Ray's default
+    # 3 s): the sweep needs longer to stop after saving Ray Tune's state and its MLflow runs.
+    head_env = {e["name"]: e.get("value") for e in head["template"]["spec"]["containers"][0]["env"]}
+    assert int(head_env.get("RAY_JOB_STOP_WAIT_TIME_S") or 0) >= 30, location
 
 
 def test_gpu_worker_groups_have_gpu_limits_and_local_ones_none() -> None:

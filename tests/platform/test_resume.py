@@ -343,6 +343,24 @@ def test_ctrl_c_stops_at_once_before_ray_tune_runs_and_the_second_time() -> None
     assert os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") == env_before
 
 
+def test_sigterm_stops_like_ctrl_c() -> None:
+    """``tauray jobs stop``, a deleted pod or ``kill`` send SIGTERM: the same graceful stop."""
+    before = signal.getsignal(signal.SIGTERM)
+    announced: list[str] = []
+    stops: list[int] = []
+    with graceful_ctrl_c(announced.append) as state:
+        signal.signal(signal.SIGUSR1, lambda signum, frame: stops.append(signum))
+        _deliver(signal.SIGTERM)
+        assert state.requested and stops == [signal.SIGUSR1]
+        assert announced == [
+            "SIGTERM: stopping the sweep after Ray Tune saves its state "
+            "(press Ctrl-C again to stop at once)"
+        ]
+        with pytest.raises(KeyboardInterrupt):
+            _deliver(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 @dataclass(frozen=True)
 class Interrupted:
     exit_code: int

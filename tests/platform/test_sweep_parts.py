@@ -3,6 +3,7 @@ records, failure reasons, the summary and the plots."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from pathlib import Path
@@ -188,21 +189,48 @@ def test_first_rung_counts_a_sampled_warmup_at_the_top_of_its_range(tmp_path: Pa
     assert tuning.first_rung(plan) == 4
 
 
-def test_one_worker_trials_train_in_their_trial_actor(tmp_path: Path) -> None:
+def test_trials_in_their_trial_actor_reserve_one_bundle_per_worker(tmp_path: Path) -> None:
     from tauray.cluster import DRIVER_RESOURCE, ClusterInfo
 
     local = ClusterInfo(cpus=2, gpus=0, local=True, address=None, driver_resource=True)
     remote = ClusterInfo(cpus=8, gpus=4, local=False, address="auto", driver_resource=False)
     in_trial = tuning.TrialSetup({}, 1, 0.0, 1.0, str(tmp_path), in_trial=True)
-    # The trial actor trains: it reserves the worker's CPU besides the driver's share ...
-    assert tuning.trial_resources(in_trial, local) == {"CPU": 1.0, DRIVER_RESOURCE: 1.0}
+    # The trial actor trains as rank 0: it reserves a worker's CPU besides the driver's share,
+    # and one more bundle per further rank (its rank worker) ...
+    assert tuning.trial_resources(in_trial, local).bundles == [{"CPU": 1.0, DRIVER_RESOURCE: 1.0}]
     on_gpu = tuning.TrialSetup({}, 1, 1.0, 2.0, str(tmp_path), in_trial=True)
-    assert tuning.trial_resources(on_gpu, remote) == {"CPU": pytest.approx(2.01), "GPU": 1.0}
+    assert tuning.trial_resources(on_gpu, remote).bundles == [
+        {"CPU": pytest.approx(2.01), "GPU": 1.0}
+    ]
+    two = tuning.TrialSetup({}, 2, 0.0, 1.0, str(tmp_path), in_trial=True)
+    assert tuning.trial_resources(two, local).bundles == [
+        {"CPU": 1.0, DRIVER_RESOURCE: 1.0},
+        {"CPU": 1.0},
+    ]
     # ... while a Ray Train driver only waits on its workers.
     ray_train = tuning.TrialSetup({}, 2, 0.0, 1.0, str(tmp_path))
     assert tuning.trial_resources(ray_train, local) == {"CPU": 0.0, DRIVER_RESOURCE: 1.0}
     assert tuning.trial_resources(ray_train, remote) == {"CPU": 0.01}
-    assert SweepRequest(space="simclr-temperature").one_worker_in_trial is True
+
+
+def test_trial_runner_choice(tmp_path: Path) -> None:
+    request = SweepRequest(space="simclr-temperature")
+    assert request.trial_runner == "in-trial"
+    assert tuning.runs_in_trial(request)
+    assert tuning.runs_in_trial(dataclasses.replace(request, workers_per_trial=4))
+    assert tuning.runs_in_trial(dataclasses.replace(request, gpus_per_worker=1))
+    # Several GPU workers need Ray Train's NCCL and device set-up.
+    assert not tuning.runs_in_trial(
+        dataclasses.replace(request, workers_per_trial=2, gpus_per_worker=1)
+    )
+    assert not tuning.runs_in_trial(dataclasses.replace(request, trial_runner="ray-train"))
+    with pytest.raises(ValueError, match="--trial-runner 'threads' is not one of: in-trial, ray"):
+        tuning.plan_sweep(
+            dataclasses.replace(request, trial_runner="threads"),
+            cwd=tmp_path,
+            environ={},
+            check_tracking=False,
+        )
 
 
 # ---- trial records and failures ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``tauray tune`` end to end: a real local Ray, real Ray Train DDP trials, a real MLflow server.
+"""``tauray tune`` end to end: a real local Ray, real two-rank DDP trials, a real MLflow server.
 
 One sweep runs once for the module (3 trials of simclr-temperature, 2 CPU workers each so
 negatives are gathered across ranks, 2 tiny epochs). The first trial is made to fail halfway
@@ -98,8 +98,9 @@ def sweep(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> SweepRun
     started = time.monotonic()
     with pytest.MonkeyPatch.context() as patch:
         # Local Ray workers inherit this process's environment: trial 1 (the first to reach
-        # epoch 1) fails on both ranks; the marker files keep later trials from failing.
-        patch.setenv(FAULT_INJECTION_ENV, f"epoch=1,marker={root / 'fault' / 'injected'}")
+        # epoch 1) fails on rank 1, while rank 0 waits for it in a collective; the marker file
+        # keeps later trials from failing.
+        patch.setenv(FAULT_INJECTION_ENV, f"epoch=1,rank=1,marker={root / 'fault' / 'injected'}")
         patch.chdir(root)
         with contextlib.redirect_stdout(stdout):
             exit_code = main(argv)
@@ -156,7 +157,8 @@ def test_parent_run_describes_the_sweep(sweep: SweepRun) -> None:
     assert params["scheduler"].startswith("ASHA(time_attr=epoch, max_t=2")
     assert params["code_version"].startswith(__version__)
     assert params["cluster_cpus"] == "2.0"
-    assert params["trial_runner"] == "ray-train"  # two workers per trial: a Ray Train group
+    # Two CPU workers per trial: rank 0 in the trial actor, rank 1 in a rank worker.
+    assert params["trial_runner"] == "in-trial"
     metrics = parent.data.metrics
     assert metrics["trials/failed"] == 1
     assert metrics["trials/completed"] + metrics["trials/stopped_early"] == TRIALS - 1
@@ -194,7 +196,10 @@ def test_one_child_run_per_trial_with_params_and_metrics_per_epoch(sweep: SweepR
     failed, *finished = children
     assert failed.info.status == "FAILED"
     assert failed.data.tags[TAG_STATUS] == "failed"
-    assert "InjectedFailure: injected failure in epoch 1" in failed.data.tags[TAG_FAILURE_REASON]
+    reason = failed.data.tags[TAG_FAILURE_REASON]
+    # Rank 1's own error, not the broken collective it left rank 0 in.
+    assert "InjectedFailure: injected failure in epoch 1" in reason
+    assert "(rank 1)" in reason
     assert TAG_MODEL_URI not in failed.data.tags
     for run in finished:
         assert run.info.status == "FINISHED"
