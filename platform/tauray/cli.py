@@ -213,11 +213,14 @@ def _tune(
     ] = None,
     time_budget: Annotated[
         Optional[float],  # noqa: UP045
-        typer.Option("--time-budget", metavar="SECONDS", help="Stop the sweep after this long."),
+        typer.Option(
+            "--time-budget",
+            metavar="SECONDS",
+            help="Stop the sweep after this long (running trials end as stopped early); a "
+            "resumed sweep gets what its earlier sessions left.",
+        ),
     ] = None,
-    workers_per_trial: Annotated[
-        int, typer.Option(help="Ray Train workers (DDP ranks) per trial.")
-    ] = 1,
+    workers_per_trial: Annotated[int, typer.Option(help="Workers (DDP ranks) per trial.")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0: CPU).")] = 0.0,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 1.0,
     scheduler: Annotated[

@@ -87,8 +87,9 @@ class SweepRequest:
         space: a built-in space's name or a YAML space file.
         experiment: MLflow experiment name (default ``tauray-<space>``).
         trials: number of trials (default 10 unless only a time budget is given).
-        time_budget_s: stop starting trials and stop running ones after this many seconds.
-        workers_per_trial: Ray Train workers (DDP ranks) per trial.
+        time_budget_s: stop starting trials and stop running ones after this many seconds of
+            Ray Tune (a resumed sweep gets what its earlier sessions left).
+        workers_per_trial: workers (DDP ranks) per trial.
         gpus_per_worker: GPUs per worker (0: CPU training).
         cpus_per_worker: CPUs per worker.
         scheduler: ``asha`` (default), ``hyperband`` or ``none``.
@@ -224,6 +225,26 @@ def runs_in_trial(request: SweepRequest) -> bool:
     )
 
 
+def local_storage_path(storage_path: str | None, base: Path) -> Path:
+    """The absolute folder of ``--storage-path`` (default ``./tauray_results``) below ``base``.
+
+    Raises:
+        ValueError: a URI (``s3://``, ``gs://``...): a sweep's folder must be a file system
+            path (shared storage is mounted, not addressed by URI; see the message).
+    """
+    text = storage_path or DEFAULT_STORAGE
+    if "://" in text:
+        raise ValueError(
+            f"--storage-path {text!r}: tauray tune keeps the sweep's folder (Ray Tune's state, "
+            "checkpoints, best_config.yaml, plots) on a file system path, and URIs such as "
+            "s3:// are not supported yet; on several nodes, mount shared storage (NFS, a "
+            "ReadWriteMany volume, an S3 bucket through a FUSE driver) at the same path on "
+            "every Ray pod and pass that path"
+        )
+    storage = Path(text).expanduser()
+    return storage if storage.is_absolute() else (base / storage).resolve()
+
+
 def plan_sweep(
     request: SweepRequest,
     *,
@@ -300,9 +321,7 @@ def plan_sweep(
     if not experiment.strip():
         raise ValueError("--experiment is empty")
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    storage = Path(request.storage_path or DEFAULT_STORAGE).expanduser()
-    if not storage.is_absolute():
-        storage = (base / storage).resolve()
+    storage = local_storage_path(request.storage_path, base)
     if request.trials is not None:
         num_samples = request.trials
     elif request.time_budget_s is not None:
@@ -356,9 +375,7 @@ def find_sweep_dir(
         ValueError: no such folder, or it holds no sweep tauray started.
     """
     base = Path(cwd).resolve() if cwd is not None else Path.cwd()
-    storage = Path(storage_path or DEFAULT_STORAGE).expanduser()
-    if not storage.is_absolute():
-        storage = base / storage
+    storage = local_storage_path(storage_path, base)
     given = Path(target).expanduser()
     candidates = [given if given.is_absolute() else base / given, storage / target]
     for candidate in candidates:
@@ -769,6 +786,57 @@ def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
 
 
 # ---- live progress ---------------------------------------------------------------------------
+
+
+CLOCK_FILE = "tauray_clock.json"
+"""How long Ray Tune has run a sweep, over all its sessions (in the sweep's folder)."""
+
+MIN_RESUMED_BUDGET_S = 1.0
+"""Ray Tune's time budget for a resumed sweep whose budget is already spent: it then stops the
+unfinished trials at once, and they end as stopped by the time budget."""
+
+
+def spent_tune_seconds(sweep_dir: Path) -> float:
+    """Seconds Ray Tune ran the sweep in ``sweep_dir`` in earlier sessions (0 when unknown)."""
+    try:
+        return float(json.loads((sweep_dir / CLOCK_FILE).read_text())["tune_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+class SweepClock(tune.Callback):
+    """Keeps :data:`CLOCK_FILE` up to date while Ray Tune runs (every few seconds, and at the
+    end): a resumed sweep's time budget is what earlier sessions left of it, even when the
+    driver was killed (it then loses at most :attr:`every_s` seconds).
+
+    Args:
+        sweep_dir: the sweep's folder.
+        earlier_s: seconds of earlier sessions (:func:`spent_tune_seconds`).
+        every_s: how often to write the file.
+    """
+
+    def __init__(self, sweep_dir: Path, earlier_s: float = 0.0, every_s: float = 5.0) -> None:
+        self.path = sweep_dir / CLOCK_FILE
+        self.earlier_s = earlier_s
+        self.every_s = every_s
+        self.started = time.monotonic()
+        self._written = -math.inf
+
+    def seconds(self) -> float:
+        """Seconds Ray Tune has run this sweep so far, this session included."""
+        return self.earlier_s + time.monotonic() - self.started
+
+    def save(self) -> None:
+        """Write the total now (atomically: a kill mid-write leaves the previous value)."""
+        self._written = time.monotonic()
+        partial = self.path.with_suffix(".json.tmp")
+        with contextlib.suppress(OSError):
+            partial.write_text(json.dumps({"tune_seconds": round(self.seconds(), 3)}))
+            partial.replace(self.path)
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        if time.monotonic() - self._written >= self.every_s:
+            self.save()
 
 
 class ProgressPrinter(tune.Callback):
@@ -1447,7 +1515,19 @@ def _fit(
     trainable = tune.with_resources(
         tune.with_parameters(tauray_trial, setup=setup), trial_resources(setup, info)
     )
-    callbacks = [ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper()]
+    # A resumed sweep gets what earlier sessions left of its time budget (Ray Tune would
+    # start the whole budget again).
+    spent_s = spent_tune_seconds(plan.sweep_dir) if restore else 0.0
+    budget = request.time_budget_s
+    budget_left = None if budget is None else max(budget - spent_s, MIN_RESUMED_BUDGET_S)
+    if restore and budget is not None:
+        echo(
+            f"time budget: {budget_left:.0f} s left of {budget:g} s "
+            f"({spent_s:.0f} s spent in earlier sessions)"
+        )
+    clock = SweepClock(plan.sweep_dir, spent_s)
+    # New callbacks go last: Ray Tune restores callback states by position.
+    callbacks = [ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper(), clock]
     if restore:
         tuner = tune.Tuner.restore(
             str(plan.sweep_dir),
@@ -1460,6 +1540,7 @@ def _fit(
         # this session's in their place (same types, same order), so Ray Tune restores the
         # ledger's and the MLflow logger's saved state into the objects this driver reads.
         tuner._local_tuner.get_run_config().callbacks = callbacks
+        tuner._local_tuner._tune_config.time_budget_s = budget_left
     else:
         tuner = tune.Tuner(
             trainable,
@@ -1468,7 +1549,7 @@ def _fit(
                 scheduler=scheduler,
                 num_samples=plan.num_samples,
                 max_concurrent_trials=concurrency,
-                time_budget_s=request.time_budget_s,
+                time_budget_s=budget_left,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,
                 # In-trial runs: a finished trial's actor (its rank workers, their imports and
@@ -1489,14 +1570,16 @@ def _fit(
             ),
         )
     fit_started = time.monotonic()
-    with graceful_ctrl_c(_write_stderr) as interruption:
-        tuner.fit()
+    try:
+        with graceful_ctrl_c(_write_stderr) as interruption:
+            tuner.fit()
+    finally:
+        clock.save()
     logger.info("Ray Tune ran for %.1f s", time.monotonic() - fit_started)
-    budget = request.time_budget_s
     if (
         not interruption.requested
-        and budget is not None
-        and time.monotonic() - fit_started >= budget
+        and budget_left is not None
+        and time.monotonic() - fit_started >= budget_left
     ):
         # Ray Tune ends a sweep at its time budget without completion events for the trials
         # still running: they were stopped early, like ASHA's, and keep what they reported.

@@ -22,7 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 K8S = INFRA / "k8s"
 DOCKER = INFRA / "docker"
-CRD_DIR = ROOT.parent / "shared" / "kuberay-crds"
+# The KubeRay CRDs ship in the shared/ folder: beside the repository, or inside a checkout that has
+# one (as CI's copy may).
+CRD_DIR = next(
+    (
+        folder
+        for folder in (ROOT / "shared" / "kuberay-crds", ROOT.parent / "shared" / "kuberay-crds")
+        if folder.is_dir()
+    ),
+    ROOT.parent / "shared" / "kuberay-crds",
+)
 
 # Every kustomization in infra/k8s, by its path below infra/k8s.
 PLATFORMS = ("overlays/local", "overlays/gpu")

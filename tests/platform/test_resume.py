@@ -20,7 +20,8 @@ with 130 after Ray Tune saved its state, say in one line how to resume, and end 
 KILLED tagged ``interrupted`` (no traceback). Before resuming, the test adds what a driver killed
 at the wrong moment leaves behind: a RUNNING child run of a trial Ray Tune never saved. The
 resumed sweep must finish every trial in the same runs, end that run as KILLED / ``lost``, and
-``tauray report`` must not count it.
+``tauray report`` must not count it. The sweep has a time budget (never reached): the resumed
+session must run with what the first one left of it.
 
 **Head restarted** (``slow``; 2 trials of 3 epochs, one at a time): the sweep runs against a
 token-authenticated ``ray start --head`` (``--address``); the driver is SIGKILLed mid-trial,
@@ -61,7 +62,7 @@ from tauray.tracking import (
     SweepRecorder,
     resolve_tracking_target,
 )
-from tauray.tuning import SWEEP_FILE, graceful_ctrl_c
+from tauray.tuning import SWEEP_FILE, graceful_ctrl_c, spent_tune_seconds
 from tauray_trainers.loop import FAULT_INJECTION_ENV
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ EPOCHS = 2
 CTRL_C_EXPERIMENT = "resume-after-ctrl-c"
 CTRL_C_TRIALS = 2
 CTRL_C_EPOCHS = 3
+CTRL_C_BUDGET_S = 3600  # never reached: the resumed session must get 3600 s minus what was spent
 LOST_TRIAL_ID = "0dd0a11f"  # what Ray Tune's trial ids look like: 8 hex digits
 
 HEAD_EXPERIMENT = "resume-after-head-restart"
@@ -316,8 +318,7 @@ def _deliver(signum: int) -> None:
         time.sleep(0.01)
 
 
-def test_ctrl_c_stops_at_once_before_ray_tune_runs_and_the_second_time() -> None:
-    before = signal.getsignal(signal.SIGINT)
+def test_ctrl_c_before_ray_tune_runs_stops_at_once() -> None:
     env_before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     announced: list[str] = []
     with graceful_ctrl_c(announced.append) as state:
@@ -325,40 +326,32 @@ def test_ctrl_c_stops_at_once_before_ray_tune_runs_and_the_second_time() -> None
         with pytest.raises(KeyboardInterrupt):
             _deliver(signal.SIGINT)  # Ray Tune's loop has not started: nothing to save yet
     assert state.requested and announced == []
+    assert os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") == env_before
 
+
+# SIGTERM is how a sweep is stopped from outside: `tauray jobs stop`, a deleted pod, `kill`.
+@pytest.mark.parametrize(
+    ("signum", "name"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")]
+)
+def test_signal_stops_ray_tune_after_a_save_and_a_second_one_at_once(
+    signum: signal.Signals, name: str
+) -> None:
+    before = signal.getsignal(signum)
+    announced: list[str] = []
     stops: list[int] = []
     with graceful_ctrl_c(announced.append) as state:
         # What Ray Tune's loop installs when it starts: SIGUSR1 ends the loop after a save.
         signal.signal(signal.SIGUSR1, lambda signum, frame: stops.append(signum))
-        _deliver(signal.SIGINT)
+        _deliver(signum)
         assert state.requested and stops == [signal.SIGUSR1]
         assert announced == [
-            "Ctrl-C: stopping the sweep after Ray Tune saves its state "
+            f"{name}: stopping the sweep after Ray Tune saves its state "
             "(press Ctrl-C again to stop at once)"
         ]
         with pytest.raises(KeyboardInterrupt):
-            _deliver(signal.SIGINT)
+            _deliver(signum)
         assert stops == [signal.SIGUSR1]
-    assert signal.getsignal(signal.SIGINT) is before
-    assert os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") == env_before
-
-
-def test_sigterm_stops_like_ctrl_c() -> None:
-    """``tauray jobs stop``, a deleted pod or ``kill`` send SIGTERM: the same graceful stop."""
-    before = signal.getsignal(signal.SIGTERM)
-    announced: list[str] = []
-    stops: list[int] = []
-    with graceful_ctrl_c(announced.append) as state:
-        signal.signal(signal.SIGUSR1, lambda signum, frame: stops.append(signum))
-        _deliver(signal.SIGTERM)
-        assert state.requested and stops == [signal.SIGUSR1]
-        assert announced == [
-            "SIGTERM: stopping the sweep after Ray Tune saves its state "
-            "(press Ctrl-C again to stop at once)"
-        ]
-        with pytest.raises(KeyboardInterrupt):
-            _deliver(signal.SIGTERM)
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signum) is before
 
 
 @dataclass(frozen=True)
@@ -375,6 +368,9 @@ class Interrupted:
     client: MlflowClient
     report_exit_code: int
     report: dict
+    session_seconds: float  # wall time of the interrupted `tauray tune`
+    clock_after_interrupt: float  # Ray Tune seconds the sweep's clock file held then
+    clock_after_resume: float
 
 
 @pytest.fixture(scope="module")
@@ -384,24 +380,27 @@ def interrupted(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> In
     ray_tmp = tempfile.mkdtemp(prefix="trc", dir="/tmp")
     argv = _sweep_argv(
         CTRL_C_EXPERIMENT, CTRL_C_TRIALS, CTRL_C_EPOCHS, mlflow_uri, storage,
-        "--num-cpus", "2", "--max-concurrent-trials", "1",
+        "--num-cpus", "2", "--max-concurrent-trials", "1", "--time-budget", str(CTRL_C_BUDGET_S),
     )  # fmt: skip
     log = root / "interrupted-session.log"
     client = MlflowClient(mlflow_uri)
     with log.open("wb") as out:
         # Ray Tune's default save period: Ctrl-C saves anyway.
+        started = time.monotonic()
         process = _start_sweep(argv, root, _local_env(ray_tmp), out)
         try:
             midway = _wait_for(process, client, CTRL_C_EXPERIMENT, _one_done_one_midway)
             if midway:
                 os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
                 exit_code = process.wait(timeout=180)
+                session_seconds = time.monotonic() - started
         finally:
             _kill_tree(process.pid, ray_tmp)
             process.wait(timeout=30)
     output = log.read_text(errors="replace")
     assert midway, output[-3000:]
     sweep_dir = _sweep_dir(storage)
+    clock_after_interrupt = spent_tune_seconds(sweep_dir)
     runs_after_interrupt = _runs(client, CTRL_C_EXPERIMENT)
     (parent,) = _parents(runs_after_interrupt)
 
@@ -445,6 +444,9 @@ def interrupted(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> In
         client=client,
         report_exit_code=report_exit_code,
         report=json.loads(report_file.read_text()) if report_file.is_file() else {},
+        session_seconds=session_seconds,
+        clock_after_interrupt=clock_after_interrupt,
+        clock_after_resume=spent_tune_seconds(sweep_dir),
     )
 
 
@@ -500,6 +502,20 @@ def test_resume_after_ctrl_c_finishes_every_trial_in_the_same_runs(
     after = {run.data.tags[TAG_TRIAL_ID]: run for run in _trial_runs(interrupted.runs)}
     for trial_id, run in before.items():  # no trial got a second run
         assert after[trial_id].info.run_id == run.info.run_id
+
+
+@pytest.mark.ray
+def test_resumed_sweep_gets_what_is_left_of_its_time_budget(interrupted: Interrupted) -> None:
+    spent = interrupted.clock_after_interrupt
+    # The interrupted session's Ray Tune time was recorded (less than its whole wall time,
+    # which includes start-up and the end of the runs) ...
+    assert 0 < spent < interrupted.session_seconds
+    # ... and the resumed session ran with the rest of the budget, and added its own time.
+    assert (
+        f"time budget: {CTRL_C_BUDGET_S - spent:.0f} s left of {CTRL_C_BUDGET_S} s "
+        f"({spent:.0f} s spent in earlier sessions)"
+    ) in interrupted.resume_output
+    assert interrupted.clock_after_resume > spent
 
 
 @pytest.mark.ray

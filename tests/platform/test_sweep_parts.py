@@ -233,6 +233,16 @@ def test_trial_runner_choice(tmp_path: Path) -> None:
         )
 
 
+def test_storage_path_uri_is_refused_not_made_a_local_folder(tmp_path: Path) -> None:
+    request = SweepRequest(space="simclr-temperature", storage_path="s3://bucket/sweeps")
+    # Path("s3://bucket/sweeps") would be the local folder "s3:/bucket/sweeps": refuse instead.
+    with pytest.raises(ValueError, match=r"--storage-path 's3://bucket/sweeps'.*not supported"):
+        plan_sweep(request, cwd=tmp_path, environ={}, check_tracking=False)
+    relative = dataclasses.replace(request, storage_path="results")
+    plan = plan_sweep(relative, cwd=tmp_path, environ={}, check_tracking=False)
+    assert plan.storage_path == tmp_path.resolve() / "results"
+
+
 # ---- trial records and failures ---------------------------------------------------------------
 
 
