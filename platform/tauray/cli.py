@@ -101,9 +101,9 @@ def _train(
         Optional[str],  # noqa: UP045
         typer.Option(
             "--storage-path",
-            metavar="DIR",
-            help="Where checkpoints go (shared storage on multi-node clusters). "
-            "Default: ./tauray_results.",
+            metavar="DIR|URI",
+            help="Where checkpoints go (shared storage on multi-node clusters: a shared volume "
+            "or s3://bucket/prefix). Default: ./tauray_results.",
         ),
     ] = None,
     name: Annotated[
@@ -246,10 +246,12 @@ def _tune(
     storage_path: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            metavar="DIR",
-            help="Ray Tune's state and Ray Train's checkpoints (what --resume continues from). "
-            "On a multi-node cluster, a folder every node and the driver mount (NFS, a shared "
-            "volume), not the head's own disk. Default: ./tauray_results.",
+            metavar="DIR|URI",
+            help="The sweep's folder: Ray Tune's state, the checkpoints, best_config.yaml, the "
+            "plots (what --resume continues from). On a multi-node cluster, a folder every node "
+            "and the driver mount (NFS, a shared volume) or an object store (s3://bucket/prefix, "
+            "credentials and AWS_ENDPOINT_URL from the environment), not the head's own disk. "
+            "Default: ./tauray_results.",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,

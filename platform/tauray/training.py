@@ -270,9 +270,11 @@ def load_run_file(path: str | Path | None) -> tuple[dict[str, Any], dict[str, An
         FileNotFoundError: the file does not exist.
         ValueError: not a mapping, or unknown top-level keys next to ``train_loop_config``.
     """
+    from tauray.storage import location
+
     if path is None:
         return {}, {}
-    path = Path(path).expanduser()
+    path = location(path)  # a local file, or an object store's (a remote sweep's best_config)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:

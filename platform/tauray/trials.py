@@ -370,8 +370,10 @@ class TrialLedger(Callback):
     ) -> None:
         """A checkpoint Ray Tune saved for the trial (an in-trial run reports its checkpoints to
         Ray Tune; a Ray Train run's arrive as ``checkpoint_path`` in its results instead)."""
-        path = getattr(checkpoint, "path", None)
-        if isinstance(path, str) and path:
+        from tauray.storage import checkpoint_uri
+
+        path = checkpoint_uri(checkpoint)  # on an object store: its URI, not a bucket path
+        if path:
             self.record_for(trial).checkpoint_path = path
 
     def on_trial_complete(

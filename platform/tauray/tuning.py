@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from ray import tune
 
+from tauray.storage import StoragePath, local_folder, location, write_text_atomic
 from tauray.trials import (
     INFEASIBLE,
     INFEASIBLE_BATCH_SIZE,
@@ -158,7 +159,8 @@ class SweepPlan:
         target: the MLflow tracking target (absolute URI).
         experiment: MLflow experiment name.
         sweep_name: unique name of this sweep (Ray Tune experiment folder, MLflow parent run).
-        storage_path: absolute folder of Ray Tune / Ray Train results.
+        storage_path: where Ray Tune / Ray Train results go: an absolute local folder or an
+            object store's URI (:class:`~tauray.storage.RemotePath`).
         model_name: registered model name of the champion.
         epochs: epochs per trial (the early-stopping horizon).
         num_samples: trials to run (-1: until the time budget is spent).
@@ -171,7 +173,7 @@ class SweepPlan:
     target: TrackingTarget
     experiment: str
     sweep_name: str
-    storage_path: Path
+    storage_path: StoragePath
     model_name: str
     epochs: int
     num_samples: int
@@ -182,7 +184,7 @@ class SweepPlan:
         return self.objectives[0]
 
     @property
-    def sweep_dir(self) -> Path:
+    def sweep_dir(self) -> StoragePath:
         """Ray Tune's folder for this sweep (trial results, best config, plots)."""
         return self.storage_path / self.sweep_name
 
@@ -225,24 +227,10 @@ def runs_in_trial(request: SweepRequest) -> bool:
     )
 
 
-def local_storage_path(storage_path: str | None, base: Path) -> Path:
-    """The absolute folder of ``--storage-path`` (default ``./tauray_results``) below ``base``.
-
-    Raises:
-        ValueError: a URI (``s3://``, ``gs://``...): a sweep's folder must be a file system
-            path (shared storage is mounted, not addressed by URI; see the message).
-    """
-    text = storage_path or DEFAULT_STORAGE
-    if "://" in text:
-        raise ValueError(
-            f"--storage-path {text!r}: tauray tune keeps the sweep's folder (Ray Tune's state, "
-            "checkpoints, best_config.yaml, plots) on a file system path, and URIs such as "
-            "s3:// are not supported yet; on several nodes, mount shared storage (NFS, a "
-            "ReadWriteMany volume, an S3 bucket through a FUSE driver) at the same path on "
-            "every Ray pod and pass that path"
-        )
-    storage = Path(text).expanduser()
-    return storage if storage.is_absolute() else (base / storage).resolve()
+def storage_location(storage_path: str | None, base: Path) -> StoragePath:
+    """Where sweeps keep their folders: ``--storage-path`` (default ``./tauray_results``) as an
+    absolute local path below ``base``, or an object store's URI (``s3://bucket/prefix``)."""
+    return location(storage_path or DEFAULT_STORAGE, base)
 
 
 def plan_sweep(
@@ -321,7 +309,7 @@ def plan_sweep(
     if not experiment.strip():
         raise ValueError("--experiment is empty")
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    storage = local_storage_path(request.storage_path, base)
+    storage = storage_location(request.storage_path, base)
     if request.trials is not None:
         num_samples = request.trials
     elif request.time_budget_s is not None:
@@ -368,16 +356,16 @@ def save_sweep_request(plan: SweepPlan) -> Path:
 
 def find_sweep_dir(
     target: str, *, storage_path: str | None = None, cwd: str | Path | None = None
-) -> Path:
-    """The folder of the sweep ``--resume`` names: a path, or a sweep name under the storage.
+) -> StoragePath:
+    """The folder of the sweep ``--resume`` names: a path or URI, or a sweep name under the
+    storage path.
 
     Raises:
         ValueError: no such folder, or it holds no sweep tauray started.
     """
     base = Path(cwd).resolve() if cwd is not None else Path.cwd()
-    storage = local_storage_path(storage_path, base)
-    given = Path(target).expanduser()
-    candidates = [given if given.is_absolute() else base / given, storage / target]
+    storage = storage_location(storage_path, base)
+    candidates = [location(target, base), storage / target]
     for candidate in candidates:
         if (candidate / SWEEP_FILE).is_file():
             if not (candidate / _TUNER_STATE).is_file():
@@ -502,8 +490,6 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         ValueError: the sampled values and fixed settings make an invalid trainer config.
         ray.train.TrainingFailedError: training failed (the worker's error is inside).
     """
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     from tauray.tracking import TRACKING_URI_ENV
     from tauray.training import build_trainer, is_out_of_memory
 
@@ -534,7 +520,7 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         cpus_per_worker=setup.cpus_per_worker,
         run_name=tune.get_context().get_trial_id(),
         storage_path=setup.train_storage,
-        callbacks=[TuneReportCallback()],
+        callbacks=[_tune_report_with_uri()],
         max_failures=setup.max_failures,
         worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
     )
@@ -543,7 +529,7 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     # metrics (the ledger and MLflow skip an epoch they already have). Only then: while a Train
     # run reports, Ray Tune forwards each report from another thread of this actor, and a
     # report from here as well can leave the trial waiting forever (seen under load).
-    run_dir = Path(setup.train_storage) / tune.get_context().get_trial_id()
+    run_dir = location(setup.train_storage) / tune.get_context().get_trial_id()
     already_trained = last_checkpoint_epoch(run_dir) >= build_config(train_loop_config).epochs
     try:
         result = trainer.fit()
@@ -555,7 +541,29 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         _report_infeasible(error, train_loop_config, setup)
 
 
-def last_checkpoint_epoch(run_dir: Path) -> int:
+class _CheckpointAt:
+    """What ``TuneReportCallback`` reads of a checkpoint: where it is."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def _tune_report_with_uri() -> Any:
+    """``TuneReportCallback`` that reports a checkpoint on an object store by its URI (Ray's
+    own reports the path inside the bucket, which no other process could open)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from tauray.storage import checkpoint_uri
+
+    class TuneReportWithUri(TuneReportCallback):
+        def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
+            uri = checkpoint_uri(checkpoint) if checkpoint else None
+            super().after_report(run_context, metrics, _CheckpointAt(uri) if uri else None)
+
+    return TuneReportWithUri()
+
+
+def last_checkpoint_epoch(run_dir: StoragePath) -> int:
     """The highest epoch among a Train run's ``checkpoint_epoch_<NNNN>`` folders (0: none)."""
     epochs = [
         int(match.group(1))
@@ -796,7 +804,7 @@ MIN_RESUMED_BUDGET_S = 1.0
 unfinished trials at once, and they end as stopped by the time budget."""
 
 
-def spent_tune_seconds(sweep_dir: Path) -> float:
+def spent_tune_seconds(sweep_dir: StoragePath) -> float:
     """Seconds Ray Tune ran the sweep in ``sweep_dir`` in earlier sessions (0 when unknown)."""
     try:
         return float(json.loads((sweep_dir / CLOCK_FILE).read_text())["tune_seconds"])
@@ -815,7 +823,9 @@ class SweepClock(tune.Callback):
         every_s: how often to write the file.
     """
 
-    def __init__(self, sweep_dir: Path, earlier_s: float = 0.0, every_s: float = 5.0) -> None:
+    def __init__(
+        self, sweep_dir: StoragePath, earlier_s: float = 0.0, every_s: float = 5.0
+    ) -> None:
         self.path = sweep_dir / CLOCK_FILE
         self.earlier_s = earlier_s
         self.every_s = every_s
@@ -829,10 +839,8 @@ class SweepClock(tune.Callback):
     def save(self) -> None:
         """Write the total now (atomically: a kill mid-write leaves the previous value)."""
         self._written = time.monotonic()
-        partial = self.path.with_suffix(".json.tmp")
         with contextlib.suppress(OSError):
-            partial.write_text(json.dumps({"tune_seconds": round(self.seconds(), 3)}))
-            partial.replace(self.path)
+            write_text_atomic(self.path, json.dumps({"tune_seconds": round(self.seconds(), 3)}))
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         if time.monotonic() - self._written >= self.every_s:
@@ -1181,12 +1189,12 @@ class SweepSummary:
     counts: dict[str, int]
     best: TrialRecord | None
     best_config: dict[str, Any] | None
-    best_config_path: Path | None
+    best_config_path: StoragePath | None
     experiment_id: str
     parent_run_id: str
     best_run_id: str | None
     champion: tuple[str, str] | None
-    plots: dict[str, Path] = field(default_factory=dict)
+    plots: dict[str, StoragePath] = field(default_factory=dict)
     skipped_plots: dict[str, str] = field(default_factory=dict)
     tracking_errors: int = 0
     elapsed_s: float = 0.0
@@ -1620,7 +1628,7 @@ def _finish(
     errors_before = mlflow_logger.errors
 
     best_config = best.config if best is not None else None
-    best_config_path: Path | None = None
+    best_config_path: StoragePath | None = None
     champion: tuple[str, str] | None = None
     best_run_id = mlflow_logger.run_ids.get(best.trial_id) if best is not None else None
     metrics: dict[str, float] = {
@@ -1674,23 +1682,26 @@ def _finish(
             except Exception:
                 mlflow_logger.errors += 1
                 logger.exception("MLflow: could not register the champion model")
-    plots = render_sweep_plots(
-        records,
-        objective.metric,
-        objective.mode,
-        outcome.recording.distributions,
-        sweep_dir / "plots",
-        seed=plan.request.seed,
-    )
-    try:
-        recorder.log_metrics(parent_run_id, metrics, step=0)
-        recorder.log_artifacts(parent_run_id, list(plots.paths.values()), "plots")
-    except Exception:
-        mlflow_logger.errors += 1
-        logger.exception("MLflow: could not log the sweep's results")
+    plots_dir = sweep_dir / "plots"
+    with local_folder(plots_dir) as folder:  # on an object store: rendered here, uploaded
+        plots = render_sweep_plots(
+            records,
+            objective.metric,
+            objective.mode,
+            outcome.recording.distributions,
+            folder,
+            seed=plan.request.seed,
+        )
+        try:
+            recorder.log_metrics(parent_run_id, metrics, step=0)
+            recorder.log_artifacts(parent_run_id, list(plots.paths.values()), "plots")
+        except Exception:
+            mlflow_logger.errors += 1
+            logger.exception("MLflow: could not log the sweep's results")
+    plot_paths = {name: plots_dir / path.name for name, path in plots.paths.items()}
     if mlflow_logger.errors > errors_before:
         logger.warning("some MLflow writes failed at the end of the sweep (see above)")
-    return summary(champion=champion, plots=dict(plots.paths), skipped_plots=dict(plots.skipped))
+    return summary(champion=champion, plots=plot_paths, skipped_plots=dict(plots.skipped))
 
 
 # ---- commands ----------------------------------------------------------------------------------

@@ -233,11 +233,15 @@ def test_trial_runner_choice(tmp_path: Path) -> None:
         )
 
 
-def test_storage_path_uri_is_refused_not_made_a_local_folder(tmp_path: Path) -> None:
+def test_storage_path_is_a_local_folder_or_an_object_store_uri(tmp_path: Path) -> None:
+    from tauray.storage import RemotePath
+
     request = SweepRequest(space="simclr-temperature", storage_path="s3://bucket/sweeps")
-    # Path("s3://bucket/sweeps") would be the local folder "s3:/bucket/sweeps": refuse instead.
-    with pytest.raises(ValueError, match=r"--storage-path 's3://bucket/sweeps'.*not supported"):
-        plan_sweep(request, cwd=tmp_path, environ={}, check_tracking=False)
+    # Path("s3://bucket/sweeps") would be the local folder "s3:/bucket/sweeps".
+    plan = plan_sweep(request, cwd=tmp_path, environ={}, check_tracking=False, now=NOW)
+    assert plan.storage_path == RemotePath("s3://bucket/sweeps")
+    assert str(plan.sweep_dir) == f"s3://bucket/sweeps/{plan.sweep_name}"
+    assert plan.sweep_dir.parent == plan.storage_path and plan.sweep_dir.name == plan.sweep_name
     relative = dataclasses.replace(request, storage_path="results")
     plan = plan_sweep(relative, cwd=tmp_path, environ={}, check_tracking=False)
     assert plan.storage_path == tmp_path.resolve() / "results"
