@@ -574,9 +574,19 @@ class SweepRecorder:
         return info.model_uri
 
     def register_champion(self, model_uri: str, name: str) -> ModelVersion:
-        """Register ``model_uri`` as a new version of ``name`` and point ``@champion`` at it."""
+        """Register ``model_uri`` as a new version of ``name`` and point ``@champion`` at it.
+
+        The champion already being ``model_uri`` (a finished sweep resumed again) keeps its
+        version: no second version of the same model.
+        """
         import mlflow
 
+        try:
+            current = self.client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        except Exception:  # no such model, or no champion yet
+            current = None
+        if current is not None and current.source == model_uri:
+            return current
         with tracking_scope(self.target):
             version = mlflow.register_model(model_uri, name)
         self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)

@@ -228,6 +228,9 @@ def test_model_is_logged_registered_and_loads_as_champion(recorder: SweepRecorde
     assert recorder.client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == (
         version.version
     )
+    # The same model again (a finished sweep resumed again): the same version, no new one.
+    assert recorder.register_champion(model_uri, name).version == version.version
+    assert len(recorder.client.search_model_versions(f"name='{name}'")) == 1
     with tracking_scope(recorder.target):
         loaded = mlflow.pytorch.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
     batch = torch.randn(5, 1, 8, 8)  # another batch size than the example: the batch is dynamic
