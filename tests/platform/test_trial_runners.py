@@ -12,7 +12,8 @@ trials one at a time through tauray's own trial driver (``tauray_trial``), with
 - trial 3 finishes.
 
 In-trial, the three trials together must have started exactly two rank workers: one that trial
-1 started and trial 2 reused until the kill, one for trial 2's restart that trial 3 reused.
+1 started and trial 2 reused until the kill, one for trial 2's restart that trial 3 reused. And
+both runners must end every trial with the same numbers (loss, kNN top-1, samples).
 """
 
 from __future__ import annotations
@@ -67,9 +68,16 @@ def _rank_workers_started() -> int:
     return len(list_actors(filters=[("class_name", "=", "RankWorker")], detail=False))
 
 
-@pytest.fixture(scope="module", params=["in-trial", "ray-train"])
-def sweep(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Sweep:
-    runner = request.param
+RUNNERS = ("in-trial", "ray-train")
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Sweep]:
+    """Both runners' sweeps, one after the other, each in a local Ray of its own."""
+    return {runner: _sweep(runner, tmp_path_factory) for runner in RUNNERS}
+
+
+def _sweep(runner: str, tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     root = tmp_path_factory.mktemp(f"runner-{runner}")
     marker = root / "kill" / "killed"
     with pytest.MonkeyPatch.context() as patch:
@@ -114,18 +122,23 @@ def _epochs(result: Any) -> list[int]:
 
 
 @pytest.mark.ray
-def test_every_trial_ends_without_error(sweep: Sweep) -> None:
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_every_trial_ends_without_error(sweeps: dict[str, Sweep], runner: str) -> None:
+    sweep = sweeps[runner]
     assert len(sweep.results) == len(TEMPERATURES)
     assert [result.error for result in sweep.results] == [None, None, None]
 
 
 @pytest.mark.ray
-def test_first_trial_stopped_after_one_epoch(sweep: Sweep) -> None:
-    assert _epochs(sweep.results[0]) == [1]
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_first_trial_stopped_after_one_epoch(sweeps: dict[str, Sweep], runner: str) -> None:
+    assert _epochs(sweeps[runner].results[0]) == [1]
 
 
 @pytest.mark.ray
-def test_killed_rank_recovers_from_its_checkpoint(sweep: Sweep) -> None:
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_killed_rank_recovers_from_its_checkpoint(sweeps: dict[str, Sweep], runner: str) -> None:
+    sweep = sweeps[runner]
     killed = Path(f"{sweep.kill_marker}.rank1")
     assert killed.exists(), "rank 1 was never killed: the test did not test recovery"
     assert int(killed.read_text()) != os.getpid()
@@ -140,8 +153,22 @@ def test_killed_rank_recovers_from_its_checkpoint(sweep: Sweep) -> None:
 
 
 @pytest.mark.ray
-def test_in_trial_rank_workers_carry_over_to_the_next_trial(sweep: Sweep) -> None:
+def test_in_trial_rank_workers_carry_over_to_the_next_trial(sweeps: dict[str, Sweep]) -> None:
     # In-trial: one rank worker for trial 1 that trial 2 reused (a broken stop would have hung
     # trial 2 or replaced its worker), one after the kill that trial 3 reused: two, not three
     # or four. Ray Train trials start none (their workers are Ray Train's).
-    assert sweep.rank_workers_started == (2 if sweep.runner == "in-trial" else 0)
+    assert sweeps["in-trial"].rank_workers_started == 2
+    assert sweeps["ray-train"].rank_workers_started == 0
+
+
+@pytest.mark.ray
+def test_both_runners_train_the_same_numbers(sweeps: dict[str, Sweep]) -> None:
+    # The same seeds, shards and DDP steps on the same two ranks: rank 0 in the trial actor and
+    # a kept rank worker train exactly what a Ray Train worker group trains, the restarted
+    # trial included.
+    keys = ("epoch", "train/temperature", "train/loss", "val/knn_top1", "cost/samples_seen")
+
+    def finals(runner: str) -> list[float]:
+        return [float(result.metrics[key]) for result in sweeps[runner].results for key in keys]
+
+    assert finals("in-trial") == pytest.approx(finals("ray-train"), rel=1e-5)
