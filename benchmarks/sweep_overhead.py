@@ -30,15 +30,16 @@ Phases of one trial (rank 0's loop bounds; the fixed cost is everything but the 
    poll interval, worker group teardown);
 7. trial teardown: ``fit()``'s return until Tune's completion event.
 
-Setups (``--setups``), each in a Ray session of its own: ``fresh`` (a new trial actor per trial,
-a Ray Train worker group per trial: tauray's path for trials with several workers, and for all
-trials before the in-trial runner), ``reuse`` (the same with Ray Tune's ``reuse_actors``: measured
-for comparison only; tauray does not reuse a Ray Train trial's actor, because stopping such a
-trial early leaves its worker group training and the actor cannot be reset), ``in-trial``
-(``reuse_actors`` and trials trained in the trial actor, :mod:`tauray.in_trial`: rank 0 in the
-trial actor, each further rank in a rank worker actor the actor keeps for the next trial; tauray's
-default for CPU trials). Each setup runs each worker count in a Ray session of its own, as a
-sweep's trials all have one shape (Ray Tune hands an actor only to a trial of the same resources).
+Setups (``--setups``), each in a Ray session of its own: ``fresh`` (a new trial actor per trial, a
+Ray Train worker group per trial: ``--trial-runner ray-train``, tauray's path for trials with
+several GPU workers, and for all trials before the in-trial runner), ``reuse`` (the same with Ray
+Tune's ``reuse_actors``: measured for comparison only; tauray does not reuse a Ray Train trial's
+actor, because stopping such a trial early leaves its worker group training and the actor cannot be
+reset), ``in-trial`` (``reuse_actors`` and trials trained in the trial actor,
+:mod:`tauray.in_trial`: rank 0 in the trial actor, each further rank in a rank worker actor the
+actor keeps for the next trial; tauray's default for CPU trials). Each setup runs each worker count
+in a Ray session of its own, as a sweep's trials all have one shape (Ray Tune hands an actor only
+to a trial of the same resources).
 
 Usage::
 
