@@ -93,6 +93,14 @@ class ClusterToken:
         return {"Authorization": f"Bearer {self.value}"}
 
 
+STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"
+"""Read by Ray's job supervisor: seconds between a stop's SIGTERM and its SIGKILL (default 3)."""
+
+STOP_WAIT_S = 60
+"""What a submitted job gets: a sweep stops on SIGTERM after Ray Tune saved its state and the
+MLflow runs are ended, which takes longer than Ray's 3 s."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SubmitRequest:
     """Everything one ``tauray submit`` sends to the cluster.
@@ -119,9 +127,16 @@ class SubmitRequest:
     def runtime_env(self) -> dict[str, Any]:
         """The job's Ray runtime environment: env vars (tracking URI included), pip if asked.
 
-        No ``working_dir``: the job runs the tauray installed on the cluster.
+        No ``working_dir``: the job runs the tauray installed on the cluster. The job's
+        supervisor runs in the same environment, so :data:`STOP_WAIT_ENV` here is how long
+        ``tauray jobs stop`` lets the sweep stop gracefully (unless ``--env`` sets it).
         """
-        env = {"PYTHONUNBUFFERED": "1", **self.env_vars, TRACKING_URI_ENV: self.tracking_uri}
+        env = {
+            "PYTHONUNBUFFERED": "1",
+            STOP_WAIT_ENV: str(STOP_WAIT_S),
+            **self.env_vars,
+            TRACKING_URI_ENV: self.tracking_uri,
+        }
         runtime_env: dict[str, Any] = {"env_vars": env}
         if self.pip:
             runtime_env["pip"] = list(self.pip)

@@ -134,6 +134,7 @@ def test_request_carries_tracking_uri_env_and_no_working_dir() -> None:
     runtime_env = request.runtime_env()
     assert runtime_env["env_vars"] == {
         "PYTHONUNBUFFERED": "1",
+        "RAY_JOB_STOP_WAIT_TIME_S": "60",  # time for a graceful stop (Ray's default: 3 s)
         "SEED": "4",
         "EMPTY": "",
         "MLFLOW_TRACKING_URI": "http://mlflow.team:5000",
@@ -431,6 +432,57 @@ def test_submit_follow_sweep_succeeds_and_logs_to_mlflow(
     assert {run.data.tags["mlflow.parentRunId"] for run in trials} == {parents[0].info.run_id}
     for run in trials:
         assert 0.0 <= run.data.metrics["val/knn_top1"] <= 1.0
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("no_ambient_token")
+def test_stopping_a_sweep_job_stops_the_sweep_gracefully(
+    ray_head: RayHead,
+    mlflow_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``tauray jobs stop``: Ray's supervisor sends SIGTERM; the sweep lets Ray Tune save its
+    state and ends its MLflow runs as interrupted, with the command that resumes it, within the
+    grace ``tauray submit`` gave the job (Ray's default 3 s would SIGKILL it first)."""
+    from mlflow.tracking import MlflowClient
+
+    from tauray.tracking import TAG_KIND, TAG_RESUME_COMMAND, TAG_STATUS
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(ray_head.token_file))
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.url)
+    experiment = f"stop-{secrets.token_hex(4)}"
+    sweep = [
+        "tauray", "tune", "--space", "simclr-temperature", "--experiment", experiment,
+        "--trials", "2", "--scheduler", "none", "--seed", "0",
+        "--storage-path", str(ray_head.temp_dir / "results"),
+        "--set", "epochs=200", "--set", "data.max_train_samples=64",
+        "--set", "data.max_val_samples=32", "--set", "batch_size_per_worker=32",
+    ]  # fmt: skip
+    code, out, err = _cli(capsys, "submit", "--tracking-uri", mlflow_uri, "--", *sweep)
+    assert code == 0, err
+    job_id = out.strip()
+    client = MlflowClient(tracking_uri=mlflow_uri)
+
+    def runs() -> list:
+        found = client.get_experiment_by_name(experiment)
+        return client.search_runs([found.experiment_id]) if found else []
+
+    deadline = time.monotonic() + 240
+    while not any("train/loss" in run.data.metrics for run in runs()):
+        assert time.monotonic() < deadline, "no trial logged an epoch within 240 s"
+        time.sleep(1)
+
+    code, out, err = _cli(capsys, "jobs", "stop", job_id)
+    assert code == 0, err
+    assert out.strip() == f"{job_id} STOPPED"
+    _, logs, _ = _cli(capsys, "jobs", "logs", job_id)
+    assert "SIGTERM: stopping the sweep after Ray Tune saves its state" in logs, logs[-3000:]
+    (parent,) = [run for run in runs() if run.data.tags.get(TAG_KIND) == "sweep"]
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags[TAG_STATUS] == "interrupted"
+    assert parent.data.tags[TAG_RESUME_COMMAND].startswith("tauray tune --resume ")
+    assert all(run.info.status != "RUNNING" for run in runs())
 
 
 # ---- log following over a dropped connection (the SDK's stream replaced by a scripted one) -------
