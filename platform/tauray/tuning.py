@@ -1,11 +1,17 @@
-"""Sweeps: Ray Tune + Optuna over Ray Train trials, every trial and model tracked in MLflow.
+"""Sweeps: Ray Tune + Optuna over DDP trials, every trial and model tracked in MLflow.
 
 A sweep is one ``ray.tune.Tuner``:
 
-- each trial runs :func:`tauray_trial`, a Tune *function trainable* that builds a Ray Train
-  ``TorchTrainer`` for the trial's ``train_loop_config`` (named after the trial id, so a sweep
-  restore resumes the same Train run) and forwards every epoch's report to Tune with
-  ``TuneReportCallback`` (Ray Train V2's supported way to run Train inside Tune);
+- each trial runs :func:`tauray_trial`, a Tune *function trainable*. By default it trains in the
+  trial actor itself, with one kept rank worker per further CPU worker (:mod:`tauray.in_trial`:
+  no process start or import per trial once Ray Tune reuses the actor); with ``--trial-runner
+  ray-train``, and always for several GPU workers, it builds a Ray Train ``TorchTrainer`` for the
+  trial's ``train_loop_config`` (named after the trial id, so a sweep restore resumes the same
+  Train run) and forwards every epoch's report to Tune with ``TuneReportCallback`` (Ray Train
+  V2's supported way to run Train inside Tune);
+- the sweep's folder (Ray Tune's state, checkpoints, the request ``--resume`` reads, the time
+  spent, the best config, the plots) is a local folder or an object store's URI
+  (:mod:`tauray.storage`);
 - the search algorithm is ``OptunaSearch`` over the space's define-by-run function with a seeded
   multivariate, grouped TPE sampler (conditional parameters), the space's baselines
   (``points_to_evaluate``) first;
@@ -471,7 +477,8 @@ THREAD_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
 
 
 def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
-    """Ray Tune function trainable: run one trial as a Ray Train job and forward its reports.
+    """Ray Tune function trainable: train one trial in this actor (:mod:`tauray.in_trial`) or as
+    a Ray Train job whose reports it forwards.
 
     The Train run is named after the trial id (unique in the sweep, stable across a restore, so
     a restored trial resumes its own checkpoints).
