@@ -17,6 +17,10 @@ model the trial ended with, early-stopped trials included) and the trial-epochs 
 trials of the epochs each trained), then the ratios against the grid. Trial-epochs and accuracy
 do not depend on machine load; wall times are printed for information only.
 
+``--taus`` replaces the grid's log-spaced values by given ones: with ``--arms grid`` and seeds no
+arm searched with, it re-trains the τ values the arms recommended, so that each recommendation
+is scored free of the luck of its own seed.
+
 ``--seeds`` repeats the whole comparison per seed: seed ``s`` is the trainer's seed (weights,
 augmentations, batch order) in every trial of every arm and the sampler's seed of (b) and (c),
 so each replicate compares the three arms on the same objective function of τ. The data (the
@@ -127,7 +131,11 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, see
     from tauray.trials import TrialLedger
     from tauray.tuning import TrialSetup, tauray_trial, trial_name, trial_resources
 
-    grid = [float(t) for t in np.geomspace(TAU_LOW, TAU_HIGH, args.grid_points)]
+    grid = (
+        [float(t) for t in args.taus.split(",")]
+        if args.taus
+        else [float(t) for t in np.geomspace(TAU_LOW, TAU_HIGH, args.grid_points)]
+    )
     ledger = TrialLedger(fixed)
     started = time.monotonic()
     with session() as info:
@@ -237,6 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--grid-points", type=int, default=10)
+    parser.add_argument(
+        "--taus",
+        default="",
+        help="comma-separated τ values for the grid arm instead of --grid-points log-spaced "
+        "ones (e.g. the τ each arm recommended, re-trained under held-out --seeds)",
+    )
     parser.add_argument("--trials", type=int, default=9, help="trials of (b) and (c)")
     parser.add_argument(
         "--seeds", default="0", help="comma-separated; each a replicate (trainer + sampler seed)"
