@@ -239,6 +239,18 @@ def no_ambient_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
+@pytest.fixture
+def head_from_env(
+    ray_head: RayHead, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, no_ambient_token: None
+) -> RayHead:
+    """The head, its token and MLflow named only by the environment, as Ray's own tools read
+    them (``RAY_ADDRESS``, ``RAY_AUTH_TOKEN_PATH``, ``MLFLOW_TRACKING_URI``)."""
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(ray_head.token_file))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.url)
+    return ray_head
+
+
 @pytest.mark.ray
 def test_dashboard_enforces_token_auth(ray_head: RayHead, ray_heads: RayHeads) -> None:
     """The cluster really is token-authenticated: raw HTTP without the token gets 401."""
@@ -341,17 +353,8 @@ def test_jobs_list_status_logs_and_a_failed_follow(
 
 
 @pytest.mark.ray
-@pytest.mark.usefixtures("no_ambient_token")
-def test_stop_a_long_running_job(
-    ray_head: RayHead,
-    mlflow_uri: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # The token from RAY_AUTH_TOKEN_PATH, as Ray's own tools read it; MLflow from the env.
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(ray_head.token_file))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-    monkeypatch.setenv("RAY_ADDRESS", ray_head.url)
+@pytest.mark.usefixtures("head_from_env")
+def test_stop_a_long_running_job(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _cli(
         capsys, "submit", "--", "python", "-c", "import time; print('sleeping'); time.sleep(600)"
     )
@@ -435,12 +438,8 @@ def test_submit_follow_sweep_succeeds_and_logs_to_mlflow(
 
 
 @pytest.mark.ray
-@pytest.mark.usefixtures("no_ambient_token")
 def test_stopping_a_sweep_job_stops_the_sweep_gracefully(
-    ray_head: RayHead,
-    mlflow_uri: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    head_from_env: RayHead, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``tauray jobs stop``: Ray's supervisor sends SIGTERM; the sweep lets Ray Tune save its
     state and ends its MLflow runs as interrupted, with the command that resumes it, within the
@@ -449,17 +448,15 @@ def test_stopping_a_sweep_job_stops_the_sweep_gracefully(
 
     from tauray.tracking import TAG_KIND, TAG_RESUME_COMMAND, TAG_STATUS
 
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(ray_head.token_file))
-    monkeypatch.setenv("RAY_ADDRESS", ray_head.url)
     experiment = f"stop-{secrets.token_hex(4)}"
     sweep = [
         "tauray", "tune", "--space", "simclr-temperature", "--experiment", experiment,
         "--trials", "2", "--scheduler", "none", "--seed", "0",
-        "--storage-path", str(ray_head.temp_dir / "results"),
+        "--storage-path", str(head_from_env.temp_dir / "results"),
         "--set", "epochs=200", "--set", "data.max_train_samples=64",
         "--set", "data.max_val_samples=32", "--set", "batch_size_per_worker=32",
     ]  # fmt: skip
-    code, out, err = _cli(capsys, "submit", "--tracking-uri", mlflow_uri, "--", *sweep)
+    code, out, err = _cli(capsys, "submit", "--", *sweep)  # MLflow from the environment
     assert code == 0, err
     job_id = out.strip()
     client = MlflowClient(tracking_uri=mlflow_uri)
