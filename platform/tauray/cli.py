@@ -293,8 +293,8 @@ def _tune(
             metavar="in-trial|ray-train",
             help="Where a trial trains. in-trial (default): in its Ray Tune trial actor, with "
             "one helper actor per further CPU worker, all kept for the next trial (no process "
-            "start or import per trial: 1-worker trials 13-16 s and 2-worker trials "
-            "several seconds faster on 2 cores, benchmarks/README.md). ray-train: a Ray Train "
+            "start or import per trial: 16-20 s less fixed cost per 1- or 2-worker trial on 2 "
+            "cores, benchmarks/README.md). ray-train: a Ray Train "
             "worker group per trial. Several GPU workers always use Ray Train.",
         ),
     ] = "in-trial",

@@ -74,7 +74,33 @@ def _go_on(value: bool) -> bool:
     return bool(flag.item())
 
 
-class InTrialRuntime(LocalRuntime):
+class _TrialRuntime(LocalRuntime):
+    """One rank's surroundings in in-trial training: its device, what each worker reserved (for
+    the cost counters) and the trial's checkpoint to resume from (None: a fresh start)."""
+
+    def __init__(
+        self,
+        device: str,
+        resources: Mapping[str, float],
+        checkpoint: tune.Checkpoint | None,
+    ) -> None:
+        super().__init__(device=device)
+        self._resources = {"CPU": float(resources["CPU"]), "GPU": float(resources["GPU"])}
+        self._checkpoint = checkpoint
+
+    def resources_per_worker(self) -> dict[str, float]:
+        return dict(self._resources)
+
+    @contextlib.contextmanager
+    def restore(self) -> Iterator[Path | None]:
+        if self._checkpoint is None:
+            yield None
+            return
+        with self._checkpoint.as_directory() as directory:
+            yield Path(directory)
+
+
+class InTrialRuntime(_TrialRuntime):
     """The loop's surroundings as rank 0, inside a Ray Tune trial actor.
 
     The device is the trial's GPU when Ray assigned one (Ray sets ``CUDA_VISIBLE_DEVICES`` for
@@ -88,12 +114,8 @@ class InTrialRuntime(LocalRuntime):
     """
 
     def __init__(self, resources: Mapping[str, float]) -> None:
-        gpus = ray.get_gpu_ids()
-        super().__init__(device="cuda:0" if gpus and torch.cuda.is_available() else "cpu")
-        self._resources = {"CPU": float(resources["CPU"]), "GPU": float(resources["GPU"])}
-
-    def resources_per_worker(self) -> dict[str, float]:
-        return dict(self._resources)
+        on_gpu = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
+        super().__init__("cuda:0" if on_gpu else "cpu", resources, tune.get_checkpoint())
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, name: str) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
@@ -106,82 +128,55 @@ class InTrialRuntime(LocalRuntime):
         if self.world_size > 1:
             _go_on(True)
 
-    @contextlib.contextmanager
-    def restore(self) -> Iterator[Path | None]:
-        with _checkpoint_directory(tune.get_checkpoint()) as directory:
-            yield directory
 
-
-class _RankRuntime(LocalRuntime):
+class _RankRuntime(_TrialRuntime):
     """The loop's surroundings on rank > 0, in a :class:`RankWorker`: rank 0 reports."""
-
-    def __init__(self, checkpoint: tune.Checkpoint | None, resources: Mapping[str, float]) -> None:
-        super().__init__(device="cpu")
-        self._checkpoint = checkpoint
-        self._resources = {"CPU": float(resources["CPU"]), "GPU": float(resources["GPU"])}
-
-    def resources_per_worker(self) -> dict[str, float]:
-        return dict(self._resources)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, name: str) -> None:
         if not _go_on(True):
             raise _TrialStopped
 
-    @contextlib.contextmanager
-    def restore(self) -> Iterator[Path | None]:
-        with _checkpoint_directory(self._checkpoint) as directory:
-            yield directory
 
-
-@contextlib.contextmanager
-def _checkpoint_directory(checkpoint: tune.Checkpoint | None) -> Iterator[Path | None]:
-    if checkpoint is None:
-        yield None
-        return
-    with checkpoint.as_directory() as directory:
-        yield Path(directory)
+def _join_process_group(address: str, port: int, rank: int, world_size: int) -> None:
+    """Leave this process's earlier process group, if any, and join rank 0's (gloo)."""
+    _leave_process_group()
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://{address}:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=COLLECTIVE_TIMEOUT,
+    )
 
 
 @ray.remote(max_restarts=0)
 class RankWorker:
     """One rank > 0 of in-trial training, kept by its trial actor from one trial to the next."""
 
-    def ready(self) -> str:
-        """This worker's node address (the call returns once the actor has started)."""
-        return ray.util.get_node_ip_address()
+    def ready(self) -> None:
+        """Returns once the actor has started (and, later, while it still answers)."""
 
     def join(self, address: str, port: int, rank: int, world_size: int) -> None:
         """Join rank 0's gloo process group (leaving this process's earlier one)."""
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        dist.init_process_group(
-            "gloo",
-            init_method=f"tcp://{address}:{port}",
-            rank=rank,
-            world_size=world_size,
-            timeout=COLLECTIVE_TIMEOUT,
-        )
+        _join_process_group(address, port, rank, world_size)
 
     def train(
         self,
         train_loop_config: Mapping[str, Any],
         checkpoint: tune.Checkpoint | None,
         resources: Mapping[str, float],
-    ) -> str:
-        """Train this rank's share of a trial: ``finished``, or ``stopped`` by Ray Tune.
+    ) -> None:
+        """Train this rank's share of a trial, until its last epoch or until Ray Tune stops it.
 
         Raises:
             whatever the loop raises on this rank.
         """
         import tauray_trainers.loop
 
-        try:
+        with contextlib.suppress(_TrialStopped):
             tauray_trainers.loop.run_worker(
-                dict(train_loop_config), _RankRuntime(checkpoint, resources)
+                dict(train_loop_config), _RankRuntime("cpu", resources, checkpoint)
             )
-        except _TrialStopped:
-            return "stopped"
-        return "finished"
 
 
 @dataclass
@@ -229,14 +224,7 @@ class _Gang:
                 worker.join.remote(address, port, rank, world_size)
                 for rank, worker in enumerate(workers, start=1)
             ]
-            _leave_process_group()
-            dist.init_process_group(
-                "gloo",
-                init_method=f"tcp://{address}:{port}",
-                rank=0,
-                world_size=world_size,
-                timeout=COLLECTIVE_TIMEOUT,
-            )
+            _join_process_group(address, port, 0, world_size)
             ray.get(joined, timeout=RANK_START_TIMEOUT_S)
         except Exception as error:
             gang.abort()
@@ -263,32 +251,29 @@ class _Gang:
 
 
 _gang: _Gang | None = None
-"""This trial actor's rank workers, kept for the next trial it trains (``reuse_actors``)."""
-_gang_lock = threading.Lock()
+"""This trial actor's rank workers, kept for the next trial it trains (``reuse_actors``; Ray
+Tune hands the actor a trial only after the previous one's function returned)."""
 
 
 def _gang_for(world_size: int, cpus_per_worker: float) -> _Gang:
     """This actor's ``world_size`` ranks: the kept ones if they still answer, else new ones."""
     global _gang
-    with _gang_lock:
-        kept = _gang
-        if kept is not None and (
-            kept.world_size != world_size
-            or kept.cpus_per_worker != cpus_per_worker
-            or not kept.alive()
-        ):
-            kept.abort()
-            kept = None
-        _gang = kept or _Gang.start(world_size, cpus_per_worker)
-        return _gang
+    if _gang is not None and (
+        _gang.world_size != world_size
+        or _gang.cpus_per_worker != cpus_per_worker
+        or not _gang.alive()
+    ):
+        _drop_gang(_gang)
+    if _gang is None:
+        _gang = _Gang.start(world_size, cpus_per_worker)
+    return _gang
 
 
 def _drop_gang(gang: _Gang) -> None:
     global _gang
     gang.abort()
-    with _gang_lock:
-        if _gang is gang:
-            _gang = None
+    if _gang is gang:
+        _gang = None
 
 
 def _leave_process_group() -> None:

@@ -84,10 +84,10 @@ def _check_resources(workers: int, gpus_per_worker: float, cpus_per_worker: floa
 
 
 def _storage_uri(storage_path: str | Path) -> str:
-    text = str(storage_path)
-    if "://" in text:
-        return text
-    return str(Path(text).expanduser().resolve())
+    """Ray's ``storage_path``: an object store's URI as given, a local path made absolute."""
+    from tauray.storage import location
+
+    return str(location(storage_path))
 
 
 def build_trainer(

@@ -1140,7 +1140,7 @@ def graceful_ctrl_c(announce: Callable[[str], None]) -> Iterator[_Interruption]:
             raise KeyboardInterrupt
         state.requested = True
         announce(
-            f"{_STOP_SIGNALS.get(signum, signal.Signals(signum).name)}: stopping the sweep "
+            f"{_STOP_SIGNALS[signum]}: stopping the sweep "
             "after Ray Tune saves its state (press Ctrl-C again to stop at once)"
         )
         stop_tune(signal.SIGUSR1, frame)

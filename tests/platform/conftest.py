@@ -1,4 +1,5 @@
-"""Fixtures for platform tests: a real ``mlflow server`` and real ``ray start --head`` clusters.
+"""Fixtures for platform tests: a real ``mlflow server``, real ``ray start --head`` clusters and a
+real S3 endpoint.
 
 The MLflow server uses a SQLite backend store and serves artifacts from a temporary folder,
 exactly as a team would run it (only smaller). It is started once per test session, on first
@@ -27,6 +28,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,6 +166,63 @@ _HEAD_PORTS = (
     "metrics-export-port",
     "min-worker-port",
 )
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """A running S3 endpoint and the environment that reaches it (as MinIO's does in a cluster)."""
+
+    env: dict[str, str]
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_DEFAULT_REGION"],
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """A real S3 endpoint (moto's server, no buckets yet) on a free 127.0.0.1 port; stopped at
+    session end by its process group."""
+    log_path = tmp_path_factory.mktemp("s3") / "moto.log"
+    port = _free_port()
+    endpoint = S3Endpoint(
+        env={
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "tauray-test",
+            "AWS_SECRET_ACCESS_KEY": "tauray-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        },
+    )
+    server = Path(sys.executable).with_name("moto_server")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        client = endpoint.client()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.list_buckets()
+                break
+            except Exception:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"S3 server did not start:\n{_log_tail(log_path)}") from None
+                time.sleep(0.5)
+        yield endpoint
+    finally:
+        _stop(process)
 
 
 @dataclass(frozen=True)

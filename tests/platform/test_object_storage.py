@@ -1,11 +1,11 @@
 """A sweep whose storage path is an S3 bucket: ``tauray tune --storage-path s3://...``.
 
-The bucket is served by a real S3 endpoint on loopback (moto's server, started here as a
-subprocess in its own process group and stopped by PID); the sweep finds it the way it finds
-MinIO or AWS in a cluster: through ``AWS_ENDPOINT_URL`` and the AWS credentials in the
-environment, which the local Ray's workers inherit. One tiny sweep (2 trials of 2 epochs, one
-CPU worker each, a real ``mlflow server``) runs per trial runner (in the trial actor, and in a
-Ray Train worker group, which keeps its checkpoints under the sweep's ``train/`` prefix); then:
+The bucket is served by a real S3 endpoint on loopback (moto's server: conftest's ``s3_endpoint``,
+a subprocess in its own process group, stopped by PID); the sweep finds it the way it finds MinIO
+or AWS in a cluster: through ``AWS_ENDPOINT_URL`` and the AWS credentials in the environment, which
+the local Ray's workers inherit. One tiny sweep (2 trials of 2 epochs, one CPU worker each, a real
+``mlflow server``) runs per trial runner (in the trial actor, and in a Ray Train worker group,
+which keeps its checkpoints under the sweep's ``train/`` prefix); then:
 
 - everything of the sweep is in the bucket (Ray Tune's state, the trials' checkpoints, tauray's
   request and clock, ``best_config.yaml``, the plots) and nothing in the working directory;
@@ -18,15 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from mlflow import MlflowClient
@@ -37,66 +32,13 @@ from tauray.tracking import TAG_KIND, TAG_MODEL_URI
 from tauray.training import prepare_run
 from tauray.tuning import SWEEP_FILE, plan_resume
 
+if TYPE_CHECKING:
+    from conftest import S3Endpoint  # tests/platform/conftest.py: the s3_endpoint fixture
+
 BUCKET = "tauray-sweeps"
 STORAGE = f"s3://{BUCKET}/team-a"
 TRIALS = 2
 EPOCHS = 2
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """An S3 endpoint on a free 127.0.0.1 port with one empty bucket: the env that reaches it."""
-    import boto3
-
-    log_path = tmp_path_factory.mktemp("s3") / "moto.log"
-    port = _free_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "tauray-test",
-        "AWS_SECRET_ACCESS_KEY": "tauray-test-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-    }
-    server = Path(sys.executable).with_name("moto_server")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(server), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], **_keys(env))
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"S3 server did not start:\n{log_path.read_text()}"
-                    ) from None
-                time.sleep(0.5)
-        yield env
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-
-
-def _keys(env: dict[str, str]) -> dict[str, str]:
-    return {
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-        "region_name": env["AWS_DEFAULT_REGION"],
-    }
 
 
 @dataclass(frozen=True)
@@ -114,12 +56,10 @@ class Sweep:
 @pytest.fixture(scope="module", params=["in-trial", "ray-train"])
 def sweep(
     request: pytest.FixtureRequest,
-    s3_env: dict[str, str],
+    s3_endpoint: S3Endpoint,
     mlflow_uri: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Sweep]:
-    import boto3
-
     runner = request.param
     experiment = f"s3-storage-{runner}"
     workdir = tmp_path_factory.mktemp(f"s3-sweep-{runner}")
@@ -131,15 +71,17 @@ def sweep(
         "--scheduler", "none", "--set", f"epochs={EPOCHS}", "--set", "batch_size_per_worker=16",
         "--set", "data.max_train_samples=96", "--set", "data.max_val_samples=48",
     ]  # fmt: skip
+    bucket = s3_endpoint.client()
+    if not any(item["Name"] == BUCKET for item in bucket.list_buckets()["Buckets"]):
+        bucket.create_bucket(Bucket=BUCKET)
     stdout = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in {**s3_env, "OMP_NUM_THREADS": "1"}.items():
+        for key, value in {**s3_endpoint.env, "OMP_NUM_THREADS": "1"}.items():
             patch.setenv(key, value)  # the local Ray's workers inherit them
         patch.chdir(workdir)
         with contextlib.redirect_stdout(stdout):
             exit_code = main(argv)
-        client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], **_keys(s3_env))
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        pages = bucket.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
         keys = [
             item["Key"]
             for page in pages
@@ -147,7 +89,9 @@ def sweep(
             if item["Key"].startswith(f"team-a/{experiment}-")
         ]
         client = MlflowClient(mlflow_uri)
-        yield Sweep(runner, experiment, exit_code, stdout.getvalue(), workdir, keys, client, s3_env)
+        yield Sweep(
+            runner, experiment, exit_code, stdout.getvalue(), workdir, keys, client, s3_endpoint.env
+        )
 
 
 def _sweep_prefix(sweep: Sweep) -> str:
