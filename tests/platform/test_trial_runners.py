@@ -146,10 +146,12 @@ def test_killed_rank_recovers_from_its_checkpoint(sweeps: dict[str, Sweep], runn
     # Killed halfway through epoch 2 and restarted from epoch 1's checkpoint: every epoch is
     # reported once (a restart from scratch would report epoch 1 twice), and the cost counters
     # carried in the checkpoint count the samples of all three epochs.
-    assert _epochs(second) == [1, 2, 3]
-    assert _epochs(third) == [1, 2, 3]
+    seen = [(_epochs(result), result.error, result.path) for result in sweep.results]
+    assert _epochs(second) == [1, 2, 3], seen
+    assert _epochs(third) == [1, 2, 3], seen
     samples = EPOCHS * LOOP_CONFIG["data"]["max_train_samples"]
-    assert [result.metrics["cost/samples_seen"] for result in (second, third)] == [samples] * 2
+    counted = [result.metrics["cost/samples_seen"] for result in (second, third)]
+    assert counted == [samples] * 2, seen
 
 
 @pytest.mark.ray
