@@ -128,8 +128,8 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, see
 
     from tauray.cluster import max_concurrent_trials
     from tauray.cluster import ray_session as session
+    from tauray.sweep.trial import TrialSetup, tauray_trial, trial_name, trial_resources
     from tauray.trials import TrialLedger
-    from tauray.tuning import TrialSetup, tauray_trial, trial_name, trial_resources
 
     grid = (
         [float(t) for t in args.taus.split(",")]
@@ -206,7 +206,8 @@ def run_driver(
     name: str, args: argparse.Namespace, space_file: Path, storage: Path, tracking: str, seed: int
 ) -> _Arm:
     """(b) / (c): the real sweep driver, ASHA, ``args.trials`` trials, sampler seed ``seed``."""
-    from tauray.tuning import SweepRequest, plan_sweep, run_sweep
+    from tauray.sweep.driver import run_sweep
+    from tauray.sweep.plan import SweepRequest, plan_sweep
 
     request = SweepRequest(
         space=str(space_file),

@@ -158,7 +158,7 @@ def _bench_trial(config: dict[str, Any], out_dir: str, loop_config: dict[str, An
     from ray import tune
 
     import tauray_trainers.loop
-    from tauray.tuning import TrialSetup, tauray_trial
+    from tauray.sweep.trial import TrialSetup, tauray_trial
 
     started = time.time()
     tag = tune.get_context().get_trial_id()
@@ -292,7 +292,7 @@ def _run_setup(
     from ray import tune
 
     from tauray.cluster import ray_session
-    from tauray.tuning import TrialSetup, trial_resources
+    from tauray.sweep.trial import TrialSetup, trial_resources
 
     reuse_actors, in_trial = SETUPS[setup]
     points = [{**p, "in_trial": in_trial} for p in points]

@@ -311,10 +311,10 @@ def _tune(
     ] = None,
 ) -> int:
     """Search a space with Ray Tune + Optuna: each trial a training run, all of it in MLflow."""
-    from tauray import tuning
+    from tauray import sweep
 
     if resume is not None:
-        return tuning.resume_command(
+        return sweep.resume_command(
             resume,
             tracking_uri=tracking_uri,
             storage_path=storage_path,
@@ -326,8 +326,8 @@ def _tune(
         )
     if space is None:
         raise ValueError("--space is required (or --resume SWEEP_DIR to continue a sweep)")
-    return tuning.sweep_command(
-        tuning.SweepRequest(
+    return sweep.sweep_command(
+        sweep.SweepRequest(
             space=space,
             experiment=experiment,
             trials=trials,
@@ -362,11 +362,11 @@ def _demo(
     ] = False,
 ) -> int:
     """A real sweep of simclr-temperature on the bundled digits, about 5 minutes on 2 cores."""
-    from tauray import tuning
+    from tauray import sweep
 
-    request = tuning.demo_request(tracking_uri=tracking_uri, verbose=verbose or _DEBUG["on"])
-    typer.echo(tuning.DEMO_INTRO)
-    return tuning.sweep_command(request, echo=typer.echo, echo_error=_echo_error)
+    request = sweep.demo_request(tracking_uri=tracking_uri, verbose=verbose or _DEBUG["on"])
+    typer.echo(sweep.DEMO_INTRO)
+    return sweep.sweep_command(request, echo=typer.echo, echo_error=_echo_error)
 
 
 # ---- submit, jobs, report (issue 5) -----------------------------------------------------------

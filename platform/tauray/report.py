@@ -463,7 +463,7 @@ def sweep_objectives(
     Raises:
         ValueError: a malformed objective, or a sweep that names none and has no known method.
     """
-    from tauray.tuning import parse_objective
+    from tauray.sweep.plan import parse_objective
     from tauray_spaces import Objective
 
     if overrides:
@@ -561,8 +561,8 @@ def build_report(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from tauray.sweep.plan import parse_objective
     from tauray.tracking import check_tracking_reachable, resolve_tracking_target
-    from tauray.tuning import parse_objective
 
     if request.top < 1:
         raise ValueError(f"--top must be >= 1, got {request.top}")
@@ -890,7 +890,7 @@ def cost_text(report: SweepReport) -> str | None:
 
 
 def _best_lines(report: SweepReport, files: ReportFiles | None) -> list[str]:
-    from tauray.tuning import changed_settings
+    from tauray.sweep.summary import changed_settings
 
     best = report.best
     objective = report.objective
@@ -1024,7 +1024,7 @@ class ReportFiles:
 
 def _run_request(report: SweepReport) -> Any:
     """The resources of the sweep's trials, as the request :func:`best_config_yaml` reads."""
-    from tauray.tuning import SweepRequest
+    from tauray.sweep.plan import SweepRequest
 
     params = report.sweep.params
 
@@ -1043,7 +1043,7 @@ def _run_request(report: SweepReport) -> Any:
 
 
 def _config_yaml(report: SweepReport, record: TrialRecord, what: str) -> str:
-    from tauray.tuning import best_config_yaml
+    from tauray.sweep.summary import best_config_yaml
 
     values = ", ".join(
         f"{each.metric} = {_number(record.value(each.metric))}" for each in report.objectives

@@ -650,12 +650,17 @@ class MlflowTrialLogger(Callback):
         self.errors = 0
 
     @contextlib.contextmanager
-    def _guard(self, what: str, trial_id: str) -> Iterator[None]:
+    def guarded(self, what: str, trial_id: str | None = None) -> Iterator[None]:
+        """Run an MLflow write; if it fails, log why, count it in :attr:`errors` and go on
+        (a tracking hiccup never costs the sweep its training)."""
         try:
             yield
         except Exception:
             self.errors += 1
-            logger.exception("MLflow: could not %s for trial %s", what, trial_id)
+            if trial_id is None:
+                logger.exception("MLflow: could not %s", what)
+            else:
+                logger.exception("MLflow: could not %s for trial %s", what, trial_id)
 
     def _run_id(self, trial: Trial) -> str:
         run_id = self.run_ids.get(trial.trial_id)
@@ -690,7 +695,7 @@ class MlflowTrialLogger(Callback):
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        with self._guard("create the run", trial.trial_id):
+        with self.guarded("create the run", trial.trial_id):
             self._run_id(trial)
 
     def on_trial_result(
@@ -701,7 +706,7 @@ class MlflowTrialLogger(Callback):
         result: dict[str, Any],
         **info: Any,
     ) -> None:
-        with self._guard("log metrics", trial.trial_id):
+        with self.guarded("log metrics", trial.trial_id):
             run_id = self._run_id(trial)
             if result.get(INFEASIBLE):
                 return  # worst values for the searcher, not measurements
@@ -722,7 +727,7 @@ class MlflowTrialLogger(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         record = self.ledger.record_for(trial)
-        with self._guard("create the run", trial.trial_id):
+        with self.guarded("create the run", trial.trial_id):
             self._run_id(trial)
         if record.infeasible:
             self.fail(record)
@@ -740,7 +745,7 @@ class MlflowTrialLogger(Callback):
         run_id = self.run_ids.get(record.trial_id)
         if run_id is None:
             return
-        with self._guard("finish the run", record.trial_id):
+        with self.guarded("finish the run", record.trial_id):
             if self.log_models and record.status == "completed":
                 self.log_model(record)
             self.recorder.set_tags(run_id, {TAG_STATUS: record.status})
@@ -763,12 +768,12 @@ class MlflowTrialLogger(Callback):
         except Exception as error:
             self.errors += 1
             logger.exception("MLflow: could not log the model of trial %s", record.trial_id)
-            with self._guard("tag the model error", record.trial_id):
+            with self.guarded("tag the model error", record.trial_id):
                 reason = " ".join(str(error).split())[:500]
                 self.recorder.set_tags(run_id, {"tauray.model_error": reason})
             return None
         self.model_uris[record.trial_id] = model_uri
-        with self._guard("tag the model", record.trial_id):
+        with self.guarded("tag the model", record.trial_id):
             self.recorder.set_tags(run_id, {TAG_MODEL_URI: model_uri})
         return model_uri
 
@@ -776,7 +781,7 @@ class MlflowTrialLogger(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         record = self.ledger.record_for(trial)
-        with self._guard("record the failure", trial.trial_id):
+        with self.guarded("record the failure", trial.trial_id):
             self._run_id(trial)
         self.fail(record)
 
@@ -785,7 +790,7 @@ class MlflowTrialLogger(Callback):
         run_id = self.run_ids.get(record.trial_id)
         if run_id is None:
             return
-        with self._guard("record the failure", record.trial_id):
+        with self.guarded("record the failure", record.trial_id):
             reason = record.error or "unknown error"
             tags = {
                 TAG_STATUS: "failed",
@@ -807,12 +812,12 @@ class MlflowTrialLogger(Callback):
             run_id = self.run_ids.get(record.trial_id)
             if run_id is None or record.finished:
                 continue
-            with self._guard("end the interrupted run", record.trial_id):
+            with self.guarded("end the interrupted run", record.trial_id):
                 self.recorder.end_run(run_id, "KILLED")
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """End child runs of trials this sweep does not know (lost by a killed driver)."""
-        with self._guard("end the runs of lost trials", "-"):
+        with self.guarded("end the runs of lost trials", "-"):
             self.lost_run_ids.extend(
                 self.recorder.end_lost_runs(
                     self.parent_run_id, [trial.trial_id for trial in trials]

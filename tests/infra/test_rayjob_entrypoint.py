@@ -103,7 +103,7 @@ def test_the_entrypoint_names_a_builtin_space_and_reported_metrics(sweep: str) -
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_tauray_plans_the_entrypoints_sweep_without_complaint(sweep: str, tmp_path: Path) -> None:
     """tauray's own validation (space, --set, objective, tracking URI), as on the head pod."""
-    from tauray.tuning import SweepRequest, plan_sweep
+    from tauray.sweep.plan import SweepRequest, plan_sweep
 
     platform = sweep.removesuffix("/sweep")
     ray_env = one(render(platform), "ConfigMap", "tauray-ray-env")["data"]

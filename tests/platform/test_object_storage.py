@@ -28,9 +28,9 @@ from mlflow import MlflowClient
 
 from tauray.cli import main
 from tauray.storage import RemotePath
+from tauray.sweep.state import SWEEP_FILE, plan_resume
 from tauray.tracking import TAG_KIND, TAG_MODEL_URI
 from tauray.training import prepare_run
-from tauray.tuning import SWEEP_FILE, plan_resume
 
 if TYPE_CHECKING:
     from conftest import S3Endpoint  # tests/platform/conftest.py: the s3_endpoint fixture

@@ -25,7 +25,7 @@ import yaml
 from PIL import Image
 from ray.tune.experiment import Trial
 
-from tauray import cli, trials, tuning
+from tauray import cli, trials
 from tauray.report import (
     SweepReport,
     SweepRun,
@@ -37,6 +37,8 @@ from tauray.report import (
     text_scatter,
     write_report,
 )
+from tauray.sweep import driver
+from tauray.sweep.plan import SweepRequest, plan_sweep
 from tauray.tracking import (
     TAG_SPACE,
     TAG_STORAGE,
@@ -114,8 +116,8 @@ def write_sweep(
     now: datetime.datetime | None = None,
 ) -> WrittenSweep:
     """Record a finished sweep in MLflow the way ``tauray tune``'s driver does."""
-    plan = tuning.plan_sweep(
-        tuning.SweepRequest(
+    plan = plan_sweep(
+        SweepRequest(
             space="simclr-temperature",
             experiment=experiment,
             tracking_uri=uri,
@@ -128,7 +130,7 @@ def write_sweep(
     recorder = SweepRecorder(plan.target, plan.experiment)
     parent = recorder.start_sweep_run(
         plan.sweep_name,
-        params=tuning._sweep_params(plan),
+        params=driver.sweep_run_params(plan),
         tags={
             TAG_SWEEP: plan.sweep_name,
             TAG_SPACE: plan.space.name,

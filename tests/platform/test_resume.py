@@ -50,6 +50,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from tauray.cli import main
+from tauray.sweep.console import graceful_ctrl_c
+from tauray.sweep.state import SWEEP_FILE, spent_tune_seconds
 from tauray.tracking import (
     STATUS_LOST,
     TAG_KIND,
@@ -62,7 +64,6 @@ from tauray.tracking import (
     SweepRecorder,
     resolve_tracking_target,
 )
-from tauray.tuning import SWEEP_FILE, graceful_ctrl_c, spent_tune_seconds
 from tauray_trainers.loop import FAULT_INJECTION_ENV
 
 if TYPE_CHECKING:

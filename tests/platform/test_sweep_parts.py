@@ -14,8 +14,18 @@ import yaml
 from ray.tune.schedulers import ASHAScheduler, AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from tauray import tuning
 from tauray.plots import render_sweep_plots
+from tauray.sweep import search
+from tauray.sweep.plan import DEFAULT_TRIALS, SweepPlan, SweepRequest, plan_sweep, runs_in_trial
+from tauray.sweep.reaper import OrphanedPlacementGroupReaper
+from tauray.sweep.summary import (
+    SweepSummary,
+    best_config_yaml,
+    changed_settings,
+    format_summary,
+    trial_table,
+)
+from tauray.sweep.trial import TrialSetup, last_checkpoint_epoch, trial_resources
 from tauray.training import load_run_file, prepare_run
 from tauray.trials import (
     TrialLedger,
@@ -26,13 +36,12 @@ from tauray.trials import (
     is_metric,
     resolve_train_loop_config,
 )
-from tauray.tuning import SweepRequest, plan_sweep
 from tauray_trainers.config import build_config
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5)
 
 
-def _plan(tmp_path: Path, **changes) -> tuning.SweepPlan:
+def _plan(tmp_path: Path, **changes) -> SweepPlan:
     request = SweepRequest(space="simclr-temperature", **changes)
     return plan_sweep(request, cwd=tmp_path, environ={}, check_tracking=False, now=NOW)
 
@@ -44,7 +53,7 @@ def test_plan_defaults(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     assert plan.experiment == "tauray-simclr-temperature"
     assert plan.sweep_name == "tauray-simclr-temperature-20260102-030405"
-    assert plan.num_samples == tuning.DEFAULT_TRIALS
+    assert plan.num_samples == DEFAULT_TRIALS
     assert plan.epochs == 6  # the space's fixed setting
     assert plan.objective.metric == "val/knn_top1" and plan.objective.mode == "max"
     assert plan.target.uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
@@ -100,7 +109,7 @@ def test_objectives_override_the_space(tmp_path: Path) -> None:
         ("val/knn_top1", "max"),
         ("cost/cpu_seconds", "min"),
     ]
-    searcher, _, _ = tuning.build_searcher(plan, concurrency=1)
+    searcher, _, _ = search.build_searcher(plan, concurrency=1)
     assert searcher.metric == ["val/knn_top1", "cost/cpu_seconds"]
 
 
@@ -109,7 +118,7 @@ def test_objectives_override_the_space(tmp_path: Path) -> None:
 
 def test_searcher_runs_the_baselines_first_and_records_distributions(tmp_path: Path) -> None:
     plan = _plan(tmp_path, trials=9, seed=3)
-    searcher, recording, description = tuning.build_searcher(plan, concurrency=2)
+    searcher, recording, description = search.build_searcher(plan, concurrency=2)
     assert isinstance(searcher, OptunaSearch)
     assert "multivariate=True, group=True, seed=3, n_startup_trials=3" in description
     assert "constant_liar=True" in description
@@ -127,27 +136,27 @@ def test_searcher_runs_the_baselines_first_and_records_distributions(tmp_path: P
 
 
 def test_sampler_startup_trials_scale_with_the_budget() -> None:
-    assert "n_startup_trials=2," in tuning.sampler_description(4, 1, 0)[1]
-    assert "n_startup_trials=10," in tuning.sampler_description(60, 1, 0)[1]
-    assert "n_startup_trials=10," in tuning.sampler_description(-1, 1, 0)[1]
-    assert "constant_liar=False" in tuning.sampler_description(4, 1, 0)[1]
+    assert "n_startup_trials=2," in search.sampler_description(4, 1, 0)[1]
+    assert "n_startup_trials=10," in search.sampler_description(60, 1, 0)[1]
+    assert "n_startup_trials=10," in search.sampler_description(-1, 1, 0)[1]
+    assert "constant_liar=False" in search.sampler_description(4, 1, 0)[1]
 
 
 def test_schedulers(tmp_path: Path) -> None:
-    asha, text = tuning.build_scheduler(_plan(tmp_path))
+    asha, text = search.build_scheduler(_plan(tmp_path))
     assert isinstance(asha, ASHAScheduler)
     # simclr-temperature warms the learning rate up for 1 epoch: the first rung is epoch 2.
     assert "max_t=6, grace_period=2" in text and "time_attr=epoch" in text
-    long_asha, long_text = tuning.build_scheduler(_plan(tmp_path, overrides=("epochs=20",)))
+    long_asha, long_text = search.build_scheduler(_plan(tmp_path, overrides=("epochs=20",)))
     assert "grace_period=2" in long_text
-    hyperband, hyperband_text = tuning.build_scheduler(_plan(tmp_path, scheduler="hyperband"))
+    hyperband, hyperband_text = search.build_scheduler(_plan(tmp_path, scheduler="hyperband"))
     assert isinstance(hyperband, AsyncHyperBandScheduler)
     assert hyperband_text.startswith("async HyperBand(") and "brackets=2)" in hyperband_text
     assert len(hyperband._brackets) == 2  # first rungs at 2 and 6 epochs (of 6)
     assert len(asha._brackets) == 1
-    none, _ = tuning.build_scheduler(_plan(tmp_path, scheduler="none"))
+    none, _ = search.build_scheduler(_plan(tmp_path, scheduler="none"))
     assert isinstance(none, FIFOScheduler)
-    single_epoch, _ = tuning.build_scheduler(_plan(tmp_path, overrides=("epochs=1",)))
+    single_epoch, _ = search.build_scheduler(_plan(tmp_path, overrides=("epochs=1",)))
     assert isinstance(single_epoch, FIFOScheduler)
     assert isinstance(long_asha, ASHAScheduler)
 
@@ -169,8 +178,8 @@ def test_first_rung_comes_after_every_warmup(
     tmp_path: Path, overrides: tuple[str, ...], grace: int
 ) -> None:
     plan = _plan(tmp_path, overrides=overrides)
-    assert tuning.first_rung(plan) == grace
-    _, text = tuning.build_scheduler(plan)
+    assert search.first_rung(plan) == grace
+    _, text = search.build_scheduler(plan)
     assert f"grace_period={grace}," in text
 
 
@@ -185,47 +194,44 @@ def test_first_rung_counts_a_sampled_warmup_at_the_top_of_its_range(tmp_path: Pa
     plan = plan_sweep(
         SweepRequest(space=str(space)), cwd=tmp_path, environ={}, check_tracking=False, now=NOW
     )
-    assert tuning.longest_warmup(plan) == 3.0
-    assert tuning.first_rung(plan) == 4
+    assert search.longest_warmup(plan) == 3.0
+    assert search.first_rung(plan) == 4
 
 
-def test_trials_in_their_trial_actor_reserve_one_bundle_per_worker(tmp_path: Path) -> None:
+def test_trials_in_their_trial_actor_reserve_one_bundle(tmp_path: Path) -> None:
     from tauray.cluster import DRIVER_RESOURCE, ClusterInfo
 
     local = ClusterInfo(cpus=2, gpus=0, local=True, address=None, driver_resource=True)
     remote = ClusterInfo(cpus=8, gpus=4, local=False, address="auto", driver_resource=False)
-    in_trial = tuning.TrialSetup({}, 1, 0.0, 1.0, str(tmp_path), in_trial=True)
-    # The trial actor trains as rank 0: it reserves a worker's CPU besides the driver's share,
-    # and one more bundle per further rank (its rank worker) ...
-    assert tuning.trial_resources(in_trial, local).bundles == [{"CPU": 1.0, DRIVER_RESOURCE: 1.0}]
-    on_gpu = tuning.TrialSetup({}, 1, 1.0, 2.0, str(tmp_path), in_trial=True)
-    assert tuning.trial_resources(on_gpu, remote).bundles == [
+    in_trial = TrialSetup({}, 1, 0.0, 1.0, str(tmp_path), in_trial=True)
+    # The trial actor trains: it reserves the worker's CPU (or GPU) besides the driver's share ...
+    assert trial_resources(in_trial, local).bundles == [{"CPU": 1.0, DRIVER_RESOURCE: 1.0}]
+    on_gpu = TrialSetup({}, 1, 1.0, 2.0, str(tmp_path), in_trial=True)
+    assert trial_resources(on_gpu, remote).bundles == [
         {"CPU": pytest.approx(2.01), "GPU": 1.0}
     ]
-    two = tuning.TrialSetup({}, 2, 0.0, 1.0, str(tmp_path), in_trial=True)
-    assert tuning.trial_resources(two, local).bundles == [
-        {"CPU": 1.0, DRIVER_RESOURCE: 1.0},
-        {"CPU": 1.0},
-    ]
     # ... while a Ray Train driver only waits on its workers.
-    ray_train = tuning.TrialSetup({}, 2, 0.0, 1.0, str(tmp_path))
-    assert tuning.trial_resources(ray_train, local) == {"CPU": 0.0, DRIVER_RESOURCE: 1.0}
-    assert tuning.trial_resources(ray_train, remote) == {"CPU": 0.01}
+    ray_train = TrialSetup({}, 2, 0.0, 1.0, str(tmp_path))
+    assert trial_resources(ray_train, local) == {"CPU": 0.0, DRIVER_RESOURCE: 1.0}
+    assert trial_resources(ray_train, remote) == {"CPU": 0.01}
+    # Several workers are a DDP job: never trained in the trial actor.
+    with pytest.raises(ValueError, match="in-trial training runs one worker, got 2"):
+        TrialSetup({}, 2, 0.0, 1.0, str(tmp_path), in_trial=True)
 
 
 def test_trial_runner_choice(tmp_path: Path) -> None:
     request = SweepRequest(space="simclr-temperature")
     assert request.trial_runner == "in-trial"
-    assert tuning.runs_in_trial(request)
-    assert tuning.runs_in_trial(dataclasses.replace(request, workers_per_trial=4))
-    assert tuning.runs_in_trial(dataclasses.replace(request, gpus_per_worker=1))
-    # Several GPU workers need Ray Train's NCCL and device set-up.
-    assert not tuning.runs_in_trial(
+    assert runs_in_trial(request)
+    assert runs_in_trial(dataclasses.replace(request, gpus_per_worker=1))
+    # Several workers, on CPUs (gloo) or GPUs (NCCL), are a DDP job: a Ray Train worker group.
+    assert not runs_in_trial(dataclasses.replace(request, workers_per_trial=4))
+    assert not runs_in_trial(
         dataclasses.replace(request, workers_per_trial=2, gpus_per_worker=1)
     )
-    assert not tuning.runs_in_trial(dataclasses.replace(request, trial_runner="ray-train"))
+    assert not runs_in_trial(dataclasses.replace(request, trial_runner="ray-train"))
     with pytest.raises(ValueError, match="--trial-runner 'threads' is not one of: in-trial, ray"):
-        tuning.plan_sweep(
+        plan_sweep(
             dataclasses.replace(request, trial_runner="threads"),
             cwd=tmp_path,
             environ={},
@@ -338,7 +344,7 @@ def test_metric_filter() -> None:
 def test_best_config_file_is_accepted_by_tauray_train(tmp_path: Path) -> None:
     record = _record(2, "learnable", 0.07, 0.5, "completed")
     request = SweepRequest(space="simclr-temperature", workers_per_trial=2)
-    text = tuning.best_config_yaml(record.config, request, "best trial\nsecond line")
+    text = best_config_yaml(record.config, request, "best trial\nsecond line")
     assert text.startswith("# best trial\n# second line\n")
     path = tmp_path / "best.yaml"
     path.write_text(text)
@@ -352,7 +358,7 @@ def test_best_config_file_is_accepted_by_tauray_train(tmp_path: Path) -> None:
 
 def test_changed_settings_keep_only_what_differs_from_defaults() -> None:
     record = _record(3, "fixed", 0.3, 0.5, "completed")
-    changed = tuning.changed_settings(record.config)
+    changed = changed_settings(record.config)
     assert changed == {
         "method": "simclr",
         "epochs": 4,
@@ -370,7 +376,7 @@ def test_summary_text(tmp_path: Path) -> None:
         _record(3, "fixed", 0.02, None, "failed"),
     ]
     records[2].error = "NonFiniteLossError: non-finite loss at step 3"
-    summary = tuning.SweepSummary(
+    summary = SweepSummary(
         plan=plan,
         records=records,
         counts={"running": 0, "completed": 1, "stopped": 1, "failed": 1},
@@ -383,7 +389,7 @@ def test_summary_text(tmp_path: Path) -> None:
         champion=("models:/tauray-simclr-temperature@champion", "2"),
         elapsed_s=125.0,
     )
-    text = tuning.format_summary(summary)
+    text = format_summary(summary)
     assert "finished in 2m05s: 3 trials, 1 completed, 1 stopped early, 1 failed." in text
     assert "trial 3 failed: NonFiniteLossError: non-finite loss at step 3" in text
     assert "Best trial: #1 (t1), val/knn_top1 = 0.4 at epoch 4/4, τ 0.1 (fixed)" in text
@@ -391,7 +397,7 @@ def test_summary_text(tmp_path: Path) -> None:
     assert "models:/tauray-simclr-temperature@champion (version 2)" in text
     assert "mlflow ui --backend-store-uri sqlite:///" in text
     assert "#/experiments/4/runs/parent123" in text
-    table = tuning.trial_table(records, plan.objective)
+    table = trial_table(records, plan.objective)
     header, *rows = table.splitlines()
     assert header.split()[:3] == ["#", "status", "epochs"]
     assert "lr_multiplier" in header
@@ -467,7 +473,7 @@ def test_reaper_frees_placement_groups_of_dead_controllers_only(local_ray) -> No
     orphan = ray.get(controller.reserve.remote())
     own = placement_group([{"probe": 1}])  # created by the driver: never touched
     ray.get(own.ready(), timeout=60)
-    reaper = tuning.OrphanedPlacementGroupReaper()
+    reaper = OrphanedPlacementGroupReaper()
     assert reaper.reap() == 0  # the controller is alive
     ray.kill(controller)
     deadline = time.monotonic() + 30
@@ -484,8 +490,8 @@ def test_reaper_frees_placement_groups_of_dead_controllers_only(local_ray) -> No
 
 
 def test_last_checkpoint_epoch_reads_the_train_runs_folders(tmp_path: Path) -> None:
-    assert tuning.last_checkpoint_epoch(tmp_path / "missing") == 0
-    assert tuning.last_checkpoint_epoch(tmp_path) == 0
+    assert last_checkpoint_epoch(tmp_path / "missing") == 0
+    assert last_checkpoint_epoch(tmp_path) == 0
     for name in ("checkpoint_epoch_0002", "checkpoint_epoch_0010", "checkpoint_epoch_tmp"):
         (tmp_path / name).mkdir()
-    assert tuning.last_checkpoint_epoch(tmp_path) == 10
+    assert last_checkpoint_epoch(tmp_path) == 10

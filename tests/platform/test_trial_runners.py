@@ -27,7 +27,7 @@ import pytest
 from ray import tune
 
 from tauray.cluster import ray_session
-from tauray.tuning import TrialSetup, tauray_trial, trial_resources
+from tauray.sweep.trial import TrialSetup, tauray_trial, trial_resources
 from tauray_trainers.loop import FAULT_INJECTION_ENV
 
 EPOCHS = 3

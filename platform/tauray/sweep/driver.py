@@ -1,0 +1,489 @@
+"""The sweep driver: one ``ray.tune.Tuner`` over the plan, every trial recorded in MLflow.
+
+- each trial runs :func:`~tauray.sweep.trial.tauray_trial`: one worker trains in the Ray Tune
+  trial actor, several workers as a Ray Train worker group;
+- the search algorithm is ``OptunaSearch`` with a seeded multivariate, grouped TPE sampler, the
+  space's baselines first; early stopping is ASHA on the epoch counter by default
+  (:mod:`tauray.sweep.search`);
+- trials never take a CPU for their driver (:mod:`tauray.cluster`), and as many run at once as
+  the cluster's CPUs/GPUs allow;
+- a trial that raises (an error, a non-finite loss, out of memory) is recorded as failed with its
+  reason and the sweep goes on.
+
+Only this driver process writes to MLflow (:mod:`tauray.tracking`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
+
+from tauray.storage import StoragePath, local_folder
+from tauray.sweep.console import (
+    Echo,
+    ProgressPrinter,
+    graceful_ctrl_c,
+    quiet_ray_tune,
+    write_stderr,
+)
+from tauray.sweep.plan import SweepPlan, SweepRequest, runs_in_trial
+from tauray.sweep.reaper import OrphanedPlacementGroupReaper
+from tauray.sweep.search import RecordingSpace, build_scheduler, build_searcher
+from tauray.sweep.state import (
+    MIN_RESUMED_BUDGET_S,
+    SweepClock,
+    restore_tuner,
+    resume_hint,
+    save_sweep_request,
+    spent_tune_seconds,
+)
+from tauray.sweep.summary import SweepSummary, best_config_yaml
+from tauray.sweep.trial import TrialSetup, tauray_trial, trial_name, trial_resources
+from tauray.trials import TrialLedger
+
+if TYPE_CHECKING:
+    from tauray.cluster import ClusterInfo
+    from tauray.tracking import MlflowTrialLogger, SweepRecorder
+
+logger = logging.getLogger(__name__)
+
+
+def sweep_run_params(plan: SweepPlan) -> dict[str, Any]:
+    from tauray.tracking import code_version
+
+    request = plan.request
+    return {
+        "space": plan.space.name,
+        "space_source": plan.space.source or plan.space.name,
+        "method": plan.fixed_config.get("method", plan.space.method),
+        "objective": ",".join(f"{o.metric}:{o.mode}" for o in plan.objectives),
+        "trials": plan.num_samples if plan.num_samples > 0 else "until time budget",
+        "time_budget_s": request.time_budget_s,
+        "epochs": plan.epochs,
+        "workers_per_trial": request.workers_per_trial,
+        "gpus_per_worker": request.gpus_per_worker,
+        "cpus_per_worker": request.cpus_per_worker,
+        "seed": request.seed,
+        "overrides": " ".join(request.overrides) or "none",
+        "storage_path": str(plan.sweep_dir),
+        "code_version": code_version(),
+    }
+
+
+def run_sweep(
+    plan: SweepPlan,
+    *,
+    echo: Echo = print,
+    ledger_factory: Callable[[Mapping[str, Any]], TrialLedger] = TrialLedger,
+    resume: bool = False,
+) -> SweepSummary:
+    """Run a planned sweep to the end and return its summary.
+
+    Starts (and stops) a local Ray unless the request names an address; writes the MLflow
+    parent run, a child run per trial, the models, the plots and the champion.
+
+    With ``resume`` (a plan from :func:`plan_resume`), Ray Tune restores the sweep from its
+    folder (finished trials kept, unfinished ones restarted from their last checkpoint, the
+    Optuna study and the trial ledger restored from the experiment state) and the MLflow parent
+    run that carries the folder's tag continues; trials keep their child runs. At its end, a
+    child run of a trial Ray Tune does not know (a killed driver created it before Tune saved
+    the trial) is ended as lost (:meth:`~tauray.tracking.SweepRecorder.end_lost_runs`).
+
+    Ctrl-C or SIGTERM while Ray Tune runs (:func:`graceful_ctrl_c`) stops the sweep once Tune
+    saved its state: the summary says ``interrupted``, the parent run and the unfinished trials'
+    runs end as KILLED (the parent tagged ``tauray.status = interrupted`` and the resume
+    command), and the parent gets no results yet. A second signal raises ``KeyboardInterrupt``
+    at once.
+
+    Args:
+        plan: from :func:`plan_sweep` (or :func:`plan_resume`).
+        echo: where progress lines go.
+        ledger_factory: builds the trial ledger from the fixed config (tests may wrap it).
+        resume: continue the interrupted sweep in ``plan.sweep_dir``.
+
+    Raises:
+        ValueError: one trial cannot fit the cluster.
+        ConnectionError: the Ray cluster at the requested address cannot be reached.
+        KeyboardInterrupt: a second Ctrl-C, or one before or after Ray Tune's loop (the parent
+            run is ended as KILLED, tagged ``interrupted``).
+    """
+    from tauray.tracking import (
+        TAG_BEST_RUN,
+        TAG_BEST_TRIAL,
+        TAG_RESUME_COMMAND,
+        TAG_RESUMED,
+        TAG_SPACE,
+        TAG_STATUS,
+        TAG_STORAGE,
+        TAG_SWEEP,
+        SweepRecorder,
+        best_params,
+        tracking_scope,
+    )
+
+    request = plan.request
+    started = time.monotonic()
+    with tracking_scope(plan.target):
+        recorder = SweepRecorder(plan.target, plan.experiment)
+        parent_run_id = (
+            recorder.find_sweep_run(str(plan.sweep_dir), plan.sweep_name) if resume else None
+        )
+        if parent_run_id is not None:
+            recorder.reopen_run(parent_run_id)
+            recorder.set_tags(
+                parent_run_id,
+                {TAG_RESUMED: _dt.datetime.now().isoformat(), TAG_STATUS: "running"},
+            )
+            echo(f"resuming sweep {plan.sweep_name} from {plan.sweep_dir}")
+        else:
+            if resume:
+                logger.warning(
+                    "no MLflow run of sweep %s found; recording it in a new one", plan.sweep_name
+                )
+            else:
+                save_sweep_request(plan)
+            parent_run_id = recorder.start_sweep_run(
+                plan.sweep_name,
+                params=sweep_run_params(plan),
+                tags={
+                    TAG_SWEEP: plan.sweep_name,
+                    TAG_SPACE: plan.space.name,
+                    TAG_STORAGE: str(plan.sweep_dir),
+                    TAG_STATUS: "running",
+                },
+            )
+        echo(
+            f"sweep {plan.sweep_name}: space {plan.space.name}, "
+            f"{_budget_text(plan)}, {request.workers_per_trial} worker(s) per trial"
+        )
+        echo(f"MLflow: {plan.target.uri}, experiment {plan.experiment!r}, run {parent_run_id}")
+        interrupted_tags = {TAG_STATUS: "interrupted", TAG_RESUME_COMMAND: resume_hint(plan)}
+        status = "FAILED"
+        try:
+            with quiet_ray_tune(enabled=not request.verbose):
+                with _ray_session(request) as info:
+                    ledger, mlflow_logger, outcome = _fit(
+                        plan, info, recorder, parent_run_id, echo, ledger_factory, restore=resume
+                    )
+                    fitted = time.monotonic()
+                finishing = time.monotonic()
+                logger.info("Ray stopped in %.1f s", finishing - fitted)
+                if mlflow_logger.lost_run_ids:
+                    echo(
+                        f"MLflow: ended {len(mlflow_logger.lost_run_ids)} run(s) of trials lost "
+                        "when an earlier driver stopped before Ray Tune saved them (tagged "
+                        "tauray.status=lost; not trials of this sweep)"
+                    )
+                # Ray Tune returns normally after a Ctrl-C; trials it left running are unfinished.
+                interrupted = outcome.interrupted or ledger.counts()["running"] > 0
+                if interrupted:
+                    mlflow_logger.interrupt(ledger.ordered())
+                summary = _finish(
+                    plan,
+                    recorder,
+                    parent_run_id,
+                    ledger,
+                    mlflow_logger,
+                    outcome,
+                    interrupted=interrupted,
+                )
+                logger.info("results written in %.1f s", time.monotonic() - finishing)
+            summary.elapsed_s = time.monotonic() - started
+            summary.interrupted = interrupted
+            if interrupted:
+                # The parent run gets the sweep's results when the resumed sweep ends (MLflow
+                # params are write-once: a best trial logged now could not change later).
+                recorder.set_tags(parent_run_id, interrupted_tags)
+                status = "KILLED"
+                return summary
+            recorder.set_tags(
+                parent_run_id,
+                {
+                    TAG_BEST_TRIAL: summary.best.trial_id if summary.best else "",
+                    TAG_BEST_RUN: summary.best_run_id or "",
+                    TAG_STATUS: "finished",
+                },
+            )
+            if summary.best is not None:
+                recorder.log_params(parent_run_id, best_params(summary.best))
+            status = "FINISHED"
+            return summary
+        except KeyboardInterrupt:
+            status = "KILLED"
+            with contextlib.suppress(Exception):
+                recorder.set_tags(parent_run_id, interrupted_tags)
+            raise
+        finally:
+            recorder.end_run(parent_run_id, status)  # type: ignore[arg-type]
+
+
+def _ray_session(request: SweepRequest) -> contextlib.AbstractContextManager[ClusterInfo]:
+    """:func:`tauray.cluster.ray_session` for a sweep.
+
+    Without ``--verbose`` the workers' own output (Ray Train's start-up lines, rank 0's epoch
+    lines) stays in Ray's log files: the progress printer shows each trial's epochs.
+
+    A local Ray gets its dashboard: Ray Train's ``PlacementGroupCleaner`` (one per trial) asks
+    the state API, which the dashboard serves, whether its controller is still alive. Without
+    it, every cleaner of a trial that Tune stopped keeps polling (an idle Python process) until
+    Ray shuts down. :class:`OrphanedPlacementGroupReaper` frees the resources either way.
+    """
+    from tauray.cluster import ray_session
+
+    return ray_session(
+        request.address,
+        num_cpus=request.num_cpus,
+        num_gpus=request.num_gpus,
+        include_dashboard=True,
+        log_to_driver=request.verbose,
+    )
+
+
+def _budget_text(plan: SweepPlan) -> str:
+    parts = []
+    if plan.num_samples > 0:
+        parts.append(f"{plan.num_samples} trials")
+    if plan.request.time_budget_s is not None:
+        parts.append(f"time budget {plan.request.time_budget_s:g} s")
+    parts.append(f"{plan.epochs} epochs each")
+    return ", ".join(parts)
+
+
+@dataclass
+class _FitOutcome:
+    recording: RecordingSpace
+    sampler: str
+    scheduler: str
+    concurrency: int
+    interrupted: bool = False  # Ctrl-C: Ray Tune stopped early and saved its state
+
+
+def _fit(
+    plan: SweepPlan,
+    info: ClusterInfo,
+    recorder: SweepRecorder,
+    parent_run_id: str,
+    echo: Echo,
+    ledger_factory: Callable[[Mapping[str, Any]], TrialLedger],
+    *,
+    restore: bool = False,
+) -> tuple[TrialLedger, MlflowTrialLogger, _FitOutcome]:
+    from tauray.cluster import max_concurrent_trials
+    from tauray.tracking import MlflowTrialLogger
+
+    request = plan.request
+    in_trial = runs_in_trial(request)
+    concurrency = max_concurrent_trials(
+        info, request.workers_per_trial, request.gpus_per_worker, request.cpus_per_worker
+    )
+    if request.max_concurrent_trials is not None:
+        concurrency = min(concurrency, request.max_concurrent_trials)
+    if plan.num_samples > 0:
+        concurrency = min(concurrency, plan.num_samples)
+    searcher, recording, sampler_text = build_searcher(plan, concurrency)
+    scheduler, scheduler_text = build_scheduler(plan)
+    run_params = {
+        "sampler": sampler_text,
+        "scheduler": scheduler_text,
+        "max_concurrent_trials": concurrency,
+        "cluster_cpus": info.cpus,
+        "cluster_gpus": info.gpus,
+        "ray_address": info.address or "local",
+        "max_failures": request.max_failures,
+        "trial_runner": "in-trial" if in_trial else "ray-train",
+    }
+    if restore:  # MLflow params are write-once: the first session's values stay
+        try:
+            recorder.log_params(parent_run_id, run_params)
+        except Exception:
+            logger.info("resumed sweep: the parent run keeps its first session's params")
+    else:
+        recorder.log_params(parent_run_id, run_params)
+    echo(
+        f"Ray: {info.cpus:g} CPUs, {info.gpus:g} GPUs ({'local' if info.local else info.address}); "
+        f"up to {concurrency} trial(s) at once; {scheduler_text}"
+    )
+    ledger = ledger_factory(plan.fixed_config)
+    mlflow_logger = MlflowTrialLogger(
+        recorder, ledger, parent_run_id, plan.space.name, log_models=request.log_models
+    )
+    progress = ProgressPrinter(ledger, plan.objective, echo)
+    setup = TrialSetup(
+        fixed_config=plan.fixed_config,
+        workers=request.workers_per_trial,
+        gpus_per_worker=request.gpus_per_worker,
+        cpus_per_worker=request.cpus_per_worker,
+        train_storage=str(plan.sweep_dir / "train"),
+        tracking_uri=plan.target.uri,
+        max_failures=request.max_failures,
+        objectives=tuple((o.metric, o.mode) for o in plan.objectives),
+        in_trial=in_trial,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(tauray_trial, setup=setup), trial_resources(setup, info)
+    )
+    # A resumed sweep gets what earlier sessions left of its time budget (Ray Tune would
+    # start the whole budget again).
+    spent_s = spent_tune_seconds(plan.sweep_dir) if restore else 0.0
+    budget = request.time_budget_s
+    budget_left = None if budget is None else max(budget - spent_s, MIN_RESUMED_BUDGET_S)
+    if restore and budget is not None:
+        echo(
+            f"time budget: {budget_left:.0f} s left of {budget:g} s "
+            f"({spent_s:.0f} s spent in earlier sessions)"
+        )
+    clock = SweepClock(plan.sweep_dir, spent_s)
+    # New callbacks go last: Ray Tune restores callback states by position.
+    callbacks = [ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper(), clock]
+    if restore:
+        tuner = restore_tuner(plan.sweep_dir, trainable, callbacks, time_budget_s=budget_left)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=plan.num_samples,
+                max_concurrent_trials=concurrency,
+                time_budget_s=budget_left,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
+                # In-trial runs: a finished trial's actor (its imports, its CUDA context) takes
+                # the next trial. Not for Ray Train runs: stopping such a trial early does not
+                # stop its worker group, so its actor cannot be reset and must be ended.
+                reuse_actors=in_trial,
+            ),
+            run_config=tune.RunConfig(
+                name=plan.sweep_name,
+                storage_path=str(plan.storage_path),
+                callbacks=callbacks,
+                # Ray Train restarts a worker group itself; an in-trial run has only Ray Tune.
+                failure_config=tune.FailureConfig(
+                    max_failures=request.max_failures if in_trial else 0, fail_fast=False
+                ),
+                verbose=0,
+            ),
+        )
+    fit_started = time.monotonic()
+    try:
+        with graceful_ctrl_c(write_stderr) as interruption:
+            tuner.fit()
+    finally:
+        clock.save()
+    logger.info("Ray Tune ran for %.1f s", time.monotonic() - fit_started)
+    if (
+        not interruption.requested
+        and budget_left is not None
+        and time.monotonic() - fit_started >= budget_left
+    ):
+        # Ray Tune ends a sweep at its time budget without completion events for the trials
+        # still running: they were stopped early, like ASHA's, and keep what they reported.
+        for record in ledger.stop_unfinished():
+            progress.line(
+                f"trial {record.index:3d} stopped by the time budget at epoch {record.epoch}"
+            )
+            mlflow_logger.finish(record)
+    outcome = _FitOutcome(
+        recording, sampler_text, scheduler_text, concurrency, interrupted=interruption.requested
+    )
+    return ledger, mlflow_logger, outcome
+
+
+def _finish(
+    plan: SweepPlan,
+    recorder: SweepRecorder,
+    parent_run_id: str,
+    ledger: TrialLedger,
+    mlflow_logger: MlflowTrialLogger,
+    outcome: _FitOutcome,
+    *,
+    interrupted: bool = False,
+) -> SweepSummary:
+    """The sweep's results: best config file, champion, plots, and the parent run's metrics.
+
+    An interrupted sweep only writes its best configuration so far (a local file): the parent
+    run gets metrics, plots and the champion when the resumed sweep ends.
+    """
+    from tauray.plots import render_sweep_plots
+
+    objective = plan.objective
+    records = ledger.ordered()
+    counts = ledger.counts()
+    best = ledger.best(objective.metric, objective.mode)
+    sweep_dir = plan.sweep_dir
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    errors_before = mlflow_logger.errors
+
+    best_config = best.config if best is not None else None
+    best_config_path: StoragePath | None = None
+    champion: tuple[str, str] | None = None
+    best_run_id = mlflow_logger.run_ids.get(best.trial_id) if best is not None else None
+    metrics: dict[str, float] = {
+        "trials/completed": counts["completed"],
+        "trials/stopped_early": counts["stopped"],
+        "trials/failed": counts["failed"],
+    }
+    if best is not None and best_config is not None:
+        header = (
+            f"Best trial{' so far' if interrupted else ''} of sweep {plan.sweep_name} "
+            f"(trial {best.index}, {best.trial_id}): "
+            f"{objective.metric} = {best.value(objective.metric):.6g}\n"
+            "Train it: tauray train --config best_config.yaml"
+        )
+        text = best_config_yaml(best_config, plan.request, header)
+        best_config_path = sweep_dir / "best_config.yaml"
+        best_config_path.write_text(text)
+        metrics[f"best/{objective.metric}"] = best.value(objective.metric) or float("nan")
+
+    def summary(**more: Any) -> SweepSummary:
+        return SweepSummary(
+            plan=plan,
+            records=records,
+            counts=counts,
+            best=best,
+            best_config=best_config,
+            best_config_path=best_config_path,
+            experiment_id=recorder.experiment_id,
+            parent_run_id=parent_run_id,
+            best_run_id=best_run_id,
+            tracking_errors=mlflow_logger.errors,
+            sampler=outcome.sampler,
+            scheduler=outcome.scheduler,
+            concurrency=outcome.concurrency,
+            **more,
+        )
+
+    if interrupted:
+        return summary(champion=None)
+    if best is not None and best_config is not None:
+        with mlflow_logger.guarded("log best_config.yaml"):
+            recorder.log_text(parent_run_id, text, "best_config.yaml")
+        model_uri = mlflow_logger.log_model(best) if plan.request.log_models else None
+        if model_uri is not None:
+            with mlflow_logger.guarded("register the champion model"):
+                version = recorder.register_champion(model_uri, plan.model_name)
+                champion = (f"models:/{plan.model_name}@champion", str(version.version))
+    plots_dir = sweep_dir / "plots"
+    with local_folder(plots_dir) as folder:  # on an object store: rendered here, uploaded
+        plots = render_sweep_plots(
+            records,
+            objective.metric,
+            objective.mode,
+            outcome.recording.distributions,
+            folder,
+            seed=plan.request.seed,
+        )
+        with mlflow_logger.guarded("log the sweep's results"):
+            recorder.log_metrics(parent_run_id, metrics, step=0)
+            recorder.log_artifacts(parent_run_id, list(plots.paths.values()), "plots")
+    plot_paths = {name: plots_dir / path.name for name, path in plots.paths.items()}
+    if mlflow_logger.errors > errors_before:
+        logger.warning("some MLflow writes failed at the end of the sweep (see above)")
+    return summary(champion=champion, plots=plot_paths, skipped_plots=dict(plots.skipped))
