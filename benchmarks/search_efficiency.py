@@ -5,12 +5,13 @@ every other setting fixed (the same ``train_loop_config`` and the same trainer s
 trial), on one local Ray shared by the three arms, one CPU worker per trial:
 
 (a) grid: ``--grid-points`` τ values log-spaced over [0.02, 1], each trained for all its epochs
-    (Ray Tune ``grid_search`` running tauray's own trial driver, :func:`tauray.tuning.tauray_trial`,
+    (Ray Tune ``grid_search`` running tauray's own trial driver, :func:`tauray.sweep.tauray_trial`,
     no early stopping);
-(b) tauray: the real sweep driver (:func:`tauray.tuning.plan_sweep` + :func:`run_sweep`): Optuna
+(b) tauray: the real sweep driver (:func:`tauray.sweep.plan_sweep` + :func:`run_sweep`): Optuna
     TPE (tauray's sampler settings) and ASHA (tauray's scheduler settings), ``--trials`` trials;
-(c) random: the same driver, trial budget, seed and ASHA, with Optuna's ``RandomSampler`` in
-    place of TPE (the only difference from (b)).
+(c) random: the same driver, trial budget, seed and ASHA, with ``sampler="random"`` (Optuna's
+    ``RandomSampler``; ``tauray tune --sampler random``) in place of TPE (the only difference
+    from (b)).
 
 For each arm it prints the best final ``val/knn_top1`` of a finished trial (the value of the
 model the trial ended with, early-stopped trials included) and the trial-epochs spent (sum over
@@ -34,14 +35,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import yaml
@@ -190,18 +189,6 @@ def _print_rank_agreement(records: Sequence[Any], epochs: int, seed: int) -> Non
     print(f"seed {seed}, grid: rank agreement with the final kNN by epoch  " + ", ".join(cells))
 
 
-@contextlib.contextmanager
-def _random_sampler() -> Iterator[None]:
-    """Swap tauray's TPE sampler for Optuna's RandomSampler (same seed) inside the driver."""
-    import optuna
-
-    def random_description(num_samples: int, concurrency: int, seed: int) -> tuple[Any, str]:
-        return optuna.samplers.RandomSampler(seed=seed), f"RandomSampler(seed={seed})"
-
-    with mock.patch("tauray.tuning.sampler_description", random_description):
-        yield
-
-
 def run_driver(
     name: str, args: argparse.Namespace, space_file: Path, storage: Path, tracking: str, seed: int
 ) -> _Arm:
@@ -220,12 +207,11 @@ def run_driver(
         seed=seed,
         num_cpus=args.cpus,
         log_models=False,
+        sampler="random" if name == "random" else "tpe",
     )
     plan = plan_sweep(request)
     started = time.monotonic()
-    context = _random_sampler() if name == "random" else contextlib.nullcontext()
-    with context:
-        summary = run_sweep(plan, echo=lambda line: print(f"  [{name}] {line}", flush=True))
+    summary = run_sweep(plan, echo=lambda line: print(f"  [{name}] {line}", flush=True))
     print(f"  [{name}] sampler: {summary.sampler}; scheduler: {summary.scheduler}", flush=True)
     return _Arm(name, _rows(summary.records), time.monotonic() - started)
 

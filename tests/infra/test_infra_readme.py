@@ -157,7 +157,7 @@ def test_the_images_the_readme_builds_are_the_ones_the_overlays_deploy() -> None
         assert (ROOT / after(words, "-f")).is_file(), words
         assert words[-1] == ".", "build from the repository root (the .dockerignore is there)"
     cpu_builds = [w for w in builds if "VARIANT=cpu" in w]
-    assert cpu_builds and all(after(w, "-t").endswith(":0.1.0-cpu") for w in cpu_builds)
+    assert cpu_builds and all(after(w, "-t").endswith(":0.2.0-cpu") for w in cpu_builds)
     deployed = set()
     for platform in PLATFORMS:
         for doc in render(platform) + render(SWEEP_OF[platform]):

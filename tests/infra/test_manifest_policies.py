@@ -142,7 +142,7 @@ def test_every_image_is_pinned(kustomization: str) -> None:
 
 def test_the_image_check_catches_latest_and_untagged_images() -> None:
     assert split_image("registry:5000/team/tauray") == ("registry:5000/team/tauray", None, None)
-    assert split_image("tauray:0.1.0-gpu@sha256:ab")[1:] == ("0.1.0-gpu", "sha256:ab")
+    assert split_image("tauray:0.2.0-gpu@sha256:ab")[1:] == ("0.2.0-gpu", "sha256:ab")
     doc = one(render("overlays/local"), "StatefulSet", "tauray-minio")
     doc["spec"]["template"]["spec"]["containers"][0]["image"] = "minio/minio:latest"
     doc["spec"]["template"]["spec"]["containers"].append({"name": "x", "image": "busybox"})
@@ -156,14 +156,14 @@ def test_overlays_name_the_images_they_deploy(platform: str) -> None:
     for doc in render(platform) + render(SWEEP_OF[platform]):
         for location, container in containers(doc):
             image = container.get("image")
-            assert image not in ("tauray:0.1.0", "tauray-mlflow:3.17.2") or platform.endswith(
+            assert image not in ("tauray:0.2.0", "tauray-mlflow:3.17.2") or platform.endswith(
                 "local"
             ), f"{location} keeps the base placeholder {image}"
             if doc["kind"] in ("RayCluster", "RayJob") and image:
                 ray_images.add(image)
     assert len(ray_images) == 1, ray_images
     variant = "cpu" if platform.endswith("local") else "gpu"
-    assert ray_images.pop().endswith(f":0.1.0-{variant}")
+    assert ray_images.pop().endswith(f":0.2.0-{variant}")
 
 
 # ---- resources --------------------------------------------------------------------------------

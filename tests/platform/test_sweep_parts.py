@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import re
 import time
 from pathlib import Path
 
@@ -495,3 +497,77 @@ def test_last_checkpoint_epoch_reads_the_train_runs_folders(tmp_path: Path) -> N
     for name in ("checkpoint_epoch_0002", "checkpoint_epoch_0010", "checkpoint_epoch_tmp"):
         (tmp_path / name).mkdir()
     assert last_checkpoint_epoch(tmp_path) == 10
+
+
+# ---- the tauray version a sweep folder was written by ---------------------------------------
+
+
+def test_saved_request_carries_the_tauray_version(tmp_path: Path) -> None:
+    from tauray import __version__
+    from tauray.sweep.state import SWEEP_FILE, VERSION_KEY, save_sweep_request
+
+    plan = _plan(tmp_path, storage_path=str(tmp_path / "results"))
+    document = json.loads(save_sweep_request(plan).read_text())
+    assert document[VERSION_KEY] == __version__
+    assert (plan.sweep_dir / SWEEP_FILE).is_file()
+
+
+def test_folder_version_rule() -> None:
+    from tauray.sweep.state import check_folder_version
+
+    folder = Path("/sweeps/s")
+    check_folder_version("0.2.0", folder, running="0.2.0")
+    check_folder_version("0.2.3+g1a2b3c.dirty", folder, running="0.2.0")  # a patch release
+    with pytest.raises(ValueError, match=r"started by tauray 0\.1\.0, and this is tauray 0\.2\.0"):
+        check_folder_version("0.1.0", folder, running="0.2.0")
+    with pytest.raises(ValueError, match=r"before 0\.2 \(no version recorded\).*tauray 0\.2\.1"):
+        check_folder_version(None, folder, running="0.2.1")
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"request": {"space": "simclr-temperature"}}, "before 0.2 (no version recorded)"),
+        ({"request": {"space": "x"}, "tauray_version": "9.9.0"}, "started by tauray 9.9.0"),
+        ({}, "is damaged: it holds no saved request"),
+        ([1, 2], "is damaged: it holds no saved request"),
+        ({"request": {}, "tauray_version": None}, "no version recorded"),
+        ("not json", "cannot read"),
+    ],
+)
+def test_resume_refuses_other_releases_and_damaged_folders(
+    tmp_path: Path, document: object, problem: str
+) -> None:
+    from tauray.sweep.state import SWEEP_FILE, TUNER_STATE, plan_resume
+
+    folder = tmp_path / "tauray_results" / "old-sweep"
+    folder.mkdir(parents=True)
+    text = document if isinstance(document, str) else json.dumps(document)
+    (folder / SWEEP_FILE).write_text(text)
+    (folder / TUNER_STATE).write_bytes(b"not a pickle")  # never read: refused before
+    with pytest.raises(ValueError, match=re.escape(problem)) as caught:
+        plan_resume(str(folder), cwd=tmp_path, environ={}, check_tracking=False)
+    assert "\n" not in str(caught.value)
+
+
+def test_resume_of_a_current_folder_with_a_damaged_request(tmp_path: Path) -> None:
+    from tauray import __version__
+    from tauray.sweep.state import SWEEP_FILE, TUNER_STATE, plan_resume
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / SWEEP_FILE).write_text(json.dumps({"request": {}, "tauray_version": __version__}))
+    (folder / TUNER_STATE).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is damaged: .*space"):
+        plan_resume(str(folder), cwd=tmp_path, environ={}, check_tracking=False)
+
+
+def test_random_sampler_is_a_request_option(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, sampler="random", trials=4)
+    searcher, _, description = search.build_searcher(plan, concurrency=2)
+    assert description == "RandomSampler(seed=0)"
+    assert isinstance(searcher, OptunaSearch)
+    sampler, _ = search.sampler_description(4, 2, 5, "random")
+    assert isinstance(sampler, optuna.samplers.RandomSampler)
+    with pytest.raises(ValueError, match="--sampler 'grid' is not one of: tpe, random"):
+        _plan(tmp_path, sampler="grid")

@@ -1,7 +1,8 @@
 """``tauray tune`` end to end: a real local Ray, real two-rank DDP trials, a real MLflow server.
 
-One sweep runs once for the module (3 trials of simclr-temperature, 2 CPU workers each so
-negatives are gathered across ranks, 2 tiny epochs). The first trial is made to fail halfway
+One sweep runs once for the module (3 trials of simclr-temperature, 2 CPU workers each, so every
+trial is a Ray Train worker group whose ranks gather negatives across the gloo group; 2 tiny
+epochs). The first trial is made to fail halfway
 through its first epoch with the trainer's fault-injection hook (``TAURAY_INJECT_FAILURE``), so
 the sweep has to record a failure and go on. Everything is then checked through
 ``MlflowClient``: the parent run, a child run per trial with its parameters and per-epoch
@@ -157,8 +158,8 @@ def test_parent_run_describes_the_sweep(sweep: SweepRun) -> None:
     assert params["scheduler"].startswith("ASHA(time_attr=epoch, max_t=2")
     assert params["code_version"].startswith(__version__)
     assert params["cluster_cpus"] == "2.0"
-    # Two CPU workers per trial: rank 0 in the trial actor, rank 1 in a rank worker.
-    assert params["trial_runner"] == "in-trial"
+    # Two workers per trial are a DDP job: a Ray Train worker group (gloo on CPUs).
+    assert params["trial_runner"] == "ray-train"
     metrics = parent.data.metrics
     assert metrics["trials/failed"] == 1
     assert metrics["trials/completed"] + metrics["trials/stopped_early"] == TRIALS - 1

@@ -4,4 +4,4 @@ Usable as a plain library: nothing here imports Ray Tune, Optuna or MLflow, and 
 ``loop.py`` imports ``ray.train``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

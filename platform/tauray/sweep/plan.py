@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from tauray_spaces import Objective, SearchSpace
 
 SCHEDULERS = ("asha", "hyperband", "none")
+SAMPLERS = ("tpe", "random")
+"""The samplers a sweep can use (``--sampler``): Optuna's TPE, or its random sampler."""
 DEFAULT_TRIALS = 10
 DEFAULT_STORAGE = "tauray_results"
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -68,6 +70,8 @@ class SweepRequest:
             no process to start and nothing to import per trial); ``ray-train``: a Ray Train
             worker group for every trial. Trials with several workers are DDP jobs and always
             run as Ray Train worker groups.
+        sampler: ``tpe`` (default: multivariate, grouped TPE) or ``random`` (Optuna's
+            ``RandomSampler``, a baseline).
     """
 
     space: str
@@ -92,6 +96,7 @@ class SweepRequest:
     verbose: bool = False
     max_failures: int = 0
     trial_runner: str = "in-trial"
+    sampler: str = "tpe"
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,8 @@ def plan_sweep(
         raise ValueError(
             f"--scheduler {request.scheduler!r} is not one of: {', '.join(SCHEDULERS)}"
         )
+    if request.sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {request.sampler!r} is not one of: {', '.join(SAMPLERS)}")
     if request.trials is not None and request.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {request.trials}")
     if request.time_budget_s is not None and not request.time_budget_s > 0:

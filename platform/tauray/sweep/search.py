@@ -7,7 +7,7 @@ import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from tauray.sweep.plan import SweepPlan
+from tauray.sweep.plan import SAMPLERS, SweepPlan
 from tauray_trainers import metrics as names
 from tauray_trainers.config import build_config
 
@@ -37,16 +37,26 @@ class RecordingSpace:
         return constants
 
 
-def sampler_description(num_samples: int, concurrency: int, seed: int) -> tuple[Any, str]:
-    """The TPE sampler for a sweep and a one-line description of it (for MLflow).
+def sampler_description(
+    num_samples: int, concurrency: int, seed: int, kind: str = "tpe"
+) -> tuple[Any, str]:
+    """The sampler for a sweep and a one-line description of it (for MLflow).
 
-    Multivariate + grouped TPE models the conditional parameters jointly (Optuna's advice for
-    define-by-run spaces). Startup trials are random: Optuna's default is 10, which would make a
-    small sweep purely random, so a third of the budget is used, between 2 and 10. With
-    concurrent trials the constant liar keeps TPE from proposing the same point twice.
+    ``tpe``: multivariate + grouped TPE models the conditional parameters jointly (Optuna's
+    advice for define-by-run spaces). Startup trials are random: Optuna's default is 10, which
+    would make a small sweep purely random, so a third of the budget is used, between 2 and 10.
+    With concurrent trials the constant liar keeps TPE from proposing the same point twice.
+    ``random``: Optuna's ``RandomSampler``, the baseline a model-based search has to beat.
+
+    Raises:
+        ValueError: ``kind`` is not one of :data:`SAMPLERS`.
     """
     import optuna
 
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed), f"RandomSampler(seed={seed})"
+    if kind != "tpe":
+        raise ValueError(f"--sampler {kind!r} is not one of: {', '.join(SAMPLERS)}")
     startup = 10 if num_samples < 0 else max(2, min(10, num_samples // 3))
     liar = concurrency > 1
     with warnings.catch_warnings():
@@ -70,7 +80,9 @@ def build_searcher(plan: SweepPlan, concurrency: int) -> tuple[Any, RecordingSpa
     from ray.tune.search.optuna import OptunaSearch
 
     recording = RecordingSpace(plan.space)
-    sampler, description = sampler_description(plan.num_samples, concurrency, plan.request.seed)
+    sampler, description = sampler_description(
+        plan.num_samples, concurrency, plan.request.seed, plan.request.sampler
+    )
     metric: str | list[str]
     mode: str | list[str]
     if len(plan.objectives) == 1:
