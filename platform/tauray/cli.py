@@ -2,17 +2,27 @@
 
 Every command is callable in tests as ``main(["tune", ...])``, which returns the exit code.
 Errors print one line on stderr and exit with code 2; ``--debug`` shows the traceback.
+
+One section per command, in the order ``train``, ``spaces``, ``tune``, ``demo``, ``report``,
+``submit``, ``jobs``; each command's helpers sit beside it. Commands import Ray, torch, MLflow,
+Optuna and the sweep driver inside their bodies, so that ``tauray --help`` and a mistyped option
+answer without loading them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Optional
 
 import typer
 from typer._click import exceptions as click_errors  # typer 0.29 vendors click
 
 from tauray import __version__
+from tauray import jobs as tauray_jobs  # no Ray at import: the jobs client loads it on connect
 
 app = typer.Typer(
     name="tauray",
@@ -22,11 +32,49 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+# ---- shared: error reporting, common options ------------------------------------------------
+
 _DEBUG = {"on": False}
 
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
+
+
+def _echo_error(message: str) -> None:
+    print(f"tauray: error: {message}", file=sys.stderr)
+
+
+_TrackingUriOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here on 3.10
+    typer.Option(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (http://HOST:5000, sqlite:///PATH/mlflow.db). Default: "
+        "MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db with artifacts in ./mlartifacts.",
+    ),
+]
+_AddressOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional here on 3.10
+    typer.Option(
+        "--address",
+        metavar="URL",
+        help="The Ray head's dashboard, http://HEAD:8265. Default: RAY_ADDRESS when it is an "
+        "http(s) URL, else http://127.0.0.1:8265.",
+    ),
+]
+_TokenFileOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--token-file",
+        metavar="PATH",
+        help="File holding the cluster's Ray auth token (`ray get-auth-token` on the head prints "
+        "it). Default: RAY_AUTH_TOKEN, then the file named by RAY_AUTH_TOKEN_PATH, then "
+        "~/.ray/auth_token.",
+    ),
+]
+_JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 def _version(value: bool) -> None:
@@ -47,11 +95,11 @@ def _root(
     _DEBUG["on"] = debug
 
 
-# ---- train (issue 3) --------------------------------------------------------------------------
+# ---- train ----------------------------------------------------------------------------------
 
 
 @app.command("train")
-def _train(
+def train_command(
     method: Annotated[
         Optional[str],  # noqa: UP045 - typer needs Optional here on 3.10
         typer.Option(
@@ -145,7 +193,7 @@ def _train(
         raise CliError(str(error)) from error
 
 
-# ---- tune, spaces, demo (issue 4) -------------------------------------------------------------
+# ---- spaces ---------------------------------------------------------------------------------
 
 spaces_app = typer.Typer(
     help="Search spaces: the built-ins and YAML space files.",
@@ -157,7 +205,7 @@ app.add_typer(spaces_app, name="spaces")
 
 
 @spaces_app.command("list")
-def _spaces_list() -> None:
+def spaces_list_command() -> None:
     """List the built-in search spaces (name, method, parameter count, objective, summary)."""
     from tauray_spaces import format_space_list, list_spaces
 
@@ -165,7 +213,7 @@ def _spaces_list() -> None:
 
 
 @spaces_app.command("show")
-def _spaces_show(
+def spaces_show_command(
     name: Annotated[str, typer.Argument(help="A built-in space's name or a .yaml space file.")],
     as_yaml: Annotated[
         bool, typer.Option("--yaml", help="Print the space as a YAML file to copy and edit.")
@@ -178,23 +226,11 @@ def _spaces_show(
     typer.echo(space.to_yaml() if as_yaml else format_space(space), nl=not as_yaml)
 
 
-_TrackingUriOption = Annotated[
-    Optional[str],  # noqa: UP045 - typer needs Optional here on 3.10
-    typer.Option(
-        "--tracking-uri",
-        metavar="URI",
-        help="MLflow tracking URI (http://HOST:5000, sqlite:///PATH/mlflow.db). Default: "
-        "MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db with artifacts in ./mlartifacts.",
-    ),
-]
-
-
-def _echo_error(message: str) -> None:
-    print(f"tauray: error: {message}", file=sys.stderr)
+# ---- tune -----------------------------------------------------------------------------------
 
 
 @app.command("tune")
-def _tune(
+def tune_command(
     space: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
@@ -354,8 +390,11 @@ def _tune(
     )
 
 
+# ---- demo -----------------------------------------------------------------------------------
+
+
 @app.command("demo")
-def _demo(
+def demo_command(
     tracking_uri: _TrackingUriOption = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also show Ray Tune's own tables and tracebacks.")
@@ -369,51 +408,80 @@ def _demo(
     return tuning.sweep_command(request, echo=typer.echo, echo_error=_echo_error)
 
 
-# ---- submit, jobs, report (issue 5) -----------------------------------------------------------
-
-import logging  # noqa: E402 - kept beside the commands that use it (this region is issue 5's)
-
-from tauray import jobs as tauray_jobs  # noqa: E402 - stdlib-only at import; Ray loads lazily
-
-_AddressOption = Annotated[
-    Optional[str],  # noqa: UP045 - typer needs Optional here on 3.10
-    typer.Option(
-        "--address",
-        metavar="URL",
-        help="The Ray head's dashboard, http://HEAD:8265. Default: RAY_ADDRESS when it is an "
-        "http(s) URL, else http://127.0.0.1:8265.",
-    ),
-]
-_TokenFileOption = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(
-        "--token-file",
-        metavar="PATH",
-        help="File holding the cluster's Ray auth token (`ray get-auth-token` on the head prints "
-        "it). Default: RAY_AUTH_TOKEN, then the file named by RAY_AUTH_TOKEN_PATH, then "
-        "~/.ray/auth_token.",
-    ),
-]
-_JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-jobs_app = typer.Typer(
-    help="What runs on a Ray cluster: list, status, logs and stop of submitted jobs.",
-    no_args_is_help=True,
-)
-app.add_typer(jobs_app, name="jobs")
+# ---- report ---------------------------------------------------------------------------------
 
 
-class _JobsErrorsToCli:
-    """Context manager: a tauray.jobs error becomes a one-line CLI error (exit 2)."""
+@app.command("report")
+def report_command(
+    experiment: Annotated[
+        str,
+        typer.Argument(
+            metavar="EXPERIMENT",
+            help="The MLflow experiment of the sweep (tauray tune --experiment; default there: "
+            "tauray-<space>).",
+            show_default=False,
+        ),
+    ],
+    tracking_uri: _TrackingUriOption = None,
+    output: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--output",
+            metavar="DIR",
+            help="Folder for best_config.yaml, the PNG pictures and report.json. "
+            "Default: ./tauray_reports/<sweep name>.",
+        ),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", metavar="N", help="Ranked trials shown in the table.")
+    ] = 10,
+    objectives: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--objective",
+            metavar="METRIC:max|min",
+            help="Rank by these instead of the sweep's objective(s) (repeat for a Pareto front), "
+            "e.g. --objective val/knn_top1:max --objective cost/gpu_seconds:min.",
+        ),
+    ] = None,
+    sweep: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--sweep",
+            metavar="NAME|RUN_ID",
+            help="Which sweep of the experiment (its name or MLflow run id). Default: the latest.",
+        ),
+    ] = None,
+) -> int:
+    """What a sweep found and what it cost, read from MLflow: top trials, the best config as a
+    `tauray train --config` file, objective-vs-τ and quality-vs-cost pictures, the Pareto front."""
+    from tauray.report import ReportRequest
+    from tauray.report import report_command as run_report
 
-    def __enter__(self) -> None:
-        return None
+    return run_report(
+        ReportRequest(
+            experiment=experiment,
+            tracking_uri=tracking_uri,
+            output=output,
+            top=top,
+            objectives=tuple(objectives or ()),
+            sweep=sweep,
+        ),
+        echo=typer.echo,
+        echo_error=_echo_error,
+    )
 
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: object
-    ) -> None:
-        if isinstance(error, tauray_jobs.JobsError):
-            raise CliError(str(error)) from error
+
+# ---- submit (its helpers serve the jobs commands too) ---------------------------------------
+
+
+@contextlib.contextmanager
+def _jobs_errors_as_cli_errors() -> Iterator[None]:
+    """A :class:`tauray.jobs.JobsError` becomes a one-line CLI error (exit 2)."""
+    try:
+        yield
+    except tauray_jobs.JobsError as error:
+        raise CliError(str(error)) from error
 
 
 def _connect(address: str | None, token_file: str | None) -> tauray_jobs.JobsClient:
@@ -521,7 +589,7 @@ def submit_command(
         submission_id=submission_id,
         address=url,
     )
-    with _JobsErrorsToCli():
+    with _jobs_errors_as_cli_errors():
         client = _connect(url, token_file)
         job_id = client.submit(request)
         print(job_id)
@@ -536,6 +604,15 @@ def submit_command(
         return _follow_to_end(client, job_id)
 
 
+# ---- jobs list | status | logs | stop -------------------------------------------------------
+
+jobs_app = typer.Typer(
+    help="What runs on a Ray cluster: list, status, logs and stop of submitted jobs.",
+    no_args_is_help=True,
+)
+app.add_typer(jobs_app, name="jobs")
+
+
 @jobs_app.command("list")
 def jobs_list_command(
     address: _AddressOption = None,
@@ -546,9 +623,7 @@ def jobs_list_command(
     as_json: _JsonOption = False,
 ) -> int:
     """List the cluster's jobs, oldest first."""
-    import json
-
-    with _JobsErrorsToCli():
+    with _jobs_errors_as_cli_errors():
         found = _connect(address, token_file).list_jobs(include_drivers)
     listed = [tauray_jobs.describe(job) for job in found]
     if as_json:
@@ -578,9 +653,7 @@ def jobs_status_command(
     as_json: _JsonOption = False,
 ) -> int:
     """Show one job's status, message, times, entrypoint and tracking URI."""
-    import json
-
-    with _JobsErrorsToCli():
+    with _jobs_errors_as_cli_errors():
         info = tauray_jobs.describe(_connect(address, token_file).details(job_id))
     if as_json:
         print(json.dumps(info, indent=2))
@@ -608,7 +681,7 @@ def jobs_logs_command(
     ] = False,
 ) -> int:
     """Print a job's logs (its driver's stdout and stderr)."""
-    with _JobsErrorsToCli():
+    with _jobs_errors_as_cli_errors():
         client = _connect(address, token_file)
         if follow:
             return _follow_to_end(client, job_id)
@@ -627,7 +700,7 @@ def jobs_stop_command(
     ] = True,
 ) -> int:
     """Stop a running job (Ray sends SIGTERM, then SIGKILL) and report its final status."""
-    with _JobsErrorsToCli():
+    with _jobs_errors_as_cli_errors():
         info = tauray_jobs.describe(
             _connect(address, token_file).stop(job_id, wait_s=60.0 if wait else None)
         )
@@ -635,68 +708,7 @@ def jobs_stop_command(
     return 0
 
 
-@app.command("report")
-def report_command(
-    experiment: Annotated[
-        str,
-        typer.Argument(
-            metavar="EXPERIMENT",
-            help="The MLflow experiment of the sweep (tauray tune --experiment; default there: "
-            "tauray-<space>).",
-            show_default=False,
-        ),
-    ],
-    tracking_uri: _TrackingUriOption = None,
-    output: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            "--output",
-            metavar="DIR",
-            help="Folder for best_config.yaml, the PNG pictures and report.json. "
-            "Default: ./tauray_reports/<sweep name>.",
-        ),
-    ] = None,
-    top: Annotated[
-        int, typer.Option("--top", metavar="N", help="Ranked trials shown in the table.")
-    ] = 10,
-    objectives: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option(
-            "--objective",
-            metavar="METRIC:max|min",
-            help="Rank by these instead of the sweep's objective(s) (repeat for a Pareto front), "
-            "e.g. --objective val/knn_top1:max --objective cost/gpu_seconds:min.",
-        ),
-    ] = None,
-    sweep: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            "--sweep",
-            metavar="NAME|RUN_ID",
-            help="Which sweep of the experiment (its name or MLflow run id). Default: the latest.",
-        ),
-    ] = None,
-) -> int:
-    """What a sweep found and what it cost, read from MLflow: top trials, the best config as a
-    `tauray train --config` file, objective-vs-τ and quality-vs-cost pictures, the Pareto front."""
-    from tauray.report import ReportRequest
-    from tauray.report import report_command as run_report
-
-    return run_report(
-        ReportRequest(
-            experiment=experiment,
-            tracking_uri=tracking_uri,
-            output=output,
-            top=top,
-            objectives=tuple(objectives or ()),
-            sweep=sweep,
-        ),
-        echo=typer.echo,
-        echo_error=_echo_error,
-    )
-
-
-# ---- end of commands --------------------------------------------------------------------------
+# ---- entry points ---------------------------------------------------------------------------
 
 
 def click_command() -> typer.core.TyperGroup:
