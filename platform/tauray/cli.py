@@ -33,7 +33,7 @@ app = typer.Typer(
 )
 
 
-# ---- shared: error reporting, common options ------------------------------------------------
+# ---- shared: error reporting, option parsing, common options --------------------------------
 
 _DEBUG = {"on": False}
 
@@ -44,6 +44,22 @@ class CliError(Exception):
 
 def _echo_error(message: str) -> None:
     print(f"tauray: error: {message}", file=sys.stderr)
+
+
+def _whole_number(text: str) -> int:
+    """Parse an integer option; the error names the value (click prefixes the option's name)."""
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise typer.BadParameter(f"{text!r} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    """Parse a real-number option; the error names the value (click prefixes the option's name)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise typer.BadParameter(f"{text!r} is not a number") from None
 
 
 _TrackingUriOption = Annotated[
@@ -127,15 +143,21 @@ def train_command(
     ] = None,
     workers: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--workers", help="DDP workers. Default: the config file's, else 1."),
+        typer.Option(
+            "--workers",
+            help="DDP workers. Default: the config file's, else 1.",
+            parser=_whole_number,
+        ),
     ] = None,
     gpus_per_worker: Annotated[
         Optional[float],  # noqa: UP045
-        typer.Option("--gpus-per-worker", help="GPUs per worker (0: CPU). Default: 0."),
+        typer.Option(
+            "--gpus-per-worker", help="GPUs per worker (0: CPU). Default: 0.", parser=_number
+        ),
     ] = None,
     cpus_per_worker: Annotated[
         Optional[float],  # noqa: UP045
-        typer.Option("--cpus-per-worker", help="CPUs per worker. Default: 1."),
+        typer.Option("--cpus-per-worker", help="CPUs per worker. Default: 1.", parser=_number),
     ] = None,
     address: Annotated[
         Optional[str],  # noqa: UP045
@@ -159,7 +181,10 @@ def train_command(
         typer.Option("--name", help="Run name (reusing one resumes that run)."),
     ] = None,
     max_failures: Annotated[
-        int, typer.Option("--max-failures", help="Restarts from the last checkpoint.")
+        int,
+        typer.Option(
+            "--max-failures", help="Restarts from the last checkpoint.", parser=_whole_number
+        ),
     ] = 0,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also show the workers' own log output.")
@@ -245,7 +270,10 @@ def tune_command(
     ] = None,
     trials: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(help="Number of trials. Default: 10, or unlimited with --time-budget."),
+        typer.Option(
+            help="Number of trials. Default: 10, or unlimited with --time-budget.",
+            parser=_whole_number,
+        ),
     ] = None,
     time_budget: Annotated[
         Optional[float],  # noqa: UP045
@@ -254,11 +282,16 @@ def tune_command(
             metavar="SECONDS",
             help="Stop the sweep after this long (running trials end as stopped early); a "
             "resumed sweep gets what its earlier sessions left.",
+            parser=_number,
         ),
     ] = None,
-    workers_per_trial: Annotated[int, typer.Option(help="Workers (DDP ranks) per trial.")] = 1,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0: CPU).")] = 0.0,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 1.0,
+    workers_per_trial: Annotated[
+        int, typer.Option(help="Workers (DDP ranks) per trial.", parser=_whole_number)
+    ] = 1,
+    gpus_per_worker: Annotated[
+        float, typer.Option(help="GPUs per worker (0: CPU).", parser=_number)
+    ] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.", parser=_number)] = 1.0,
     scheduler: Annotated[
         str, typer.Option(help="Early stopping: asha, hyperband or none.")
     ] = "asha",
@@ -290,14 +323,19 @@ def tune_command(
             "Default: ./tauray_results.",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.", parser=_whole_number)] = 0,
     num_cpus: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(help="CPUs of the local Ray. Default: all of this machine's."),
+        typer.Option(
+            help="CPUs of the local Ray. Default: all of this machine's.", parser=_whole_number
+        ),
     ] = None,
     max_concurrent_trials: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(help="At most this many trials at once. Default: what the cluster fits."),
+        typer.Option(
+            help="At most this many trials at once. Default: what the cluster fits.",
+            parser=_whole_number,
+        ),
     ] = None,
     model_name: Annotated[
         Optional[str],  # noqa: UP045
@@ -320,7 +358,8 @@ def tune_command(
         int,
         typer.Option(
             help="Restarts of a trial from its last checkpoint when a worker fails (a killed "
-            "process, a lost node); errors in training are retried too. Default: 0."
+            "process, a lost node); errors in training are retried too. Default: 0.",
+            parser=_whole_number,
         ),
     ] = 0,
     trial_runner: Annotated[
@@ -433,7 +472,10 @@ def report_command(
         ),
     ] = None,
     top: Annotated[
-        int, typer.Option("--top", metavar="N", help="Ranked trials shown in the table.")
+        int,
+        typer.Option(
+            "--top", metavar="N", help="Ranked trials shown in the table.", parser=_whole_number
+        ),
     ] = 10,
     objectives: Annotated[
         Optional[list[str]],  # noqa: UP045
