@@ -78,3 +78,125 @@ def test_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
 def test_source_roots_are_not_packages() -> None:
     for folder in ("platform", "trainers", "search_spaces"):
         assert not (ROOT / folder / "__init__.py").exists(), folder
+
+
+# ---- the shape of the house: small modules, no import cycles -----------------------------------
+
+SOURCE_ROOTS = (ROOT / "platform", ROOT / "trainers", ROOT / "search_spaces")
+MAX_MODULE_LINES = 600
+
+
+def source_modules() -> dict[str, Path]:
+    """Every module of the three source roots by dotted name (a package by its ``__init__``)."""
+    modules: dict[str, Path] = {}
+    for root in SOURCE_ROOTS:
+        for path in root.rglob("*.py"):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def _runtime_imports(path: Path) -> list[str]:
+    """Absolute module names ``path`` imports when it runs, at any level (functions included),
+    leaving out ``if TYPE_CHECKING:`` blocks, which never run."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(child) for stmt in node.body for child in ast.walk(stmt))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project's modules it imports (each name resolved to the longest module)."""
+    modules = source_modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for imported in _runtime_imports(path):
+            parts = imported.split(".")
+            while parts and ".".join(parts) not in modules:
+                parts.pop()
+            target = ".".join(parts)
+            if target and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def _is_package_edge(module: str, imported: str) -> bool:
+    """A package's ``__init__`` re-exporting its own submodule (and the submodule importing a
+    sibling through the package path) is how Python packages work, not a cycle of concerns."""
+    return imported.startswith(module + ".") or module.startswith(imported + ".")
+
+
+def test_no_module_is_over_600_lines() -> None:
+    long = {
+        name: count
+        for name, path in source_modules().items()
+        if (count := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_import_cycles() -> None:
+    graph = {
+        module: {target for target in targets if not _is_package_edge(module, target)}
+        for module, targets in import_graph().items()
+    }
+    assert import_cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_lazy_cycle(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("def f():\n    from b import g\n")
+    (tmp_path / "b.py").write_text("import a\n")
+    (tmp_path / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\n"
+    )
+    assert _runtime_imports(tmp_path / "a.py") == ["b.g"]
+    assert _runtime_imports(tmp_path / "c.py") == ["typing.TYPE_CHECKING"]
+    assert import_cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

@@ -380,7 +380,8 @@ def test_stop_a_long_running_job(capsys: pytest.CaptureFixture[str]) -> None:
 def test_submit_follow_sweep_succeeds_and_logs_to_mlflow(
     ray_head: RayHead, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The issue's test: `tauray submit --follow -- tauray tune ...` of a tiny sweep."""
+    """`tauray submit --follow -- tauray tune ...` of a tiny sweep: the job succeeds, its parent
+    run and both trials land in MLflow."""
     from mlflow.tracking import MlflowClient
 
     experiment = f"submit-{secrets.token_hex(4)}"
