@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# package -> (source folder, forbidden top-level modules, forbidden dotted prefixes)
-RULES: dict[str, tuple[Path, set[str], set[str]]] = {
+# package -> (source folder, forbidden top-level modules, forbidden dotted prefixes, allowed
+# dotted prefixes under a forbidden root)
+RULES: dict[str, tuple[Path, set[str], set[str], set[str]]] = {
     "tauray_trainers": (
         ROOT / "trainers" / "tauray_trainers",
         {"optuna", "mlflow", "tauray", "tauray_spaces", "typer", "click"},
         {"ray.tune", "ray.air"},
+        set(),
     ),
+    # Of the trainer, search spaces read only the config schema and the metric names (both
+    # pydantic/pure Python: no torch, see test_what_spaces_import_of_the_trainer_loads_no_torch).
     "tauray_spaces": (
         ROOT / "search_spaces" / "tauray_spaces",
         {"torch", "torchvision", "ray", "mlflow", "tauray", "tauray_trainers", "numpy"},
         set(),
+        {"tauray_trainers.config", "tauray_trainers.metrics"},
     ),
 }
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -38,16 +50,29 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
 
 
 def violations(package: str) -> list[str]:
-    folder, banned_roots, banned_prefixes = RULES[package]
+    return folder_violations(*RULES[package])
+
+
+def folder_violations(
+    folder: Path, banned_roots: set[str], banned_prefixes: set[str], allowed_prefixes: set[str]
+) -> list[str]:
     problems = []
     for path in sorted(folder.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        # "from tauray_trainers import config" also yields "tauray_trainers": its members decide.
+        parents = {
+            (node.lineno, node.module)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+        }
         for line, name in imported_modules(path):
+            if any(_under(name, p) for p in allowed_prefixes):
+                continue
+            if (line, name) in parents and any(_under(p, name) for p in allowed_prefixes):
+                continue
             root = name.split(".")[0]
-            bad = root in banned_roots or any(
-                name == p or name.startswith(p + ".") for p in banned_prefixes
-            )
-            if bad:
-                problems.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+            if root in banned_roots or any(_under(name, p) for p in banned_prefixes):
+                problems.append(f"{path.relative_to(folder.parent)}:{line} imports {name}")
     return problems
 
 
@@ -73,6 +98,70 @@ def test_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
     bad.write_text("import os\nfrom ray.tune import Tuner\nimport mlflow.pytorch\n")
     names = [name for _, name in imported_modules(bad)]
     assert "ray.tune" in names and "mlflow.pytorch" in names
+
+
+def test_checker_allows_exactly_the_config_schema_and_metrics(tmp_path: Path) -> None:
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "ok.py").write_text(
+        "from tauray_trainers.config import TrainConfig\n"
+        "from tauray_trainers.config.paths import flatten\n"
+        "from tauray_trainers import metrics, config\n"
+        "import tauray_trainers.metrics\n"
+    )
+    (folder / "bad.py").write_text(
+        "from tauray_trainers import loop\n"
+        "from tauray_trainers.loop import run_worker\n"
+        "import tauray_trainers\n"
+        "from tauray_trainers import config, losses\n"
+        "def later():\n    import tauray_trainers.models\n"
+    )
+    _, banned_roots, banned_prefixes, allowed = RULES["tauray_spaces"]
+    found = folder_violations(folder, banned_roots, banned_prefixes, allowed)
+    assert found == [
+        "pkg/bad.py:1 imports tauray_trainers.loop",
+        "pkg/bad.py:2 imports tauray_trainers.loop",
+        "pkg/bad.py:2 imports tauray_trainers.loop.run_worker",
+        "pkg/bad.py:3 imports tauray_trainers",
+        "pkg/bad.py:4 imports tauray_trainers.losses",
+        "pkg/bad.py:6 imports tauray_trainers.models",
+    ]
+
+
+# What tauray_spaces may import of the trainer must stay free of torch (and Ray): pure Python,
+# pydantic, PyYAML and each other.
+_TORCH_FREE = ("tauray_trainers.config", "tauray_trainers.metrics")
+_TORCH_FREE_DEPENDENCIES = {"__future__", "pydantic", "annotated_types", "yaml", "tauray_trainers"}
+
+
+def test_what_spaces_import_of_the_trainer_imports_no_torch() -> None:
+    trainers = ROOT / "trainers"
+    files = [trainers / "tauray_trainers" / "metrics.py"]
+    files += sorted((trainers / "tauray_trainers" / "config").rglob("*.py"))
+    problems = []
+    for path in files:
+        for line, name in imported_modules(path):
+            root = name.split(".")[0]
+            if root == "tauray_trainers":
+                if name != "tauray_trainers" and not any(_under(name, m) for m in _TORCH_FREE):
+                    problems.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+            elif root not in _TORCH_FREE_DEPENDENCIES and root not in sys.stdlib_module_names:
+                problems.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert problems == []
+
+
+def test_what_spaces_import_of_the_trainer_loads_no_torch() -> None:
+    code = (
+        "import sys, tauray_trainers.config, tauray_trainers.metrics, tauray_spaces; "
+        "import tauray_trainers.config.safe_yaml, tauray_trainers.config.resources; "
+        "print(sorted(m for m in ('torch', 'torchvision', 'ray', 'numpy') if m in sys.modules))"
+    )
+    # The child imports the modules this test sees (sys.path), not an installed copy.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_source_roots_are_not_packages() -> None:

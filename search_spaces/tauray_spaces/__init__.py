@@ -16,28 +16,27 @@ With Ray Tune: ``OptunaSearch(space=space.define, metric=space.metric, mode=spac
 points_to_evaluate=list(space.points_to_evaluate), sampler=...)`` and
 ``param_space={"train_loop_config": space.fixed}`` merged under the sampled values.
 The YAML format is documented in :mod:`tauray_spaces.spacefile` and search_spaces/README.md.
-This package imports only optuna (lazily), pydantic and yaml: no torch, no Ray.
+This package imports only optuna (lazily), pydantic, yaml and, of the trainer, its config schema
+(``tauray_trainers.config``) and metric names (``tauray_trainers.metrics``): no torch, no Ray.
 """
 
 from tauray_spaces.config_keys import CONFIG_KEYS, KNOWN_METRICS, KeySpec, normalize_key
-from tauray_spaces.registry import BUILTIN_NAMES, builtin_file, get_space, list_spaces
-from tauray_spaces.render import format_space, format_space_list
-from tauray_spaces.space import (
-    PREFIX,
+from tauray_spaces.parameters import (
     Condition,
     Objective,
     ParameterSpec,
-    SearchSpace,
     tied_temperature,
     trial_name,
 )
-from tauray_spaces.spacefile import load_space_file, load_space_text, space_from_dict
+from tauray_spaces.registry import BUILTIN_NAMES, builtin_file, get_space, list_spaces
+from tauray_spaces.render import format_space, format_space_list
+from tauray_spaces.space import SearchSpace, space_from_dict
+from tauray_spaces.spacefile import load_space_file, load_space_text
 
 __all__ = [
     "BUILTIN_NAMES",
     "CONFIG_KEYS",
     "KNOWN_METRICS",
-    "PREFIX",
     "Condition",
     "KeySpec",
     "Objective",

@@ -1,24 +1,33 @@
 """What a search space may set: the trainer's configuration keys, its metrics and methods.
 
-``tauray_spaces`` must not import ``tauray_trainers`` (that would pull in torch), yet every value a
-space samples has to land on a real key of the trainer's ``TrainConfig`` with a value that key
-accepts. This module keeps that contract as plain data: one :class:`KeySpec` per leaf key of
-``TrainConfig`` (type, allowed literal values, numeric bounds, default), the metric names the loop
-reports, and the default objective per method. ``tests/spaces/test_config_keys.py`` derives the
-same tables from ``tauray_trainers.config`` and ``tauray_trainers.metrics`` and fails when they
-drift apart, so a new trainer setting shows up here (and in YAML validation) or the suite is red.
+Every value a space samples has to land on a real key of the trainer's ``TrainConfig`` with a
+value that key accepts. :data:`CONFIG_KEYS` is derived from ``TrainConfig``'s pydantic fields
+(one :class:`KeySpec` per leaf key: type, ``Literal`` choices, the ``ge``/``gt``/``le``/``lt``
+bounds, default), so a new trainer setting is searchable, and checked in YAML files, the moment
+it exists. The metric names and default objectives are the trainer's own
+(:mod:`tauray_trainers.metrics`). What stays here is search policy: which keys only one method
+reads, which temperatures a ``tied`` parameter may set.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from tauray_spaces.words import did_you_mean
+from tauray_trainers import metrics
+from tauray_trainers.config import TRAIN_LOOP_CONFIG, Method, TrainConfig, split_path
+
 Kind = Literal["float", "int", "str", "bool", "literal"]
 
-METHODS: tuple[str, ...] = ("simclr", "clip", "dino")
+METHODS: tuple[str, ...] = typing.get_args(Method)
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,7 @@ class KeySpec:
         if value is None:
             return self.nullable
         if self.kind == "literal":
-            return any(_same_scalar(value, choice) for choice in self.choices)
+            return any(same_scalar(value, choice) for choice in self.choices)
         if self.kind == "bool":
             return isinstance(value, bool)
         if self.kind == "str":
@@ -99,100 +108,67 @@ class KeySpec:
         return math.isfinite(value) and self.within_bounds(value)
 
 
-def _same_scalar(a: Any, b: Any) -> bool:
+def same_scalar(a: Any, b: Any) -> bool:
     """Equality that keeps ``True`` apart from ``1`` (YAML scalars of different types)."""
     return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
-def _f(default: float | None, **bounds: float) -> KeySpec:
-    return KeySpec("float", default, nullable=default is None, **bounds)
+_KINDS: dict[Any, Kind] = {float: "float", int: "int", str: "str", bool: "bool"}
+_BOUNDS = ((Ge, "ge"), (Gt, "gt"), (Le, "le"), (Lt, "lt"))
 
 
-def _i(default: int | None, **bounds: float) -> KeySpec:
-    return KeySpec("int", default, nullable=default is None, **bounds)
+def _is_section(field: FieldInfo) -> bool:
+    return isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
 
 
-def _lit(default: Any, *choices: Any) -> KeySpec:
-    return KeySpec("literal", default, choices=tuple(choices))
+def key_spec(path: str, field: FieldInfo) -> KeySpec:
+    """The :class:`KeySpec` of one pydantic field of the trainer's config.
+
+    Raises:
+        TypeError: a field type this table cannot describe (teach :class:`KeySpec` the type).
+    """
+    annotation = field.annotation
+    nullable = False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) != 1:
+            raise TypeError(f"config key {path}: cannot describe the union {annotation}")
+        annotation, nullable = members[0], True
+    bounds: dict[str, float] = {}
+    for item in field.metadata:
+        for cls, name in _BOUNDS:
+            if isinstance(item, cls):
+                bounds[name] = getattr(item, name)
+    default = None if field.is_required() else field.get_default(call_default_factory=True)
+    if typing.get_origin(annotation) is Literal:
+        choices = typing.get_args(annotation)
+        return KeySpec("literal", default, choices=choices, nullable=nullable, **bounds)
+    if annotation not in _KINDS:
+        raise TypeError(
+            f"config key {path}: cannot describe type {annotation}; KeySpec knows float, int, "
+            "str, bool and Literal"
+        )
+    return KeySpec(_KINDS[annotation], default, nullable=nullable, **bounds)
 
 
-# Every leaf key of tauray_trainers.config.TrainConfig, with "/" between sections.
-CONFIG_KEYS: dict[str, KeySpec] = {
-    "method": _lit("simclr", "simclr", "clip", "dino"),
-    "epochs": _i(10, ge=1),
-    "seed": _i(0),
-    "batch_size_per_worker": _i(64, ge=2),
-    "global_batch_size": _i(None, ge=2),
-    "precision": _lit("fp32", "fp32", "bf16", "fp16"),
-    "data/name": _lit(
-        "digits-cluttered",
-        "digits",
-        "digits-cluttered",
-        "cifar10",
-        "stl10",
-        "imagefolder",
-        "manifest",
-    ),
-    "data/root": KeySpec("str", None, nullable=True),
-    "data/download": KeySpec("bool", False),
-    "data/image_size": _i(32, ge=8, le=1024),
-    "data/val_fraction": _f(0.2, gt=0.0, lt=1.0),
-    "data/max_train_samples": _i(None, ge=1),
-    "data/max_val_samples": _i(None, ge=1),
-    "data/loader_workers": _i(0, ge=0),
-    "data/horizontal_flip": KeySpec("bool", None, nullable=True),
-    "data/crop_min_scale": _f(None, gt=0.0, le=1.0),
-    "data/seed": _i(0),
-    "model/backbone": _lit("small_cnn", "small_cnn", "resnet18", "resnet50", "vit_tiny"),
-    "model/pretrained_weights": KeySpec("str", None, nullable=True),
-    "model/embedding_dim": _i(128, ge=2),
-    "model/hidden_dim": _i(512, ge=2),
-    "model/text_width": _i(128, ge=8),
-    "model/text_layers": _i(2, ge=1),
-    "model/text_heads": _i(4, ge=1),
-    "model/context_length": _i(48, ge=4),
-    "model/dino_out_dim": _i(1024, ge=2),
-    "optimizer/name": _lit("adamw", "adamw", "sgd"),
-    "optimizer/lr": _f(1e-3, gt=0.0),
-    "optimizer/weight_decay": _f(1e-4, ge=0.0),
-    "optimizer/momentum": _f(0.9, ge=0.0, lt=1.0),
-    "optimizer/warmup_epochs": _f(1.0, ge=0.0),
-    "optimizer/min_lr_ratio": _f(0.0, ge=0.0, le=1.0),
-    "optimizer/grad_clip_norm": _f(None, gt=0.0),
-    "optimizer/lr_scaling": _lit("none", "none", "linear", "sqrt"),
-    "optimizer/base_batch_size": _i(256, ge=1),
-    "temperature/mode": _lit("fixed", "fixed", "learnable", "scheduled"),
-    "temperature/value": _f(0.1, gt=0.0),
-    "temperature/min": _f(0.01, gt=0.0),
-    "temperature/max": _f(1.0, gt=0.0),
-    "temperature/lr_multiplier": _f(1.0, gt=0.0),
-    "temperature/frozen_epochs": _f(0.0, ge=0.0),
-    "temperature/schedule": _lit("cosine", "constant", "linear_warmup", "step", "cosine"),
-    "temperature/start": _f(None, gt=0.0),
-    "temperature/warmup_epochs": _f(0.0, ge=0.0),
-    "temperature/period_epochs": _f(None, gt=0.0),
-    "temperature/step_epochs": _f(1.0, gt=0.0),
-    "temperature/gamma": _f(0.5, gt=0.0),
-    "loss/name": _lit("infonce", "infonce", "sigmoid"),
-    "loss/chunk_size": _i(None, ge=1),
-    "loss/sigmoid_bias": _f(-10.0),
-    "dino/num_global_crops": _lit(2, 2),
-    "dino/num_local_crops": _i(4, ge=0, le=16),
-    "dino/local_crop_size": _i(16, ge=8),
-    "dino/student_temperature": _f(0.1, gt=0.0),
-    "dino/teacher_temperature": _f(0.04, gt=0.0),
-    "dino/teacher_temperature_start": _f(0.04, gt=0.0),
-    "dino/teacher_temperature_warmup_epochs": _f(0.0, ge=0.0),
-    "dino/teacher_momentum": _f(0.996, ge=0.0, lt=1.0),
-    "dino/center_momentum": _f(0.9, ge=0.0, lt=1.0),
-    "eval/knn_k": _i(20, ge=1),
-    "eval/knn_temperature": _f(0.07, gt=0.0),
-    "eval/every_epochs": _i(1, ge=1),
-    "checkpoint/every_epochs": _i(1, ge=1),
-    "checkpoint/keep": _i(2, ge=1),
-}
+def derive_keys(model: type[BaseModel], prefix: str = "") -> dict[str, KeySpec]:
+    """Every leaf key of ``model`` (sections descended into) as ``/`` paths, in field order."""
+    table: dict[str, KeySpec] = {}
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        if _is_section(field):
+            table.update(derive_keys(field.annotation, path + "/"))  # type: ignore[arg-type]
+        else:
+            table[path] = key_spec(path, field)
+    return table
 
-SECTIONS: frozenset[str] = frozenset(key.split("/")[0] for key in CONFIG_KEYS if "/" in key)
+
+#: Every leaf key of ``TrainConfig``, with "/" between sections.
+CONFIG_KEYS: dict[str, KeySpec] = derive_keys(TrainConfig)
+
+SECTIONS: frozenset[str] = frozenset(
+    name for name, field in TrainConfig.model_fields.items() if _is_section(field)
+)
 
 # Keys that only one method reads: searching them under another method wastes every trial.
 METHOD_ONLY_KEYS: dict[str, str] = {
@@ -217,35 +193,11 @@ TIEABLE_KEYS: tuple[str, ...] = (
 # The batch-size keys a ``tied`` temperature may follow.
 BATCH_SIZE_KEYS: tuple[str, ...] = ("global_batch_size",)
 
-# Mirrors tauray_trainers.metrics.ALL_METRICS (checked by a test).
-KNOWN_METRICS: tuple[str, ...] = (
-    "epoch",
-    "step",
-    "train/loss",
-    "train/temperature",
-    "train/temperature_at_bound",
-    "train/teacher_temperature",
-    "train/lr",
-    "val/knn_top1",
-    "val/zeroshot_top1",
-    "val/recall_at_1",
-    "val/recall_at_5",
-    "val/alignment",
-    "val/uniformity",
-    "perf/samples_per_second",
-    "dist/state_divergence",
-    "cost/worker_seconds",
-    "cost/gpu_seconds",
-    "cost/cpu_seconds",
-    "cost/samples_seen",
-)
+#: The metric names the trainer reports.
+KNOWN_METRICS: tuple[str, ...] = metrics.ALL_METRICS
 
-# Mirrors tauray_trainers.metrics.DEFAULT_OBJECTIVE (checked by a test).
-DEFAULT_OBJECTIVES: dict[str, tuple[str, str]] = {
-    "simclr": ("val/knn_top1", "max"),
-    "dino": ("val/knn_top1", "max"),
-    "clip": ("val/zeroshot_top1", "max"),
-}
+#: The objective a space optimises unless it says otherwise, per method: (metric, mode).
+DEFAULT_OBJECTIVES: dict[str, tuple[str, str]] = metrics.DEFAULT_OBJECTIVE
 
 
 def normalize_key(key: str) -> str:
@@ -255,50 +207,10 @@ def normalize_key(key: str) -> str:
     ``temperature.value``, ``temperature/value`` and ``train_loop_config/temperature/value``
     all name the same key.
     """
-    parts = [part for part in key.replace(".", "/").split("/") if part]
-    if parts and parts[0] == "train_loop_config":
+    parts = split_path(key)
+    if parts and parts[0] == TRAIN_LOOP_CONFIG:
         parts = parts[1:]
     return "/".join(parts)
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}`` (only mappings are descended into)."""
-    flat: dict[str, Any] = {}
-    for name, value in tree.items():
-        path = f"{prefix}/{name}" if prefix else str(name)
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, path))
-        else:
-            flat[path] = value
-    return flat
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"a/b": 1}`` -> ``{"a": {"b": 1}}``."""
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        parts = path.split("/")
-        node = tree
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return tree
-
-
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """A new nested dict: ``base`` with ``update`` merged in (``update`` wins on leaves)."""
-    merged: dict[str, Any] = {
-        key: deep_merge(value, {}) if isinstance(value, Mapping) else value
-        for key, value in base.items()
-    }
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        elif isinstance(value, Mapping):
-            merged[key] = deep_merge(value, {})
-        else:
-            merged[key] = value
-    return merged
 
 
 def keys_in_section(section: str) -> list[str]:
@@ -312,3 +224,15 @@ def keys_in_section(section: str) -> list[str]:
         if len(parts) > depth:
             names.add(parts[depth])
     return sorted(names)
+
+
+def key_problem(key: str) -> str:
+    """Why ``key`` (normalised) is not a config key, with what is allowed there."""
+    parts = key.split("/")
+    if len(parts) > 1 and parts[0] in SECTIONS:
+        section = parts[0]
+        options = keys_in_section(section)
+        hint = did_you_mean(parts[-1], options)
+        return f"keys under {section}: {', '.join(options)}{hint}"
+    top = keys_in_section("")
+    return f"top-level keys and sections: {', '.join(top)}" + did_you_mean(key, list(CONFIG_KEYS))

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 
 import yaml
 
-from tauray_spaces.space import PREFIX, SearchSpace
+from tauray_spaces.space import SearchSpace
+from tauray_trainers.config import TRAIN_LOOP_CONFIG
 
 _WIDTH = 100
+_NAME_PREFIX = TRAIN_LOOP_CONFIG + "/"
 
 
 def _first_sentence(text: str) -> str:
@@ -71,7 +73,7 @@ def format_space(space: SearchSpace) -> str:
     lines.append("")
     lines.append(
         f"Parameters ({len(space.parameter_specs)}, in sampling order; Optuna/Ray Tune name = "
-        f"{PREFIX}/<key>):"
+        f"{TRAIN_LOOP_CONFIG}/<key>):"
     )
     key_width = max(len(spec.key) for spec in space.parameter_specs)
     kind_width = max(len(spec.distribution) for spec in space.parameter_specs)
@@ -96,7 +98,7 @@ def format_space(space: SearchSpace) -> str:
         lines.append("Baselines evaluated first (points_to_evaluate; left-out parameters sampled):")
         for number, point in enumerate(space.points_to_evaluate, start=1):
             items = ", ".join(
-                f"{name.removeprefix(PREFIX + '/')}={value}" for name, value in point.items()
+                f"{name.removeprefix(_NAME_PREFIX)}={value}" for name, value in point.items()
             )
             lines.append(f"  {number}. {items}")
     return "\n".join(lines)

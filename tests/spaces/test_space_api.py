@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from tauray_spaces import get_space, tied_temperature
-from tauray_trainers.config import build_config
+from tauray_trainers.config import apply_overrides, build_config
 
 P = "train_loop_config/"
 
@@ -82,6 +82,11 @@ def test_overrides_accept_mappings_and_nested_sections() -> None:
         (["epochs"], "not of the form key=value"),
         (["method=clip"], "searches simclr"),
         (["temperature.mode=cosine"], "temperature/mode takes one of 'fixed'"),
+        (["=3"], "has an empty key"),
+        (["epochs=[3, 4]"], "override epochs='[3, 4]': a list is not a config value"),
+        (["epochs=!!python/object/apply:os.system [id]"], "is not allowed (plain values only)"),
+        (["data.root=&a [*a]"], "an alias refers to its own anchor"),
+        (["epochs=" + "[" * 10_000], "nesting deeper than 50 levels"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(overrides: list[str], message: str) -> None:
@@ -89,6 +94,19 @@ def test_bad_overrides_are_one_line_errors(overrides: list[str], message: str) -
         get_space("simclr-temperature").with_overrides(overrides)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_tune_and_train_read_a_set_value_alike() -> None:
+    items = [
+        "optimizer.min_lr_ratio=1e-3",
+        "data={name: digits, max_train_samples: 256}",
+        "epochs=3",
+    ]
+    space = get_space("simclr-temperature").with_overrides(items)
+    train = apply_overrides({}, items)
+    assert space.fixed["optimizer"]["min_lr_ratio"] == train["optimizer"]["min_lr_ratio"] == 1e-3
+    assert space.fixed["data"] == train["data"] == {"name": "digits", "max_train_samples": 256}
+    assert space.fixed["epochs"] == train["epochs"] == 3
 
 
 def test_pinning_every_parameter_is_an_error() -> None:

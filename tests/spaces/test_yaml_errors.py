@@ -81,6 +81,22 @@ CASES: list[tuple[str, str, list[str]]] = [
         ["duplicate key 'name' at line 2"],
     ),
     (
+        "python-tag",
+        "name: !!python/object/apply:os.system [id]\nmethod: simclr\nparameters: []\n",
+        ["YAML tag '!!python/object/apply:os.system' is not allowed", "at line 1"],
+    ),
+    (
+        "alias-bomb",
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]\n"
+            for p, n in zip("abcde", "bcdef", strict=True)
+        ),
+        ["aliases expand to more than 100000 values"],
+    ),
+    ("recursive-alias", "name: &a [*a]\n", ["an alias refers to its own anchor"]),
+    ("deep-nesting", "name: " + "[" * 5000 + "\n", ["nesting deeper than 50 levels"]),
+    (
         "unknown-top-level-key",
         edit(lambda d: d.update(paramters=d.pop("parameters"))),
         ["unknown key 'paramters'", "allowed:", "did you mean 'parameters'"],

@@ -14,28 +14,21 @@ import torch
 from torch import nn
 
 from tauray_trainers import metrics as names
-from tauray_trainers.config import build_config
-from tauray_trainers.loop import (
-    FAULT_INJECTION_ENV,
-    FaultInjection,
-    InjectedFailure,
-    LocalRuntime,
-    NonFiniteLossError,
-    Precision,
-    TrainingState,
-    TrialOutOfMemoryError,
-    WarmupCosine,
-    build_optimizer,
-    per_worker_batch_size,
-    resolve_precision,
-    run_worker,
-    scaled_learning_rate,
-    state_divergence,
-    train_locally,
-    train_one_epoch,
-)
+from tauray_trainers.checkpointing import TrainingState
+from tauray_trainers.config import build_config, per_worker_batch_size
+from tauray_trainers.distributed import state_divergence
+from tauray_trainers.epoch import train_one_epoch
+from tauray_trainers.failures import NonFiniteLossError, TrialOutOfMemoryError
+from tauray_trainers.loop import LocalRuntime, run_worker, train_locally
 from tauray_trainers.models import ContrastiveMethod, build_model
 from tauray_trainers.models.checkpoint import CHECKPOINT_KEYS, read_checkpoint
+from tauray_trainers.optimization import (
+    Precision,
+    WarmupCosine,
+    build_optimizer,
+    resolve_precision,
+    scaled_learning_rate,
+)
 from tauray_trainers.temperature import FixedTemperature
 
 # Small enough for seconds per epoch on one core, big enough to train.
@@ -179,7 +172,6 @@ def _epoch(method: ContrastiveMethod, batches: int = 4, epoch: int = 2) -> Train
         grad_clip_norm=1.0,
         device=torch.device("cpu"),
         world_size=1,
-        rank=0,
         batch_size=2,
     )
     return state
@@ -213,6 +205,47 @@ def test_out_of_memory_becomes_a_trial_error_with_the_batch_size() -> None:
     assert pickle.loads(pickle.dumps(error)).batch_size_per_worker == 2
 
 
+def test_a_cuda_out_of_memory_runtime_error_is_out_of_memory_too() -> None:
+    def loss(weight: torch.Tensor, step: int) -> torch.Tensor:
+        raise RuntimeError("CUDA error: out of memory")
+
+    with pytest.raises(TrialOutOfMemoryError) as info:
+        _epoch(_Scripted(loss))
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_other_runtime_errors_pass_through_unchanged() -> None:
+    def loss(weight: torch.Tensor, step: int) -> torch.Tensor:
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    with pytest.raises(RuntimeError, match="device-side assert") as info:
+        _epoch(_Scripted(loss))
+    assert not isinstance(info.value, TrialOutOfMemoryError)
+
+
+def test_the_step_hook_runs_before_every_step() -> None:
+    calls: list[tuple[int, int]] = []
+    method = _Scripted(lambda weight, step: weight.sum())
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _s: 1.0)
+    train_one_epoch(
+        method,
+        optimizer,
+        schedule,
+        [(torch.zeros(2, 1),)] * 3,
+        epoch=5,
+        state=TrainingState(),
+        precision=Precision(None, False),
+        grad_scaler=None,
+        grad_clip_norm=None,
+        device=torch.device("cpu"),
+        world_size=1,
+        batch_size=2,
+        before_step=lambda epoch, step: calls.append((epoch, step)),
+    )
+    assert calls == [(5, 0), (5, 1), (5, 2)]
+
+
 def test_steps_advance_the_state_and_clip_gradients() -> None:
     def loss(weight: torch.Tensor, step: int) -> torch.Tensor:
         return 1000.0 * weight.sum()
@@ -222,20 +255,6 @@ def test_steps_advance_the_state_and_clip_gradients() -> None:
     assert state.global_step == 13
     # grad 1000 clipped to norm 1: three SGD steps of lr 0.1 move the weight by 0.3.
     assert float(method.weight.detach()) == pytest.approx(0.7)
-
-
-def test_fault_injection_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(FAULT_INJECTION_ENV, f"epoch=2,marker={tmp_path / 'fail'}")
-    fault = FaultInjection.from_env()
-    assert fault is not None
-    fault.maybe_fail(1, 2, 4, rank=0)  # other epoch: nothing
-    with pytest.raises(InjectedFailure, match="epoch 2"):
-        fault.maybe_fail(2, 2, 4, rank=0)
-    fault.maybe_fail(2, 2, 4, rank=0)  # only once per rank
-    assert (tmp_path / "fail.rank0").exists()
-    monkeypatch.setenv(FAULT_INJECTION_ENV, "epoch=two")
-    with pytest.raises(ValueError, match="epoch=<int>,marker=<path>"):
-        FaultInjection.from_env()
 
 
 def test_state_divergence_is_zero_in_one_process() -> None:

@@ -1,4 +1,5 @@
-"""Cross-rank exchange for the losses and the evaluation: the one module that calls c10d.
+"""Cross-rank exchange for the losses, the evaluation and the loop: the one module that calls
+c10d.
 
 Every function here also works without an initialised process group (or with one rank): it then
 acts as the identity, so the losses run unchanged in a single-process script.
@@ -13,6 +14,9 @@ default mode, give 1/W of it.)
 
 Shards may differ in size (the last batch of an epoch without ``drop_last``): rows are padded to
 the largest shard for the collective and the padding is removed again, in both directions.
+
+For the loop: :func:`state_divergence` measures whether the ranks still hold the same model,
+:func:`synchronize_buffers` makes them evaluate with rank 0's batch-norm statistics.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +39,17 @@ __all__ = [
     "gather_sizes",
     "is_distributed",
     "rank",
+    "state_divergence",
+    "synchronize_buffers",
     "world_size",
 ]
 
 # torch >= 2.14 names the single-tensor collectives *_single; older releases *_tensor.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+# Buffers that legitimately differ between ranks until synchronised (batch-norm statistics).
+_PER_RANK_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def is_distributed(group: Any = None) -> bool:
@@ -242,3 +252,39 @@ def all_reduce_mean(x: torch.Tensor, group: Any = None) -> torch.Tensor:
         raise TypeError(f"all_reduce_mean needs a floating point tensor, got dtype {x.dtype}")
     out = all_reduce_sum(x, group)
     return out / world_size(group) if is_distributed(group) else out
+
+
+@torch.no_grad()
+def state_divergence(module: nn.Module) -> float:
+    """Largest spread across ranks of a fingerprint of each parameter and shared buffer.
+
+    Zero when every rank holds identical weights (student, teacher, τ) and identical shared
+    buffers (the DINO center); batch-norm statistics, which are per rank until synchronised,
+    are left out. 0.0 without a process group.
+    """
+    if not is_distributed():
+        return 0.0
+    prints = []
+    for name, tensor in module.state_dict().items():
+        if name.endswith(_PER_RANK_BUFFERS) or not tensor.is_floating_point():
+            continue
+        flat = tensor.detach().double().flatten()
+        weights = torch.cos(
+            torch.arange(flat.numel(), dtype=torch.float64, device=flat.device) * 0.7548776662
+        )
+        prints.append(torch.stack([(flat * weights).sum(), flat.abs().sum()]))
+    if not prints:
+        return 0.0
+    mine = torch.cat(prints).unsqueeze(0)
+    every = gather_no_grad(mine)  # [W, 2T]
+    spread = every.max(dim=0).values - every.min(dim=0).values
+    return float(spread.max())
+
+
+@torch.no_grad()
+def synchronize_buffers(module: nn.Module) -> None:
+    """Broadcast rank 0's buffers (batch-norm statistics, ...) so every rank evaluates alike."""
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)

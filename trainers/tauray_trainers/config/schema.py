@@ -1,7 +1,8 @@
 """The typed, frozen training configuration every worker builds first thing.
 
 A run's configuration is a nested dict (from YAML, ``--set key=value`` or a search space's
-``train_loop_config/...`` paths). :func:`build_config` turns it into a :class:`TrainConfig`;
+``train_loop_config/...`` paths; Ray Train hands it to each worker as its ``train_loop_config``,
+hence :data:`TRAIN_LOOP_CONFIG`). :func:`build_config` turns it into a :class:`TrainConfig`;
 unknown keys and invalid values raise one ``ValueError`` whose message names the key, the bad
 value and what is allowed. Nothing mutates a config after it is built (use
 :func:`with_overrides` to derive a new one).
@@ -11,11 +12,16 @@ Durations are in epochs (floats allowed); the loop converts them to optimizer st
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tauray_trainers.config.paths import deep_merge
+
+#: The name of the training config inside a run's or a trial's config (Ray Train's
+#: ``train_loop_config``); search spaces name their parameters ``train_loop_config/<key>``.
+TRAIN_LOOP_CONFIG = "train_loop_config"
 
 Method = Literal["simclr", "clip", "dino"]
 
@@ -105,9 +111,7 @@ class TemperatureConfig(_Section):
     @model_validator(mode="after")
     def _bounds(self) -> TemperatureConfig:
         if self.min >= self.max:
-            raise ValueError(
-                f"temperature.min ({self.min}) must be < temperature.max ({self.max})"
-            )
+            raise ValueError(f"temperature.min ({self.min}) must be < temperature.max ({self.max})")
         if self.mode == "learnable" and not self.min <= self.value <= self.max:
             raise ValueError(
                 f"temperature.value ({self.value}) must lie in "
@@ -218,48 +222,30 @@ def build_config(raw: Mapping[str, Any] | TrainConfig | None = None) -> TrainCon
         raise ValueError(_one_line(error, TrainConfig)) from None
 
 
-def parse_value(text: str) -> Any:
-    """Parse the value of a ``key=value`` override as YAML (numbers, bools, null, lists)."""
-    import yaml
-
-    return yaml.safe_load(text) if text.strip() else ""
-
-
-def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``tree[a][b][c] = value`` for ``dotted == "a.b.c"`` (also accepts ``/``)."""
-    parts = [p for p in dotted.replace("/", ".").split(".") if p]
-    if not parts:
-        raise ValueError(f"empty config key in override {dotted!r}")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"config key {dotted!r}: {part!r} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def apply_overrides(tree: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a deep copy of ``tree`` with ``key=value`` overrides applied (dotted keys)."""
-    result = copy.deepcopy(dict(tree))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"override {item!r} is not of the form key=value (e.g. epochs=5)")
-        set_path(result, key.strip(), parse_value(text))
-    return result
-
-
 def with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
     """A new config from ``config`` with nested ``overrides`` merged in."""
-    merged = config.to_dict()
+    return build_config(deep_merge(config.to_dict(), overrides))
 
-    def merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-        for key, value in new.items():
-            if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-                merge(into[key], value)
-            else:
-                into[key] = value
 
-    merge(merged, overrides)
-    return build_config(merged)
+def per_worker_batch_size(config: TrainConfig, world_size: int) -> int:
+    """The per-worker batch: ``global_batch_size / world_size`` if given, else the config's.
+
+    Raises:
+        ValueError: ``global_batch_size`` not divisible by ``world_size`` or below 2 per worker.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if config.global_batch_size is None:
+        return config.batch_size_per_worker
+    if config.global_batch_size % world_size:
+        raise ValueError(
+            f"global_batch_size={config.global_batch_size} is not divisible by the "
+            f"{world_size} workers; use a multiple of {world_size} or set batch_size_per_worker"
+        )
+    per_worker = config.global_batch_size // world_size
+    if per_worker < 2:
+        raise ValueError(
+            f"global_batch_size={config.global_batch_size} over {world_size} workers leaves "
+            f"{per_worker} sample(s) per worker; at least 2 are needed"
+        )
+    return per_worker
