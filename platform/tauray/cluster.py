@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from tauray_trainers.config import check_resources
+
 logger = logging.getLogger(__name__)
 
 DRIVER_RESOURCE = "tauray_driver"
@@ -199,12 +201,12 @@ def max_concurrent_trials(
         ValueError: invalid sizes, or one trial can never fit (names what it needs and what
             the cluster has).
     """
-    if workers_per_trial < 1:
-        raise ValueError(f"workers per trial must be >= 1, got {workers_per_trial}")
-    if gpus_per_worker < 0:
-        raise ValueError(f"gpus per worker must be >= 0, got {gpus_per_worker}")
-    if cpus_per_worker < 0:
-        raise ValueError(f"cpus per worker must be >= 0, got {cpus_per_worker}")
+    check_resources(
+        workers_per_trial,
+        gpus_per_worker,
+        cpus_per_worker,
+        names=("workers_per_trial", "gpus_per_worker", "cpus_per_worker"),
+    )
     driver_cpu = 0.0 if info.driver_resource else DRIVER_CPU_FRACTION
     cpu_need = workers_per_trial * cpus_per_worker + driver_cpu
     gpu_need = workers_per_trial * gpus_per_worker

@@ -90,6 +90,8 @@ def test_set_pins_settings_and_searched_parameters(tmp_path: Path) -> None:
         ({"time_budget_s": -5.0}, "--time-budget"),
         ({"scheduler": "pbt"}, "--scheduler"),
         ({"workers_per_trial": 0}, "--workers-per-trial"),
+        ({"cpus_per_worker": 0.0}, "--cpus-per-worker must be a finite number > 0, got 0.0"),
+        ({"gpus_per_worker": float("nan")}, "--gpus-per-worker must be a finite number >= 0"),
         ({"objectives": ("val/knn_top1",)}, "METRIC:max"),
         ({"tracking_uri": "sqlite:///:memory:"}, "in-memory"),
     ],

@@ -60,8 +60,10 @@ def test_a_trial_that_never_fits_is_a_clear_error() -> None:
     assert "cluster has 2 CPU and 0 GPU" in str(info.value)
     with pytest.raises(ValueError, match="1 x 1 GPU"):
         max_concurrent_trials(LOCAL, workers_per_trial=1, gpus_per_worker=1)
-    with pytest.raises(ValueError, match="workers per trial must be >= 1"):
+    with pytest.raises(ValueError, match="workers_per_trial must be an int >= 1, got 0"):
         max_concurrent_trials(LOCAL, workers_per_trial=0, gpus_per_worker=0)
+    with pytest.raises(ValueError, match="cpus_per_worker must be a finite number > 0, got 0"):
+        max_concurrent_trials(LOCAL, workers_per_trial=1, gpus_per_worker=0, cpus_per_worker=0)
 
 
 # ---- run files and validation -------------------------------------------------------------------

@@ -56,11 +56,26 @@ class StopFirstTrialAfterOneEpoch(tune.Stopper):
         return False
 
 
+class ReportedEpochs(tune.Callback):
+    """The epochs each trial reported, in the order Ray Tune passed them on: what tauray's trial
+    ledger and MLflow logger see (a restarted trial's result files may start again at its
+    restart, so they are not the record here)."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[str, list[int]] = {}
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self.epochs.setdefault(trial.trial_id, []).append(int(result["epoch"]))
+
+
 @dataclass(frozen=True)
 class Sweep:
     runner: str
     workers: int
     results: list[Any]  # ray.tune.Result per trial, in trial order
+    reported: dict[str, list[int]]  # trial id -> epochs reported to Ray Tune, in order
     kill_marker: Path  # the fault hook's marker of the killed rank, once the fixture set it
 
 
@@ -101,6 +116,7 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], Sw
 
 
 def _sweep(runner: str, workers: int, root: Path, info: Any) -> Sweep:
+    reported = ReportedEpochs()
     setup = TrialSetup(
         fixed_config=LOOP_CONFIG,
         workers=workers,
@@ -125,16 +141,17 @@ def _sweep(runner: str, workers: int, root: Path, info: Any) -> Sweep:
             storage_path=str(root / "tune"),
             stop=StopFirstTrialAfterOneEpoch(),
             failure_config=tune.FailureConfig(max_failures=1 if setup.in_trial else 0),
+            callbacks=[reported],
             verbose=0,
         ),
     )
     grid = tuner.fit()
     results = sorted(grid, key=lambda result: result.metrics_dataframe["timestamp"].min())
-    return Sweep(runner, workers, results, root)
+    return Sweep(runner, workers, results, reported.epochs, root)
 
 
-def _epochs(result: Any) -> list[int]:
-    return [int(epoch) for epoch in result.metrics_dataframe["epoch"]]
+def _epochs(sweep: Sweep, result: Any) -> list[int]:
+    return sweep.reported[result.metrics["trial_id"]]
 
 
 @pytest.mark.ray
@@ -148,7 +165,7 @@ def test_every_trial_ends_without_error(sweeps: dict, key: tuple[str, int]) -> N
 @pytest.mark.ray
 @pytest.mark.parametrize("key", SWEEPS, ids=lambda key: f"{key[0]}-{key[1]}")
 def test_first_trial_stopped_after_one_epoch(sweeps: dict, key: tuple[str, int]) -> None:
-    assert _epochs(sweeps[key].results[0]) == [1]
+    assert _epochs(sweeps[key], sweeps[key].results[0]) == [1]
 
 
 @pytest.mark.ray
@@ -161,9 +178,9 @@ def test_killed_worker_recovers_from_its_checkpoint(sweeps: dict, key: tuple[str
     # Killed halfway through epoch 2 and restarted from epoch 1's checkpoint: every epoch is
     # reported once (a restart from scratch would report epoch 1 twice), and the cost counters
     # carried in the checkpoint count the samples of all three epochs.
-    seen = [(_epochs(result), result.error, result.path) for result in sweep.results]
-    assert _epochs(second) == [1, 2, 3], seen
-    assert _epochs(third) == [1, 2, 3], seen
+    seen = [(_epochs(sweep, result), result.error, result.path) for result in sweep.results]
+    assert _epochs(sweep, second) == [1, 2, 3], seen
+    assert _epochs(sweep, third) == [1, 2, 3], seen
     samples = EPOCHS * LOOP_CONFIG["data"]["max_train_samples"]
     counted = [result.metrics["cost/samples_seen"] for result in (second, third)]
     assert counted == [samples] * 2, seen

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tauray.storage import StoragePath, location
-from tauray_trainers.config import build_config
+from tauray_trainers.config import build_config, check_resources
 
 if TYPE_CHECKING:
     from tauray.tracking import TrackingTarget
@@ -218,12 +218,12 @@ def plan_sweep(
         raise ValueError(f"--trials must be >= 1, got {request.trials}")
     if request.time_budget_s is not None and not request.time_budget_s > 0:
         raise ValueError(f"--time-budget must be > 0 seconds, got {request.time_budget_s}")
-    if request.workers_per_trial < 1:
-        raise ValueError(f"--workers-per-trial must be >= 1, got {request.workers_per_trial}")
-    if request.gpus_per_worker < 0:
-        raise ValueError(f"--gpus-per-worker must be >= 0, got {request.gpus_per_worker}")
-    if request.cpus_per_worker < 0:
-        raise ValueError(f"--cpus-per-worker must be >= 0, got {request.cpus_per_worker}")
+    check_resources(
+        request.workers_per_trial,
+        request.gpus_per_worker,
+        request.cpus_per_worker,
+        names=("--workers-per-trial", "--gpus-per-worker", "--cpus-per-worker"),
+    )
     if request.max_failures < 0:
         raise ValueError(f"--max-failures must be >= 0, got {request.max_failures}")
     if request.trial_runner not in TRIAL_RUNNERS:

@@ -27,7 +27,13 @@ def _number(name: str, value: Any, allowed: str) -> float:
     return number
 
 
-def check_resources(workers: Any, gpus_per_worker: Any, cpus_per_worker: Any) -> None:
+def check_resources(
+    workers: Any,
+    gpus_per_worker: Any,
+    cpus_per_worker: Any,
+    *,
+    names: tuple[str, str, str] = ("workers", "gpus_per_worker", "cpus_per_worker"),
+) -> None:
     """Refuse worker counts and per-worker reservations that cannot make a run.
 
     Args:
@@ -36,19 +42,22 @@ def check_resources(workers: Any, gpus_per_worker: Any, cpus_per_worker: Any) ->
             a fraction shares a GPU).
         cpus_per_worker: CPUs each worker reserves: a finite number > 0 (see the module's
             docstring for why 0 is refused).
+        names: how the messages name the three settings (a command line passes its option
+            names, e.g. ``--workers-per-trial``).
 
     Raises:
         ValueError: one line naming the setting, the bad value and the allowed range.
     """
+    workers_name, gpus_name, cpus_name = names
     if isinstance(workers, bool) or not isinstance(workers, Integral) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    gpus = _number("gpus_per_worker", gpus_per_worker, "a finite number >= 0")
+        raise ValueError(f"{workers_name} must be an int >= 1, got {workers!r}")
+    gpus = _number(gpus_name, gpus_per_worker, "a finite number >= 0")
     if gpus < 0:
-        raise ValueError(f"gpus_per_worker must be a finite number >= 0, got {gpus_per_worker!r}")
-    cpus = _number("cpus_per_worker", cpus_per_worker, "a finite number > 0")
+        raise ValueError(f"{gpus_name} must be a finite number >= 0, got {gpus_per_worker!r}")
+    cpus = _number(cpus_name, cpus_per_worker, "a finite number > 0")
     if cpus <= 0:
         raise ValueError(
-            f"cpus_per_worker must be a finite number > 0, got {cpus_per_worker!r} (a worker "
+            f"{cpus_name} must be a finite number > 0, got {cpus_per_worker!r} (a worker "
             "that reserves no CPU is never limited by Ray and oversubscribes its node; use a "
             "fraction such as 0.5 to share a core)"
         )
