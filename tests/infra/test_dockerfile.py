@@ -344,8 +344,8 @@ def test_dockerignore_keeps_junk_out_of_the_build_context(path: str) -> None:
     [
         "pyproject.toml",
         "README.md",
-        "platform/tauray/cli.py",
-        "trainers/tauray_trainers/config.py",
+        "platform/tauray/cli/__init__.py",
+        "trainers/tauray_trainers/config/schema.py",
         "search_spaces/tauray_spaces/builtin/simclr-temperature.yaml",
         "infra/docker/constraints.txt",
     ],
