@@ -127,8 +127,8 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, see
 
     from tauray.cluster import max_concurrent_trials
     from tauray.cluster import ray_session as session
+    from tauray.sweep.ledger import TrialLedger
     from tauray.sweep.trial import TrialSetup, tauray_trial, trial_name, trial_resources
-    from tauray.trials import TrialLedger
 
     grid = (
         [float(t) for t in args.taus.split(",")]

@@ -1,29 +1,17 @@
 """MLflow tracking of sweeps: where runs go, and the one process that writes them.
 
-Layout of a sweep in MLflow (one experiment per ``--experiment`` name):
-
-- the **parent run** is the sweep: params ``space``, ``method``, ``sampler``, ``scheduler``,
-  ``trials``, ``time_budget_s``, resources, ``code_version``; at the end the metric
-  ``best/<objective>``, params ``best/<parameter>`` and artifacts ``best_config.yaml`` and
-  ``plots/*.png``;
-- each **trial** is a child run (tag ``mlflow.parentRunId``) with tags ``tauray.trial_id``,
-  ``tauray.method``, ``tauray.space``, ``tauray.status`` (and ``tauray.failure_reason`` /
-  ``tauray.failure_kind`` when it failed), the full resolved ``train_loop_config`` as flattened
-  params (``temperature.mode``, ``optimizer.lr``, ...), every metric at every epoch (step =
-  epoch, the temperature trajectory ``train/temperature`` included), and, when it ended without
-  error, its model (``mlflow.pytorch``, ``pt2`` format with an input example) under ``model``;
-- the best trial's model is registered in the Model Registry with the alias ``champion``:
-  ``mlflow.pytorch.load_model("models:/<name>@champion")`` maps images to embeddings.
+What a sweep writes (tags, params, metrics, artifacts) is :mod:`tauray.layout`'s; this module
+decides the tracking URI, checks it before Ray starts, and holds the writer
+(:class:`SweepRecorder`). Only the sweep driver writes to MLflow (through its Ray Tune callback,
+:class:`tauray.sweep.mlflow_logger.MlflowTrialLogger`): the workers never open the tracking store,
+so a SQLite file has one writer.
 
 An interrupted sweep (Ctrl-C) ends its parent run and the runs of its unfinished trials as
-KILLED (the parent tagged ``tauray.status = interrupted`` and ``tauray.resume_command``);
-``tauray tune --resume`` reopens the same runs. A driver killed outright (SIGKILL, a lost node)
-can leave a child run for a trial Ray Tune never saved: the resumed sweep never knows that trial,
-so at the end of every sweep such runs are ended as KILLED with ``tauray.status = lost`` and
-``tauray.lost_reason``; they are not trials of the sweep (``tauray report`` skips them).
-
-Only the sweep driver writes to MLflow (a Ray Tune callback, :class:`MlflowTrialLogger`): the
-workers never open the tracking store, so a SQLite file has one writer.
+KILLED; ``tauray tune --resume`` reopens the same runs. A driver killed outright (SIGKILL, a lost
+node) can leave a child run for a trial Ray Tune never saved: the resumed sweep never knows that
+trial, so at the end of every sweep such runs are ended as lost
+(:meth:`SweepRecorder.end_lost_runs`); they are not trials of the sweep (``tauray report`` skips
+them).
 
 The tracking URI comes from ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the embedded
 default ``sqlite:///<cwd>/mlflow.db`` with artifacts in ``<cwd>/mlartifacts``; it is always made
@@ -45,69 +33,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ray.tune import Callback
-
-from tauray.trials import (
-    INFEASIBLE,
-    TrialLedger,
-    TrialRecord,
-    failure_kind,
-    flatten,
-    is_metric,
-    result_step,
-)
-from tauray_trainers import metrics as names
+from tauray import layout
 
 if TYPE_CHECKING:
     import torch
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
-    from ray.tune.experiment import Trial
 
 logger = logging.getLogger(__name__)
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 EMBEDDED_DATABASE = "mlflow.db"
 EMBEDDED_ARTIFACTS = "mlartifacts"
-CHAMPION_ALIAS = "champion"
-#: Name of the logged model inside each trial's run.
-MODEL_NAME = "model"
-
-TAG_PARENT_RUN_ID = "mlflow.parentRunId"
-TAG_RUN_NAME = "mlflow.runName"
-TAG_KIND = "tauray.kind"
-TAG_SWEEP = "tauray.sweep"
-TAG_SPACE = "tauray.space"
-TAG_METHOD = "tauray.method"
-TAG_TRIAL_ID = "tauray.trial_id"
-TAG_TRIAL_INDEX = "tauray.trial_index"
-TAG_STATUS = "tauray.status"
-TAG_FAILURE_REASON = "tauray.failure_reason"
-TAG_FAILURE_KIND = "tauray.failure_kind"
-TAG_SAMPLED = "tauray.sampled_params"
-TAG_MODEL_URI = "tauray.model_uri"
-TAG_BEST_TRIAL = "tauray.best_trial_id"
-TAG_BEST_RUN = "tauray.best_run_id"
-TAG_STORAGE = "tauray.storage_path"
-TAG_OOM_BATCH_SIZE = "tauray.oom_batch_size_per_worker"
-TAG_RESUMED = "tauray.resumed"
-TAG_LOST_REASON = "tauray.lost_reason"
-TAG_RESUME_COMMAND = "tauray.resume_command"
-
-#: ``tauray.status`` of a child run of a trial the sweep lost (see `SweepRecorder.end_lost_runs`).
-STATUS_LOST = "lost"
-LOST_REASON = (
-    "the sweep's driver stopped after this trial's run was created but before Ray Tune saved the "
-    "trial in the sweep's state: the resumed sweep never knew the trial, and its searcher "
-    "suggested a new trial in its place (this run is not one of the sweep's trials)"
-)
 
 _REMOTE_SCHEMES = ("http", "https")
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _OTHER_SCHEMES = ("file", "databricks", "databricks-uc", "uc")
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
-_MAX_PARAM_LENGTH = 6000
 
 
 # ---- where runs go ---------------------------------------------------------------------------
@@ -323,20 +266,6 @@ def code_version() -> str:
     return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
 
 
-def _param_text(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    return text if len(text) <= _MAX_PARAM_LENGTH else text[: _MAX_PARAM_LENGTH - 3] + "..."
-
-
-def config_params(config: Mapping[str, Any]) -> dict[str, str]:
-    """A nested config as MLflow params: dotted keys (``temperature.mode``), text values."""
-    return {key: _param_text(value) for key, value in flatten(config, separator=".").items()}
-
-
 # ---- the writer ------------------------------------------------------------------------------
 
 
@@ -388,7 +317,7 @@ class SweepRecorder:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={TAG_KIND: "sweep", **tags},
+            tags={layout.TAG_KIND: layout.KIND_SWEEP, **tags},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -397,10 +326,7 @@ class SweepRecorder:
         """The child run of ``trial_id`` under the sweep, if a previous driver created it."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_PARENT_RUN_ID}` = '{parent_run_id}' "
-                f"and tags.`{TAG_TRIAL_ID}` = '{trial_id}'"
-            ),
+            filter_string=layout.trial_runs_filter(parent_run_id, trial_id=trial_id),
             max_results=1,
         )
         return runs[0].info.run_id if runs else None
@@ -421,12 +347,7 @@ class SweepRecorder:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={
-                TAG_KIND: "trial",
-                TAG_PARENT_RUN_ID: parent_run_id,
-                TAG_TRIAL_ID: trial_id,
-                **tags,
-            },
+            tags={**layout.trial_identity_tags(parent_run_id, trial_id), **tags},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id, True
@@ -434,7 +355,7 @@ class SweepRecorder:
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(str(key), _param_text(value)) for key, value in params.items()]
+        items = [Param(str(key), layout.param_text(value)) for key, value in params.items()]
         for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
 
@@ -465,12 +386,13 @@ class SweepRecorder:
     def find_sweep_run(self, sweep_dir: str, sweep_name: str | None = None) -> str | None:
         """The parent run of the sweep kept in ``sweep_dir`` (tag ``tauray.storage_path``);
         else, when the folder was moved, the one tagged ``tauray.sweep = sweep_name``."""
-        searches = [(TAG_STORAGE, sweep_dir)] + ([(TAG_SWEEP, sweep_name)] if sweep_name else [])
+        searches = [(layout.TAG_STORAGE, sweep_dir)]
+        if sweep_name:
+            searches.append((layout.TAG_SWEEP, sweep_name))
         for tag, value in searches:
-            quoted = value.replace("'", "\\'")
             runs = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{TAG_KIND}` = 'sweep' and tags.`{tag}` = '{quoted}'",
+                filter_string=layout.sweep_runs_filter(tag, value),
                 order_by=["attributes.start_time ASC"],
                 max_results=1,
             )
@@ -489,15 +411,12 @@ class SweepRecorder:
         while True:
             page = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=(
-                    f"tags.`{TAG_PARENT_RUN_ID}` = '{parent_run_id}' "
-                    "and attributes.status = 'RUNNING'"
-                ),
+                filter_string=layout.trial_runs_filter(parent_run_id, running=True),
                 max_results=500,
                 page_token=page_token,
             )
             for run in page:
-                trial_id = run.data.tags.get(TAG_TRIAL_ID)
+                trial_id = run.data.tags.get(layout.TAG_TRIAL_ID)
                 if trial_id:  # a nested run tauray did not create is left alone
                     found[run.info.run_id] = trial_id
             page_token = page.token
@@ -507,7 +426,7 @@ class SweepRecorder:
     def end_lost_runs(self, parent_run_id: str, known_trial_ids: Collection[str]) -> list[str]:
         """End the sweep's RUNNING child runs of trials Ray Tune does not know; return their ids.
 
-        A driver killed after :class:`MlflowTrialLogger` created a trial's child run but before
+        A driver killed after the sweep's MLflow logger created a trial's child run but before
         Ray Tune's next save of the experiment state leaves a run for a trial the restored
         sweep never sees (its searcher suggests a new trial instead); nothing would ever end
         that run. Each one is tagged ``tauray.status = lost`` with ``tauray.lost_reason`` and
@@ -524,7 +443,7 @@ class SweepRecorder:
             if trial_id not in known
         ]
         for run_id in lost:
-            self.set_tags(run_id, {TAG_STATUS: STATUS_LOST, TAG_LOST_REASON: LOST_REASON})
+            self.set_tags(run_id, layout.lost_tags())
             self.end_run(run_id, "KILLED")
             logger.warning("MLflow: run %s belongs to a trial the sweep lost; ended it", run_id)
         return lost
@@ -532,7 +451,7 @@ class SweepRecorder:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(key, str(value)[:5000]) for key, value in tags.items()]
+        items = [RunTag(key, layout.tag_text(value)) for key, value in tags.items()]
         if items:
             self.client.log_batch(run_id, tags=items)
 
@@ -566,7 +485,7 @@ class SweepRecorder:
         with tracking_scope(self.target), mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 model,
-                name=MODEL_NAME,
+                name=layout.MODEL_NAME,
                 input_example=input_example.detach().cpu().numpy(),
                 serialization_format="pt2",
                 pip_requirements=[f"torch=={torch_version}"],
@@ -582,256 +501,12 @@ class SweepRecorder:
         import mlflow
 
         try:
-            current = self.client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+            current = self.client.get_model_version_by_alias(name, layout.CHAMPION_ALIAS)
         except Exception:  # no such model, or no champion yet
             current = None
         if current is not None and current.source == model_uri:
             return current
         with tracking_scope(self.target):
             version = mlflow.register_model(model_uri, name)
-        self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+        self.client.set_registered_model_alias(name, layout.CHAMPION_ALIAS, version.version)
         return version
-
-
-# ---- the Tune callback -----------------------------------------------------------------------
-
-
-def _load_embedding_model(checkpoint_path: str) -> tuple[torch.nn.Module, torch.Tensor]:
-    import ray.train
-
-    from tauray_trainers.models import load_embedding_model
-
-    checkpoint = ray.train.Checkpoint(path=checkpoint_path)
-    with checkpoint.as_directory() as directory:
-        model, example, _ = load_embedding_model(directory)
-    return model, example
-
-
-class MlflowTrialLogger(Callback):
-    """Ray Tune callback that writes every trial to MLflow as a child run of the sweep.
-
-    Runs in the sweep driver only. Put it after the :class:`~tauray.trials.TrialLedger` in
-    ``RunConfig(callbacks=[...])``: it reads the ledger's records. Tracking problems are logged
-    and counted (:attr:`errors`) instead of stopping the sweep: the training is the expensive
-    part, the tracking can be repaired.
-
-    Args:
-        recorder: the sweep's MLflow writer.
-        ledger: the sweep's trial records.
-        parent_run_id: the sweep's parent run.
-        space: the search space's name (tag ``tauray.space``).
-        log_models: log the model of each trial that runs all its epochs (from its last
-            checkpoint); the sweep adds the best trial's if ASHA stopped it early.
-    """
-
-    def __init__(
-        self,
-        recorder: SweepRecorder,
-        ledger: TrialLedger,
-        parent_run_id: str,
-        space: str,
-        *,
-        log_models: bool = True,
-    ) -> None:
-        self.recorder = recorder
-        self.ledger = ledger
-        self.parent_run_id = parent_run_id
-        self.space = space
-        self.log_models = log_models
-        self.run_ids: dict[str, str] = {}
-        self.model_uris: dict[str, str] = {}
-        # Per trial, per metric: the last step MLflow has. Loaded from MLflow the first time
-        # this process sees a trial whose run existed before (a resumed sweep), so epochs a
-        # restarted trial re-reports are never logged twice.
-        self._last_step: dict[str, dict[str, int]] = {}
-        #: Child runs of trials the sweep lost, ended when the sweep ended (see
-        #: :meth:`SweepRecorder.end_lost_runs`).
-        self.lost_run_ids: list[str] = []
-        self.errors = 0
-
-    @contextlib.contextmanager
-    def guarded(self, what: str, trial_id: str | None = None) -> Iterator[None]:
-        """Run an MLflow write; if it fails, log why, count it in :attr:`errors` and go on
-        (a tracking hiccup never costs the sweep its training)."""
-        try:
-            yield
-        except Exception:
-            self.errors += 1
-            if trial_id is None:
-                logger.exception("MLflow: could not %s", what)
-            else:
-                logger.exception("MLflow: could not %s for trial %s", what, trial_id)
-
-    def _run_id(self, trial: Trial) -> str:
-        run_id = self.run_ids.get(trial.trial_id)
-        if run_id is not None:
-            if trial.trial_id not in self._last_step:  # known from a restored sweep's state
-                # Running again in this session: an interrupted sweep ended the run as KILLED.
-                self.recorder.reopen_run(run_id)
-                self._last_step[trial.trial_id] = self.recorder.last_steps(run_id)
-            return run_id
-        record = self.ledger.record_for(trial)
-        params = config_params(record.config) if record.config else dict(record.sampled)
-        tags = {
-            TAG_SPACE: self.space,
-            TAG_TRIAL_INDEX: str(record.index),
-            TAG_STATUS: "running",
-            TAG_SAMPLED: ",".join(sorted(record.sampled)),
-        }
-        if record.method:
-            tags[TAG_METHOD] = record.method
-        run_id, created = self.recorder.start_trial_run(
-            self.parent_run_id,
-            trial.trial_id,
-            run_name=f"trial-{record.index:03d}-{trial.trial_id}",
-            params=params,
-            tags=tags,
-        )
-        # A restored sweep continues after the epochs already logged.
-        self._last_step[trial.trial_id] = {} if created else self.recorder.last_steps(run_id)
-        self.run_ids[trial.trial_id] = run_id
-        return run_id
-
-    def on_trial_start(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        with self.guarded("create the run", trial.trial_id):
-            self._run_id(trial)
-
-    def on_trial_result(
-        self,
-        iteration: int,
-        trials: list[Trial],
-        trial: Trial,
-        result: dict[str, Any],
-        **info: Any,
-    ) -> None:
-        with self.guarded("log metrics", trial.trial_id):
-            run_id = self._run_id(trial)
-            if result.get(INFEASIBLE):
-                return  # worst values for the searcher, not measurements
-            step = result_step(result)
-            last = self._last_step.setdefault(trial.trial_id, {})
-            # Only epochs MLflow does not have yet: a trial restarted from its checkpoint
-            # (worker lost, sweep resumed) re-reports the epochs after that checkpoint.
-            values = {
-                key: float(value)
-                for key, value in result.items()
-                if is_metric(key, value) and key != names.EPOCH and step > last.get(key, -1)
-            }
-            if values:
-                self.recorder.log_metrics(run_id, values, step)
-                last.update(dict.fromkeys(values, step))
-
-    def on_trial_complete(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        record = self.ledger.record_for(trial)
-        with self.guarded("create the run", trial.trial_id):
-            self._run_id(trial)
-        if record.infeasible:
-            self.fail(record)
-            return
-        self.finish(record)
-
-    def finish(self, record: TrialRecord) -> None:
-        """End a trial's run that ended without error: its status, its model, FINISHED.
-
-        Called for every completed or early-stopped trial, including those the sweep's time
-        budget stopped (Ray Tune ends the sweep without a completion event for them). A trial
-        that ran all its epochs logs its model; an early-stopped one only if it turns out to be
-        the best (:meth:`log_model`, called at the end of the sweep).
-        """
-        run_id = self.run_ids.get(record.trial_id)
-        if run_id is None:
-            return
-        with self.guarded("finish the run", record.trial_id):
-            if self.log_models and record.status == "completed":
-                self.log_model(record)
-            self.recorder.set_tags(run_id, {TAG_STATUS: record.status})
-            self.recorder.end_run(run_id, "FINISHED")
-
-    def log_model(self, record: TrialRecord) -> str | None:
-        """Log a trial's embedding model from its last checkpoint; return the model URI.
-
-        Returns the URI logged before, if any; None (and a ``tauray.model_error`` tag on the
-        run) when the trial has no checkpoint or the model cannot be exported.
-        """
-        if record.trial_id in self.model_uris:
-            return self.model_uris[record.trial_id]
-        run_id = self.run_ids.get(record.trial_id)
-        if run_id is None or not record.checkpoint_path:
-            return None
-        try:
-            model, example = _load_embedding_model(record.checkpoint_path)
-            model_uri = self.recorder.log_model(run_id, model, example)
-        except Exception as error:
-            self.errors += 1
-            logger.exception("MLflow: could not log the model of trial %s", record.trial_id)
-            with self.guarded("tag the model error", record.trial_id):
-                reason = " ".join(str(error).split())[:500]
-                self.recorder.set_tags(run_id, {"tauray.model_error": reason})
-            return None
-        self.model_uris[record.trial_id] = model_uri
-        with self.guarded("tag the model", record.trial_id):
-            self.recorder.set_tags(run_id, {TAG_MODEL_URI: model_uri})
-        return model_uri
-
-    def on_trial_error(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        record = self.ledger.record_for(trial)
-        with self.guarded("record the failure", trial.trial_id):
-            self._run_id(trial)
-        self.fail(record)
-
-    def fail(self, record: TrialRecord) -> None:
-        """End a failed (or infeasible: out of memory) trial's run: reason, kind, FAILED."""
-        run_id = self.run_ids.get(record.trial_id)
-        if run_id is None:
-            return
-        with self.guarded("record the failure", record.trial_id):
-            reason = record.error or "unknown error"
-            tags = {
-                TAG_STATUS: "failed",
-                TAG_FAILURE_REASON: reason,
-                TAG_FAILURE_KIND: "out_of_memory" if record.infeasible else failure_kind(reason),
-            }
-            if record.oom_batch_size is not None:
-                tags[TAG_OOM_BATCH_SIZE] = str(record.oom_batch_size)
-            self.recorder.set_tags(run_id, tags)
-            self.recorder.end_run(run_id, "FAILED")
-
-    def interrupt(self, records: Sequence[TrialRecord]) -> None:
-        """End the runs of trials an interrupted sweep left unfinished as KILLED.
-
-        Their ``tauray.status`` stays ``running``; ``tauray tune --resume`` reopens the runs
-        and continues them after the epochs they have.
-        """
-        for record in records:
-            run_id = self.run_ids.get(record.trial_id)
-            if run_id is None or record.finished:
-                continue
-            with self.guarded("end the interrupted run", record.trial_id):
-                self.recorder.end_run(run_id, "KILLED")
-
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        """End child runs of trials this sweep does not know (lost by a killed driver)."""
-        with self.guarded("end the runs of lost trials", "-"):
-            self.lost_run_ids.extend(
-                self.recorder.end_lost_runs(
-                    self.parent_run_id, [trial.trial_id for trial in trials]
-                )
-            )
-
-    def get_state(self) -> dict[str, Any] | None:
-        return {"run_ids": dict(self.run_ids), "model_uris": dict(self.model_uris)}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.run_ids.update(state.get("run_ids", {}))
-        self.model_uris.update(state.get("model_uris", {}))
-
-
-def best_params(record: TrialRecord) -> dict[str, str]:
-    """The best trial's sampled values as parent-run params ``best/<key>``."""
-    return {f"best/{key}": _param_text(value) for key, value in sorted(record.sampled.items())}

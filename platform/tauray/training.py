@@ -20,18 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tauray.run_file import load_run_file
 from tauray_trainers import metrics as names
 from tauray_trainers.config import TrainConfig, apply_overrides, build_config
 
 logger = logging.getLogger(__name__)
-
-TRAIN_LOOP_CONFIG = "train_loop_config"
-"""Top-level key under which ``tauray tune`` prints a trial's training config."""
-
-RUN_KEYS = ("workers", "gpus_per_worker", "cpus_per_worker")
-"""Run-level keys a config file may hold next to ``train_loop_config``."""
 
 DEFAULT_STORAGE = "tauray_results"
 
@@ -258,43 +251,6 @@ def forward_metrics_callback(target: Any) -> Any:
 
 
 # ---- tauray train -------------------------------------------------------------------------------
-
-
-def load_run_file(path: str | Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a run YAML: a training config, or ``train_loop_config:`` plus run-level keys.
-
-    Returns:
-        ``(train_loop_config, run_keys)`` where ``run_keys`` holds any of ``RUN_KEYS``.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: not a mapping, or unknown top-level keys next to ``train_loop_config``.
-    """
-    from tauray.storage import location
-
-    if path is None:
-        return {}, {}
-    path = location(path)  # a local file, or an object store's (a remote sweep's best_config)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {error}") from None
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
-    if TRAIN_LOOP_CONFIG not in raw:
-        return dict(raw), {}
-    unknown = sorted(set(raw) - {TRAIN_LOOP_CONFIG, *RUN_KEYS})
-    if unknown:
-        raise ValueError(
-            f"config file {str(path)!r}: unknown top-level key(s) {', '.join(unknown)} next to "
-            f"{TRAIN_LOOP_CONFIG}; allowed: {', '.join((TRAIN_LOOP_CONFIG, *RUN_KEYS))}"
-        )
-    inner = raw[TRAIN_LOOP_CONFIG] or {}
-    if not isinstance(inner, Mapping):
-        raise ValueError(f"config file {str(path)!r}: {TRAIN_LOOP_CONFIG} must be a mapping")
-    return dict(inner), {key: raw[key] for key in RUN_KEYS if key in raw}
 
 
 def prepare_run(

@@ -1,11 +1,12 @@
-"""What a sweep knows about its trials, kept in the sweep driver as Ray Tune reports events.
+"""What a sweep knows about one trial, and the rules every view of a sweep shares about it.
 
-:class:`TrialLedger` is a Ray Tune callback: it turns the stream of trial events (start, every
-epoch's result, completion, error) into one :class:`TrialRecord` per trial (its sampled
-parameters, the resolved ``train_loop_config`` the workers train with, the last metrics, the
-objective and temperature trajectories, how it ended and why). The MLflow logger, the progress
-printer, the plots and the final summary all read these records, so every view of a sweep
-agrees on what happened.
+A :class:`TrialRecord` is one trial: its sampled parameters, the resolved ``train_loop_config``
+the workers train with, the last metrics, the objective and temperature trajectories, how it
+ended and why. The sweep driver's ledger (:class:`tauray.sweep.ledger.TrialLedger`) builds the
+records from Ray Tune's events; ``tauray report`` builds them again from MLflow
+(:mod:`tauray.layout`); the MLflow logger, the progress printer, the plots, the end-of-sweep
+summary and the report all read them, so every view of a sweep agrees on what happened. Nothing
+here imports Ray.
 
 A trial *completed* when it reported every epoch of its config, was *stopped early* when it
 ended without error before that (the early-stopping scheduler or the time budget stopped it),
@@ -15,24 +16,14 @@ and *failed* when it raised (an error, a non-finite loss, out of memory).
 from __future__ import annotations
 
 import copy
-import dataclasses
-import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from ray.tune import Callback
+from typing import Any, Literal
 
 from tauray_trainers import metrics as names
 from tauray_trainers.config import build_config
-
-if TYPE_CHECKING:
-    from ray.tune.experiment import Trial
-
-logger = logging.getLogger(__name__)
 
 #: The key under which Ray Tune's config (and the search space's names) holds the trainer config.
 TRAIN_LOOP_CONFIG = "train_loop_config"
@@ -130,6 +121,15 @@ def is_metric(key: str, value: Any) -> bool:
     return key in names.ALL_METRICS or key.split("/", 1)[0] in _METRIC_NAMESPACES
 
 
+def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The trainer metrics of one reported result (what a trial's run logs at the epoch)."""
+    return {
+        key: float(value)
+        for key, value in result.items()
+        if is_metric(key, value) and key != names.EPOCH
+    }
+
+
 def result_step(result: Mapping[str, Any]) -> int:
     """The step a result belongs to: the completed epoch (1-based), else Tune's iteration."""
     for key in (names.EPOCH, "training_iteration"):
@@ -160,6 +160,14 @@ def failure_reason(error_text: str | None) -> str:
     return " ".join(best.split())[:500]
 
 
+def count_statuses(records: Iterable[TrialRecord]) -> dict[str, int]:
+    """How many trials are running, completed, stopped early and failed."""
+    counts = dict.fromkeys(STATUS_WORDS, 0)
+    for record in records:
+        counts[record.status] += 1
+    return counts
+
+
 def failure_kind(reason: str) -> Literal["out_of_memory", "non_finite", "error"]:
     """Classify a failure reason: out of memory, non-finite loss, or any other error."""
     lowered = reason.lower()
@@ -168,18 +176,6 @@ def failure_kind(reason: str) -> Literal["out_of_memory", "non_finite", "error"]
     if "nonfinite" in lowered.replace("-", "").replace("_", "") or "non-finite" in lowered:
         return "non_finite"
     return "error"
-
-
-def _error_text(trial: Trial) -> str | None:
-    """The error text Ray Tune stored for a failed trial (None when there is none to read)."""
-    try:
-        path = trial.error_file
-        if path and Path(path).is_file():
-            return Path(path).read_text(errors="replace")
-        return trial.get_error()
-    except Exception:  # no storage context, or storage we cannot reach
-        logger.debug("no error text for trial %s", trial.trial_id, exc_info=True)
-        return None
 
 
 @dataclass
@@ -252,168 +248,6 @@ class TrialRecord:
         if self.config["method"] == "dino":
             return float(self.config["dino"]["student_temperature"])
         return float(self.config["temperature"]["value"])
-
-
-class TrialLedger(Callback):
-    """Ray Tune callback that keeps a :class:`TrialRecord` per trial in the sweep driver.
-
-    Put it first in ``RunConfig(callbacks=[...])``: callbacks run in list order, and the MLflow
-    logger and the progress printer read the records this one updates.
-
-    Args:
-        fixed_config: the sweep's fixed nested ``train_loop_config`` (merged under each trial's
-            sampled values to get the config the workers train with).
-    """
-
-    def __init__(self, fixed_config: Mapping[str, Any]) -> None:
-        self.fixed_config = copy.deepcopy(dict(fixed_config))
-        self.records: dict[str, TrialRecord] = {}
-
-    # ---- queries -----------------------------------------------------------------------------
-
-    def ordered(self) -> list[TrialRecord]:
-        """Records in the order the trials started."""
-        return sorted(self.records.values(), key=lambda record: record.index)
-
-    def counts(self) -> dict[str, int]:
-        """How many trials are running, completed, stopped early and failed."""
-        counts = dict.fromkeys(STATUS_WORDS, 0)
-        for record in self.records.values():
-            counts[record.status] += 1
-        return counts
-
-    def best(self, metric: str, mode: str) -> TrialRecord | None:
-        """The finished, non-failed trial with the best last value of ``metric``."""
-        candidates = [
-            record
-            for record in self.records.values()
-            if record.status in ("completed", "stopped") and record.value(metric) is not None
-        ]
-        if not candidates:
-            return None
-        sign = 1.0 if mode == "max" else -1.0
-        return max(
-            candidates, key=lambda record: (sign * (record.value(metric) or 0.0), -record.index)
-        )
-
-    def stop_unfinished(self) -> list[TrialRecord]:
-        """Mark trials still running as stopped early (the sweep's time budget ended them)."""
-        stopped = [record for record in self.ordered() if record.status == "running"]
-        for record in stopped:
-            record.status = "stopped"
-        return stopped
-
-    # ---- Tune events -------------------------------------------------------------------------
-
-    def record_for(self, trial: Trial) -> TrialRecord:
-        """The record of ``trial``, created on first sight (also after a sweep restore)."""
-        record = self.records.get(trial.trial_id)
-        if record is None:
-            sampled = sampled_train_loop_config(trial.config)
-            try:
-                config: dict[str, Any] | None = resolve_train_loop_config(
-                    self.fixed_config, trial.config
-                )
-                config_error = None
-            except (ValueError, TypeError) as error:
-                config, config_error = None, str(error)
-            record = TrialRecord(
-                trial_id=trial.trial_id,
-                index=len(self.records) + 1,
-                sampled=flatten(sampled),
-                config=config,
-                config_error=config_error,
-            )
-            self.records[trial.trial_id] = record
-        return record
-
-    def on_trial_start(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        record = self.record_for(trial)
-        record.status = "running"
-
-    def on_trial_result(
-        self,
-        iteration: int,
-        trials: list[Trial],
-        trial: Trial,
-        result: dict[str, Any],
-        **info: Any,
-    ) -> None:
-        record = self.record_for(trial)
-        if result.get(INFEASIBLE):
-            record.status = "failed"
-            record.infeasible = True
-            record.error = str(result[INFEASIBLE])
-            batch = result.get(INFEASIBLE_BATCH_SIZE)
-            record.oom_batch_size = int(batch) if isinstance(batch, (int, float)) else None
-            return  # the worst values it carries are for the searcher, not the trial's metrics
-        self._absorb(record, result)
-
-    @staticmethod
-    def _absorb(record: TrialRecord, result: Mapping[str, Any]) -> None:
-        step = result_step(result)
-        record.epoch = max(record.epoch, step)
-        for key, value in result.items():
-            if is_metric(key, value) and key != names.EPOCH:
-                record.metrics[key] = float(value)
-                history = record.history.setdefault(key, [])
-                if not history or history[-1][0] < step:  # an epoch reported again: once
-                    history.append((step, float(value)))
-        checkpoint = result.get(CHECKPOINT_PATH)
-        if isinstance(checkpoint, str) and checkpoint:
-            record.checkpoint_path = checkpoint
-
-    def on_checkpoint(
-        self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any
-    ) -> None:
-        """A checkpoint Ray Tune saved for the trial (an in-trial run reports its checkpoints to
-        Ray Tune; a Ray Train run's arrive as ``checkpoint_path`` in its results instead)."""
-        from tauray.storage import checkpoint_uri
-
-        path = checkpoint_uri(checkpoint)  # on an object store: its URI, not a bucket path
-        if path:
-            self.record_for(trial).checkpoint_path = path
-
-    def on_trial_complete(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        record = self.record_for(trial)
-        if record.infeasible:
-            return
-        # A restored trial whose last epoch reached Ray Tune before the driver died completes
-        # without a new report: Tune's restored last result still has that epoch.
-        last = getattr(trial, "last_result", None)
-        if isinstance(last, Mapping) and result_step(last) > record.epoch:
-            self._absorb(record, last)
-        planned = record.planned_epochs
-        record.status = (
-            "completed" if planned is not None and record.epoch >= planned else "stopped"
-        )
-
-    def on_trial_error(
-        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
-    ) -> None:
-        record = self.record_for(trial)
-        record.status = "failed"
-        record.error = record.config_error or failure_reason(_error_text(trial))
-
-    # ---- sweep restore -----------------------------------------------------------------------
-
-    def get_state(self) -> dict[str, Any] | None:
-        """The records, saved by Ray Tune with the experiment state (restored on ``--resume``)."""
-        return {"records": [dataclasses.asdict(record) for record in self.ordered()]}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Bring back the records of a restored sweep (finished trials get no new events)."""
-        for raw in state.get("records", []):
-            record = TrialRecord(**raw)
-            record.history = {
-                key: [(int(step), float(value)) for step, value in pairs]
-                for key, pairs in record.history.items()
-            }
-            self.records[record.trial_id] = record
 
 
 def format_number(value: Any, digits: int = 4) -> str:

@@ -26,7 +26,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tauray.cli import main
-from tauray.tracking import (
+from tauray.layout import (
     TAG_FAILURE_KIND,
     TAG_FAILURE_REASON,
     TAG_KIND,

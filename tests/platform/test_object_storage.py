@@ -27,9 +27,9 @@ import pytest
 from mlflow import MlflowClient
 
 from tauray.cli import main
+from tauray.layout import TAG_KIND, TAG_MODEL_URI
 from tauray.storage import RemotePath
 from tauray.sweep.state import SWEEP_FILE, plan_resume
-from tauray.tracking import TAG_KIND, TAG_MODEL_URI
 from tauray.training import prepare_run
 
 if TYPE_CHECKING:

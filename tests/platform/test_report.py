@@ -2,8 +2,9 @@
 
 The sweeps are written without Ray by the sweep driver's own writers: ``plan_sweep`` plans a real
 ``tauray tune`` sweep, :class:`~tauray.tracking.SweepRecorder` opens its parent run with the
-params ``tauray tune`` logs, and the :class:`~tauray.trials.TrialLedger` +
-:class:`~tauray.tracking.MlflowTrialLogger` callbacks receive the trial events Ray Tune would send
+params ``tauray tune`` logs, and the :class:`~tauray.sweep.ledger.TrialLedger` +
+:class:`~tauray.sweep.mlflow_logger.MlflowTrialLogger` callbacks receive the trial events Ray Tune
+would send
 (stub ``Trial`` objects, per-epoch results with cumulative cost counters). So the runs have
 exactly the layout real sweeps write.
 """
@@ -25,31 +26,18 @@ import yaml
 from PIL import Image
 from ray.tune.experiment import Trial
 
-from tauray import cli, trials
-from tauray.report import (
-    SweepReport,
-    SweepRun,
-    config_from_params,
-    dominates,
-    format_report,
-    pareto_front,
-    rank,
-    text_scatter,
-    write_report,
-)
+from tauray import cli
+from tauray.layout import TAG_SPACE, TAG_STORAGE, TAG_SWEEP, config_from_params, config_params
+from tauray.ranking import dominates, pareto_front
+from tauray.report import SweepReport, SweepRun, format_report, rank, text_scatter, write_report
+from tauray.run_file import load_run_file
 from tauray.sweep import driver
+from tauray.sweep import ledger as ledger_module
+from tauray.sweep.ledger import TrialLedger
+from tauray.sweep.mlflow_logger import MlflowTrialLogger
 from tauray.sweep.plan import SweepRequest, plan_sweep
-from tauray.tracking import (
-    TAG_SPACE,
-    TAG_STORAGE,
-    TAG_SWEEP,
-    MlflowTrialLogger,
-    SweepRecorder,
-    config_params,
-    resolve_tracking_target,
-)
-from tauray.training import load_run_file
-from tauray.trials import TrialLedger, TrialRecord
+from tauray.tracking import SweepRecorder, resolve_tracking_target
+from tauray.trials import TrialRecord
 from tauray_spaces import Objective
 from tauray_trainers.config import build_config
 
@@ -140,7 +128,7 @@ def write_sweep(
     ledger = TrialLedger(plan.fixed_config)
     logger = MlflowTrialLogger(recorder, ledger, parent, plan.space.name, log_models=False)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trials, "_error_text", lambda trial: NAN_ERROR)
+        patch.setattr(ledger_module, "_error_text", lambda trial: NAN_ERROR)
         for each in planned:
             trial = Trial(
                 "tauray_trial",

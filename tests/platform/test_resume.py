@@ -50,9 +50,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from tauray.cli import main
-from tauray.sweep.console import graceful_ctrl_c
-from tauray.sweep.state import SWEEP_FILE, spent_tune_seconds
-from tauray.tracking import (
+from tauray.layout import (
     STATUS_LOST,
     TAG_KIND,
     TAG_LOST_REASON,
@@ -61,9 +59,10 @@ from tauray.tracking import (
     TAG_STATUS,
     TAG_TRIAL_ID,
     TAG_TRIAL_INDEX,
-    SweepRecorder,
-    resolve_tracking_target,
 )
+from tauray.sweep.console import graceful_ctrl_c
+from tauray.sweep.state import SWEEP_FILE, spent_tune_seconds
+from tauray.tracking import SweepRecorder, resolve_tracking_target
 from tauray_trainers.loop import FAULT_INJECTION_ENV
 
 if TYPE_CHECKING:

@@ -447,7 +447,7 @@ def test_stopping_a_sweep_job_stops_the_sweep_gracefully(
     grace ``tauray submit`` gave the job (Ray's default 3 s would SIGKILL it first)."""
     from mlflow.tracking import MlflowClient
 
-    from tauray.tracking import TAG_KIND, TAG_RESUME_COMMAND, TAG_STATUS
+    from tauray.layout import TAG_KIND, TAG_RESUME_COMMAND, TAG_STATUS
 
     experiment = f"stop-{secrets.token_hex(4)}"
     sweep = [

@@ -17,20 +17,17 @@ from ray.tune.schedulers import ASHAScheduler, AsyncHyperBandScheduler, FIFOSche
 from ray.tune.search.optuna import OptunaSearch
 
 from tauray.plots import render_sweep_plots
+from tauray.ranking import rank_trials
+from tauray.run_file import best_config_yaml, changed_settings, load_run_file
 from tauray.sweep import search
+from tauray.sweep.ledger import TrialLedger
 from tauray.sweep.plan import DEFAULT_TRIALS, SweepPlan, SweepRequest, plan_sweep, runs_in_trial
 from tauray.sweep.reaper import OrphanedPlacementGroupReaper
-from tauray.sweep.summary import (
-    SweepSummary,
-    best_config_yaml,
-    changed_settings,
-    format_summary,
-    trial_table,
-)
+from tauray.sweep.summary import SweepSummary, format_summary
 from tauray.sweep.trial import TrialSetup, last_checkpoint_epoch, trial_resources
-from tauray.training import load_run_file, prepare_run
+from tauray.tables import trial_table
+from tauray.training import prepare_run
 from tauray.trials import (
-    TrialLedger,
     TrialRecord,
     failure_kind,
     failure_reason,
@@ -38,7 +35,10 @@ from tauray.trials import (
     is_metric,
     resolve_train_loop_config,
 )
+from tauray_spaces import Objective
 from tauray_trainers.config import build_config
+
+KNN_MAX = (Objective("val/knn_top1", "max"),)
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5)
 
@@ -291,7 +291,7 @@ def test_resolved_config_merges_fixed_and_sampled_and_validates() -> None:
         resolve_train_loop_config(FIXED, {"train_loop_config": {}, "workers": 2})
 
 
-def test_ledger_best_ignores_failed_and_running_trials() -> None:
+def test_best_trial_ignores_failed_and_running_trials() -> None:
     ledger = TrialLedger(FIXED)
     for record in (
         _record(1, "fixed", 0.1, 0.40, "completed"),
@@ -300,10 +300,31 @@ def test_ledger_best_ignores_failed_and_running_trials() -> None:
         _record(4, "fixed", 0.2, 0.95, "running"),
     ):
         ledger.records[record.trial_id] = record
-    assert ledger.best("val/knn_top1", "max").trial_id == "t2"
-    assert ledger.best("val/knn_top1", "min").trial_id == "t1"
+    records = ledger.ordered()
+    assert rank_trials(records, KNN_MAX).best.trial_id == "t2"
+    assert [r.trial_id for r in rank_trials(records, KNN_MAX).ranked] == ["t2", "t1"]
+    assert rank_trials(records, [Objective("val/knn_top1", "min")]).best.trial_id == "t1"
     assert ledger.counts() == {"running": 1, "completed": 1, "stopped": 1, "failed": 1}
-    assert ledger.best("val/zeroshot_top1", "max") is None
+    assert rank_trials(records, [Objective("val/zeroshot_top1", "max")]).best is None
+    with pytest.raises(ValueError, match="at least one objective"):
+        rank_trials(records, [])
+
+
+def test_best_trial_breaks_ties_by_start_order_and_is_on_the_pareto_front() -> None:
+    records = [
+        _record(1, "fixed", 0.1, 0.50, "completed"),
+        _record(2, "fixed", 0.2, 0.50, "completed"),
+        _record(3, "fixed", 0.3, 0.40, "completed"),
+    ]
+    assert rank_trials(records, KNN_MAX).best.trial_id == "t1"
+    # Two objectives: t2 equals t1 on kNN and is cheaper, so t1 is dominated and t2 is best.
+    for record, seconds in zip(records, (5.0, 4.0, 1.0), strict=True):
+        record.metrics["cost/cpu_seconds"] = seconds
+    both = (*KNN_MAX, Objective("cost/cpu_seconds", "min"))
+    ranking = rank_trials(records, both)
+    assert ranking.front == ["t2", "t3"]
+    assert [r.trial_id for r in ranking.ranked] == ["t2", "t3", "t1"]
+    assert ranking.best.trial_id == "t2"
 
 
 def test_time_budget_stops_the_unfinished_trials() -> None:
@@ -315,7 +336,7 @@ def test_time_budget_stops_the_unfinished_trials() -> None:
         ledger.records[record.trial_id] = record
     assert [record.trial_id for record in ledger.stop_unfinished()] == ["t2"]
     assert ledger.counts()["stopped"] == 1 and ledger.counts()["running"] == 0
-    assert ledger.best("val/knn_top1", "max").trial_id == "t2"
+    assert rank_trials(ledger.ordered(), KNN_MAX).best.trial_id == "t2"
 
 
 def test_failure_reasons_and_kinds() -> None:
@@ -347,8 +368,13 @@ def test_metric_filter() -> None:
 
 def test_best_config_file_is_accepted_by_tauray_train(tmp_path: Path) -> None:
     record = _record(2, "learnable", 0.07, 0.5, "completed")
-    request = SweepRequest(space="simclr-temperature", workers_per_trial=2)
-    text = best_config_yaml(record.config, request, "best trial\nsecond line")
+    text = best_config_yaml(
+        record.config,
+        workers=2,
+        gpus_per_worker=0.0,
+        cpus_per_worker=1.0,
+        header="best trial\nsecond line",
+    )
     assert text.startswith("# best trial\n# second line\n")
     path = tmp_path / "best.yaml"
     path.write_text(text)
@@ -401,11 +427,17 @@ def test_summary_text(tmp_path: Path) -> None:
     assert "models:/tauray-simclr-temperature@champion (version 2)" in text
     assert "mlflow ui --backend-store-uri sqlite:///" in text
     assert "#/experiments/4/runs/parent123" in text
-    table = trial_table(records, plan.objective)
+    # The report's table: ranked trials first (best first), then the failed one, unranked.
+    table = trial_table(records, plan.objectives, rank_trials(records, plan.objectives))
+    assert table in text
     header, *rows = table.splitlines()
-    assert header.split()[:3] == ["#", "status", "epochs"]
-    assert "lr_multiplier" in header
-    assert rows[0].split()[1] == "completed"
+    assert header.split()[:4] == ["rank", "trial", "status", "val/knn_top1"]
+    assert "τ.lr_multiplier" in header
+    assert [row.split()[:3] for row in rows] == [
+        ["1", "#1", "completed"],
+        ["2", "#2", "stopped"],
+        ["-", "#3", "failed"],
+    ]
     assert "stopped early" in rows[1]
     assert yaml.safe_load(
         text.split("the full config is in")[1].split("\n", 1)[1].split("Train it")[0]

@@ -1,8 +1,8 @@
 """tauray.tracking: where runs go, fail-fast checks, and the MLflow writes of a sweep.
 
-The recorder and the Tune callback are tested against a real ``mlflow server`` (SQLite backend,
-served artifacts) on a loopback port. Trials are Ray Tune ``Trial`` objects built as stubs (no
-Ray cluster): the callbacks only read their id and config.
+The recorder and the Tune callback (:mod:`tauray.sweep.mlflow_logger`) are tested against a
+real ``mlflow server`` (SQLite backend, served artifacts) on a loopback port. Trials are Ray Tune
+``Trial`` objects built as stubs (no Ray cluster): the callbacks only read their id and config.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 import torch
 from ray.tune.experiment import Trial
 
-from tauray import tracking, trials
-from tauray.tracking import (
+from tauray import layout
+from tauray.layout import (
     CHAMPION_ALIAS,
     TAG_FAILURE_KIND,
     TAG_FAILURE_REASON,
@@ -29,15 +29,19 @@ from tauray.tracking import (
     TAG_SPACE,
     TAG_STATUS,
     TAG_TRIAL_ID,
-    MlflowTrialLogger,
+    config_params,
+)
+from tauray.sweep import ledger as ledger_module
+from tauray.sweep import mlflow_logger
+from tauray.sweep.ledger import TrialLedger
+from tauray.sweep.mlflow_logger import MlflowTrialLogger
+from tauray.tracking import (
     SweepRecorder,
     TrackingTarget,
     check_tracking_reachable,
-    config_params,
     resolve_tracking_target,
     tracking_scope,
 )
-from tauray.trials import TrialLedger
 
 FIXED = {
     "method": "simclr",
@@ -271,8 +275,8 @@ def test_callback_writes_children_metrics_statuses_and_models(
         loaded_from.append(path)
         return _tiny_model()
 
-    monkeypatch.setattr(tracking, "_load_embedding_model", fake_load)
-    monkeypatch.setattr(trials, "_error_text", lambda trial: RAY_ERROR_TEXT)
+    monkeypatch.setattr(mlflow_logger, "_load_embedding_model", fake_load)
+    monkeypatch.setattr(ledger_module, "_error_text", lambda trial: RAY_ERROR_TEXT)
     parent = recorder.start_sweep_run("sweep", {}, {})
     ledger = TrialLedger(FIXED)
     logger = MlflowTrialLogger(recorder, ledger, parent, "simclr-temperature")
@@ -364,7 +368,7 @@ def test_runs_of_lost_trials_are_ended_and_the_report_skips_them(recorder: Sweep
     logger.on_trial_result(0, [], known, _result(1, 0.30, 0.1))
     # A previous driver created this trial's run, then died before Ray Tune saved the trial.
     lost_id, _ = recorder.start_trial_run(
-        parent, "dddd0099", "trial-003-dddd0099", {}, {tracking.TAG_TRIAL_INDEX: "3"}
+        parent, "dddd0099", "trial-003-dddd0099", {}, {layout.TAG_TRIAL_INDEX: "3"}
     )
     recorder.log_metrics(lost_id, {"val/knn_top1": 0.99}, step=1)
     # A nested run tauray did not create (no trial id) is not ours to end.
@@ -379,8 +383,8 @@ def test_runs_of_lost_trials_are_ended_and_the_report_skips_them(recorder: Sweep
     client = recorder.client
     lost = client.get_run(lost_id)
     assert lost.info.status == "KILLED"
-    assert lost.data.tags[TAG_STATUS] == tracking.STATUS_LOST
-    assert "suggested a new trial" in lost.data.tags[tracking.TAG_LOST_REASON]
+    assert lost.data.tags[TAG_STATUS] == layout.STATUS_LOST
+    assert "suggested a new trial" in lost.data.tags[layout.TAG_LOST_REASON]
     assert client.get_run(logger.run_ids["dddd0001"]).info.status == "RUNNING"
     assert client.get_run(foreign).info.status == "RUNNING"
     client.delete_run(foreign)

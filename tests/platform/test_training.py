@@ -17,12 +17,12 @@ from tauray.cluster import (
     driver_resources,
     max_concurrent_trials,
 )
+from tauray.run_file import load_run_file
 from tauray.training import (
     build_trainer,
     describe_failure,
     format_metrics,
     is_out_of_memory,
-    load_run_file,
     prepare_run,
     worker_errors,
 )

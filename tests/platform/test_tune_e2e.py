@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 
 from tauray import __version__
 from tauray.cli import main
-from tauray.tracking import (
+from tauray.layout import (
     CHAMPION_ALIAS,
     TAG_BEST_RUN,
     TAG_FAILURE_REASON,
@@ -40,9 +40,8 @@ from tauray.tracking import (
     TAG_STATUS,
     TAG_TRIAL_ID,
     TAG_TRIAL_INDEX,
-    resolve_tracking_target,
-    tracking_scope,
 )
+from tauray.tracking import resolve_tracking_target, tracking_scope
 from tauray.training import prepare_run
 from tauray_trainers.loop import FAULT_INJECTION_ENV
 

@@ -9,8 +9,10 @@ One module per concern:
 - :mod:`~tauray.sweep.search`: the TPE sampler, ``OptunaSearch`` and the early-stopping scheduler;
 - :mod:`~tauray.sweep.console`: progress lines, quieting Ray Tune, Ctrl-C and SIGTERM;
 - :mod:`~tauray.sweep.reaper`: freeing the placement groups of stopped Ray Train trials;
+- :mod:`~tauray.sweep.ledger` and :mod:`~tauray.sweep.mlflow_logger`: the Ray Tune callbacks that
+  keep a record per trial and write each trial to MLflow (:mod:`tauray.layout`);
 - :mod:`~tauray.sweep.driver`: build the Tuner, run it, record the results;
-- :mod:`~tauray.sweep.summary`: the end-of-sweep text and the best-config file;
+- :mod:`~tauray.sweep.summary`: the end-of-sweep text;
 - :mod:`~tauray.sweep.commands` and :mod:`~tauray.sweep.demo`: ``tauray tune`` and ``tauray demo``.
 
 This module is the public API: :func:`plan_sweep` validates a :class:`SweepRequest` without
@@ -26,18 +28,11 @@ from tauray.sweep.plan import (
     DEFAULT_TRIALS,
     SweepPlan,
     SweepRequest,
-    parse_objective,
     plan_sweep,
     runs_in_trial,
 )
 from tauray.sweep.state import SWEEP_FILE, plan_resume, spent_tune_seconds
-from tauray.sweep.summary import (
-    SweepSummary,
-    best_config_yaml,
-    changed_settings,
-    format_summary,
-    trial_table,
-)
+from tauray.sweep.summary import SweepSummary, format_summary
 from tauray.sweep.trial import TrialSetup, tauray_trial, trial_name, trial_resources
 
 __all__ = [
@@ -48,12 +43,9 @@ __all__ = [
     "SweepRequest",
     "SweepSummary",
     "TrialSetup",
-    "best_config_yaml",
-    "changed_settings",
     "demo_request",
     "format_summary",
     "graceful_ctrl_c",
-    "parse_objective",
     "plan_resume",
     "plan_sweep",
     "resume_command",
@@ -64,5 +56,4 @@ __all__ = [
     "tauray_trial",
     "trial_name",
     "trial_resources",
-    "trial_table",
 ]

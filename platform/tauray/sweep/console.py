@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
-from tauray.trials import TrialLedger, result_step
+from tauray.sweep.ledger import TrialLedger
 from tauray.trials import format_number as _number
+from tauray.trials import result_step
 from tauray_trainers import metrics as names
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ Echo = Callable[[str], None]
 class ProgressPrinter(tune.Callback):
     """One line per trial event (start, epoch, end) and a running tally; no Ray tables.
 
-    Put it after the :class:`~tauray.trials.TrialLedger`, whose records it reads.
+    Put it after the :class:`~tauray.sweep.ledger.TrialLedger`, whose records it reads.
     """
 
     def __init__(self, ledger: TrialLedger, objective: Objective, echo: Echo) -> None:
@@ -144,7 +145,7 @@ def quiet_ray_tune(enabled: bool = True) -> Iterator[None]:
     """Leave the terminal to tauray's progress lines while Ray Tune runs, then restore.
 
     Switches Ray Tune to its legacy output engine (silent at verbosity 0), stops it printing
-    each failed trial's traceback (:class:`~tauray.trials.TrialLedger` keeps the reason),
+    each failed trial's traceback (:class:`~tauray.sweep.ledger.TrialLedger` keeps the reason),
     drops Tune's end-of-run file and failure notices and Optuna's per-study info lines.
     """
     if not enabled:

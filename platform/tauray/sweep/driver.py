@@ -10,7 +10,7 @@
 - a trial that raises (an error, a non-finite loss, out of memory) is recorded as failed with its
   reason and the sweep goes on.
 
-Only this driver process writes to MLflow (:mod:`tauray.tracking`).
+Only this driver process writes to MLflow, in the layout of :mod:`tauray.layout`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
+from tauray import layout
+from tauray.ranking import rank_trials
+from tauray.run_file import best_config_yaml
 from tauray.storage import StoragePath, local_folder
 from tauray.sweep.console import (
     Echo,
@@ -33,6 +36,8 @@ from tauray.sweep.console import (
     quiet_ray_tune,
     write_stderr,
 )
+from tauray.sweep.ledger import TrialLedger
+from tauray.sweep.mlflow_logger import MlflowTrialLogger
 from tauray.sweep.plan import SweepPlan, SweepRequest, runs_in_trial
 from tauray.sweep.reaper import OrphanedPlacementGroupReaper
 from tauray.sweep.search import RecordingSpace, build_scheduler, build_searcher
@@ -44,37 +49,35 @@ from tauray.sweep.state import (
     save_sweep_request,
     spent_tune_seconds,
 )
-from tauray.sweep.summary import SweepSummary, best_config_yaml
+from tauray.sweep.summary import SweepSummary
 from tauray.sweep.trial import TrialSetup, tauray_trial, trial_name, trial_resources
-from tauray.trials import TrialLedger
+from tauray.tracking import SweepRecorder, code_version, tracking_scope
 
 if TYPE_CHECKING:
     from tauray.cluster import ClusterInfo
-    from tauray.tracking import MlflowTrialLogger, SweepRecorder
 
 logger = logging.getLogger(__name__)
 
 
 def sweep_run_params(plan: SweepPlan) -> dict[str, Any]:
-    from tauray.tracking import code_version
-
+    """The parent run's params of a planned sweep (:func:`tauray.layout.sweep_params`)."""
     request = plan.request
-    return {
-        "space": plan.space.name,
-        "space_source": plan.space.source or plan.space.name,
-        "method": plan.fixed_config.get("method", plan.space.method),
-        "objective": ",".join(f"{o.metric}:{o.mode}" for o in plan.objectives),
-        "trials": plan.num_samples if plan.num_samples > 0 else "until time budget",
-        "time_budget_s": request.time_budget_s,
-        "epochs": plan.epochs,
-        "workers_per_trial": request.workers_per_trial,
-        "gpus_per_worker": request.gpus_per_worker,
-        "cpus_per_worker": request.cpus_per_worker,
-        "seed": request.seed,
-        "overrides": " ".join(request.overrides) or "none",
-        "storage_path": str(plan.sweep_dir),
-        "code_version": code_version(),
-    }
+    return layout.sweep_params(
+        space=plan.space.name,
+        space_source=plan.space.source or plan.space.name,
+        method=plan.fixed_config.get("method", plan.space.method),
+        objectives=plan.objectives,
+        trials=plan.num_samples,
+        time_budget_s=request.time_budget_s,
+        epochs=plan.epochs,
+        workers_per_trial=request.workers_per_trial,
+        gpus_per_worker=request.gpus_per_worker,
+        cpus_per_worker=request.cpus_per_worker,
+        seed=request.seed,
+        overrides=request.overrides,
+        storage_path=str(plan.sweep_dir),
+        code_version=code_version(),
+    )
 
 
 def run_sweep(
@@ -114,20 +117,6 @@ def run_sweep(
         KeyboardInterrupt: a second Ctrl-C, or one before or after Ray Tune's loop (the parent
             run is ended as KILLED, tagged ``interrupted``).
     """
-    from tauray.tracking import (
-        TAG_BEST_RUN,
-        TAG_BEST_TRIAL,
-        TAG_RESUME_COMMAND,
-        TAG_RESUMED,
-        TAG_SPACE,
-        TAG_STATUS,
-        TAG_STORAGE,
-        TAG_SWEEP,
-        SweepRecorder,
-        best_params,
-        tracking_scope,
-    )
-
     request = plan.request
     started = time.monotonic()
     with tracking_scope(plan.target):
@@ -137,10 +126,7 @@ def run_sweep(
         )
         if parent_run_id is not None:
             recorder.reopen_run(parent_run_id)
-            recorder.set_tags(
-                parent_run_id,
-                {TAG_RESUMED: _dt.datetime.now().isoformat(), TAG_STATUS: "running"},
-            )
+            recorder.set_tags(parent_run_id, layout.resumed_tags(_dt.datetime.now()))
             echo(f"resuming sweep {plan.sweep_name} from {plan.sweep_dir}")
         else:
             if resume:
@@ -152,19 +138,14 @@ def run_sweep(
             parent_run_id = recorder.start_sweep_run(
                 plan.sweep_name,
                 params=sweep_run_params(plan),
-                tags={
-                    TAG_SWEEP: plan.sweep_name,
-                    TAG_SPACE: plan.space.name,
-                    TAG_STORAGE: str(plan.sweep_dir),
-                    TAG_STATUS: "running",
-                },
+                tags=layout.sweep_tags(plan.sweep_name, plan.space.name, str(plan.sweep_dir)),
             )
         echo(
             f"sweep {plan.sweep_name}: space {plan.space.name}, "
             f"{_budget_text(plan)}, {request.workers_per_trial} worker(s) per trial"
         )
         echo(f"MLflow: {plan.target.uri}, experiment {plan.experiment!r}, run {parent_run_id}")
-        interrupted_tags = {TAG_STATUS: "interrupted", TAG_RESUME_COMMAND: resume_hint(plan)}
+        interrupted_tags = layout.interrupted_tags(resume_hint(plan))
         status = "FAILED"
         try:
             with quiet_ray_tune(enabled=not request.verbose):
@@ -203,16 +184,12 @@ def run_sweep(
                 recorder.set_tags(parent_run_id, interrupted_tags)
                 status = "KILLED"
                 return summary
+            best_trial_id = summary.best.trial_id if summary.best else None
             recorder.set_tags(
-                parent_run_id,
-                {
-                    TAG_BEST_TRIAL: summary.best.trial_id if summary.best else "",
-                    TAG_BEST_RUN: summary.best_run_id or "",
-                    TAG_STATUS: "finished",
-                },
+                parent_run_id, layout.finished_tags(best_trial_id, summary.best_run_id)
             )
             if summary.best is not None:
-                recorder.log_params(parent_run_id, best_params(summary.best))
+                recorder.log_params(parent_run_id, layout.best_params(summary.best.sampled))
             status = "FINISHED"
             return summary
         except KeyboardInterrupt:
@@ -276,7 +253,6 @@ def _fit(
     restore: bool = False,
 ) -> tuple[TrialLedger, MlflowTrialLogger, _FitOutcome]:
     from tauray.cluster import max_concurrent_trials
-    from tauray.tracking import MlflowTrialLogger
 
     request = plan.request
     in_trial = runs_in_trial(request)
@@ -289,16 +265,16 @@ def _fit(
         concurrency = min(concurrency, plan.num_samples)
     searcher, recording, sampler_text = build_searcher(plan, concurrency)
     scheduler, scheduler_text = build_scheduler(plan)
-    run_params = {
-        "sampler": sampler_text,
-        "scheduler": scheduler_text,
-        "max_concurrent_trials": concurrency,
-        "cluster_cpus": info.cpus,
-        "cluster_gpus": info.gpus,
-        "ray_address": info.address or "local",
-        "max_failures": request.max_failures,
-        "trial_runner": "in-trial" if in_trial else "ray-train",
-    }
+    run_params = layout.search_params(
+        sampler=sampler_text,
+        scheduler=scheduler_text,
+        max_concurrent_trials=concurrency,
+        cluster_cpus=info.cpus,
+        cluster_gpus=info.gpus,
+        ray_address=info.address,
+        max_failures=request.max_failures,
+        in_trial=in_trial,
+    )
     if restore:  # MLflow params are write-once: the first session's values stay
         try:
             recorder.log_params(parent_run_id, run_params)
@@ -416,7 +392,7 @@ def _finish(
     objective = plan.objective
     records = ledger.ordered()
     counts = ledger.counts()
-    best = ledger.best(objective.metric, objective.mode)
+    best = rank_trials(records, plan.objectives).best
     sweep_dir = plan.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
     errors_before = mlflow_logger.errors
@@ -425,11 +401,7 @@ def _finish(
     best_config_path: StoragePath | None = None
     champion: tuple[str, str] | None = None
     best_run_id = mlflow_logger.run_ids.get(best.trial_id) if best is not None else None
-    metrics: dict[str, float] = {
-        "trials/completed": counts["completed"],
-        "trials/stopped_early": counts["stopped"],
-        "trials/failed": counts["failed"],
-    }
+    metrics = layout.result_metrics(counts)
     if best is not None and best_config is not None:
         header = (
             f"Best trial{' so far' if interrupted else ''} of sweep {plan.sweep_name} "
@@ -437,10 +409,16 @@ def _finish(
             f"{objective.metric} = {best.value(objective.metric):.6g}\n"
             "Train it: tauray train --config best_config.yaml"
         )
-        text = best_config_yaml(best_config, plan.request, header)
-        best_config_path = sweep_dir / "best_config.yaml"
+        text = best_config_yaml(
+            best_config,
+            workers=plan.request.workers_per_trial,
+            gpus_per_worker=plan.request.gpus_per_worker,
+            cpus_per_worker=plan.request.cpus_per_worker,
+            header=header,
+        )
+        best_config_path = sweep_dir / layout.BEST_CONFIG_FILE
         best_config_path.write_text(text)
-        metrics[f"best/{objective.metric}"] = best.value(objective.metric) or float("nan")
+        metrics = layout.result_metrics(counts, objective.metric, best.value(objective.metric))
 
     def summary(**more: Any) -> SweepSummary:
         return SweepSummary(
@@ -464,13 +442,16 @@ def _finish(
         return summary(champion=None)
     if best is not None and best_config is not None:
         with mlflow_logger.guarded("log best_config.yaml"):
-            recorder.log_text(parent_run_id, text, "best_config.yaml")
+            recorder.log_text(parent_run_id, text, layout.BEST_CONFIG_FILE)
         model_uri = mlflow_logger.log_model(best) if plan.request.log_models else None
         if model_uri is not None:
             with mlflow_logger.guarded("register the champion model"):
                 version = recorder.register_champion(model_uri, plan.model_name)
-                champion = (f"models:/{plan.model_name}@champion", str(version.version))
-    plots_dir = sweep_dir / "plots"
+                champion = (
+                    f"models:/{plan.model_name}@{layout.CHAMPION_ALIAS}",
+                    str(version.version),
+                )
+    plots_dir = sweep_dir / layout.PLOTS_FOLDER
     with local_folder(plots_dir) as folder:  # on an object store: rendered here, uploaded
         plots = render_sweep_plots(
             records,
@@ -482,7 +463,7 @@ def _finish(
         )
         with mlflow_logger.guarded("log the sweep's results"):
             recorder.log_metrics(parent_run_id, metrics, step=0)
-            recorder.log_artifacts(parent_run_id, list(plots.paths.values()), "plots")
+            recorder.log_artifacts(parent_run_id, list(plots.paths.values()), layout.PLOTS_FOLDER)
     plot_paths = {name: plots_dir / path.name for name, path in plots.paths.items()}
     if mlflow_logger.errors > errors_before:
         logger.warning("some MLflow writes failed at the end of the sweep (see above)")

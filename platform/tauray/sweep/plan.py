@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tauray.layout import parse_objective
 from tauray.storage import StoragePath, location
 from tauray_trainers.config import build_config, check_resources
 
@@ -139,20 +140,6 @@ class SweepPlan:
     def sweep_dir(self) -> StoragePath:
         """Ray Tune's folder for this sweep (trial results, best config, plots)."""
         return self.storage_path / self.sweep_name
-
-
-def parse_objective(text: str) -> Objective:
-    """``val/knn_top1:max`` -> ``Objective("val/knn_top1", "max")``.
-
-    Raises:
-        ValueError: without ``:max``/``:min``, or with an empty metric.
-    """
-    from tauray_spaces import Objective
-
-    metric, sep, mode = text.rpartition(":")
-    if not sep or not metric.strip() or mode not in ("max", "min"):
-        raise ValueError(f"objective {text!r} must look like METRIC:max or METRIC:min")
-    return Objective(metric.strip(), mode)  # type: ignore[arg-type]
 
 
 def _safe_name(text: str) -> str:

@@ -1,21 +1,23 @@
-"""What a finished (or interrupted) sweep found, as the text ``tauray tune`` prints."""
+"""What a finished (or interrupted) sweep found, as the text ``tauray tune`` prints.
+
+The trials' table and the best trial are the report's (:mod:`tauray.tables`,
+:mod:`tauray.ranking`): ``tauray report`` of the sweep shows the same ranking.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from tauray.ranking import rank_trials
+from tauray.run_file import changed_settings
 from tauray.storage import StoragePath
-from tauray.sweep.plan import SweepPlan, SweepRequest
-from tauray.trials import TrialRecord, flatten
+from tauray.sweep.plan import SweepPlan
+from tauray.tables import trial_table
+from tauray.trials import TrialRecord
 from tauray.trials import format_number as _number
-from tauray_trainers.config import TrainConfig
-
-if TYPE_CHECKING:
-    from tauray_spaces import Objective
 
 
 @dataclass
@@ -62,76 +64,6 @@ class SweepSummary:
     concurrency: int = 1
 
 
-def best_config_yaml(config: Mapping[str, Any], request: SweepRequest, header: str) -> str:
-    """A ``tauray train --config`` file: a comment header, the trial's resources and its full
-    nested ``train_loop_config``."""
-    comment = "".join(f"# {line}\n" for line in header.splitlines())
-    document = {
-        "workers": request.workers_per_trial,
-        "gpus_per_worker": request.gpus_per_worker,
-        "cpus_per_worker": request.cpus_per_worker,
-        "train_loop_config": dict(config),
-    }
-    return comment + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
-
-
-def changed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a full config that differs from :class:`TrainConfig`'s defaults (+ method)."""
-    defaults = flatten(TrainConfig().to_dict(), ".")
-    changed: dict[str, Any] = {"method": config.get("method")}
-    for key, value in flatten(dict(config), ".").items():
-        if key != "method" and defaults.get(key, object()) != value:
-            node = changed
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    return changed
-
-
-def _short_names(keys: Sequence[str]) -> dict[str, str]:
-    """Column headers: the last path segment, or the last two where the last is ambiguous."""
-    last = [key.rsplit("/", 1)[-1] for key in keys]
-    return {
-        key: (key.split("/", key.count("/") - 1)[-1] if last.count(short) > 1 else short)
-        for key, short in zip(keys, last, strict=True)
-    }
-
-
-def trial_table(records: Sequence[TrialRecord], objective: Objective, max_params: int = 8) -> str:
-    """A compact text table of the trials: status, epochs, sampled parameters, objective, τ."""
-    keys: list[str] = []
-    for record in records:
-        for key in record.sampled:
-            if key not in keys:
-                keys.append(key)
-    shown = keys[:max_params]
-    short = _short_names(shown)
-    header = ["#", "status", "epochs", *[short[key] for key in shown], "τ end", objective.metric]
-    rows = [header]
-    for record in records:
-        rows.append(
-            [
-                str(record.index),
-                {"stopped": "stopped early", "running": "unfinished"}.get(
-                    record.status, record.status
-                ),
-                f"{record.epoch}/{record.planned_epochs or '?'}",
-                *[_number(record.sampled[key]) if key in record.sampled else "-" for key in shown],
-                _number(record.final_temperature()) if record.status != "failed" else "-",
-                _number(record.value(objective.metric)) if record.status != "failed" else "-",
-            ]
-        )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = [
-        "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
-        for row in rows
-    ]
-    if len(keys) > len(shown):
-        lines.append(f"({len(keys) - len(shown)} more parameters per trial in MLflow)")
-    return "\n".join(lines)
-
-
 def format_summary(summary: SweepSummary) -> str:
     """The end-of-sweep report printed by ``tauray tune``."""
     plan = summary.plan
@@ -147,7 +79,9 @@ def format_summary(summary: SweepSummary) -> str:
         f"{counts['completed']} completed, {counts['stopped']} stopped early, "
         f"{counts['failed']} failed{unfinished}.",
         "",
-        trial_table(summary.records, objective),
+        trial_table(
+            summary.records, plan.objectives, rank_trials(summary.records, plan.objectives)
+        ),
     ]
     failed = [record for record in summary.records if record.status == "failed"]
     if failed:

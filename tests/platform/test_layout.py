@@ -1,0 +1,299 @@
+"""tauray.layout: the one owner of the MLflow layout, and who may import what around it.
+
+The import checks parse the source (nothing is imported): every ``import`` statement counts,
+also those inside functions and ``TYPE_CHECKING`` blocks, and importing ``a.b.c`` counts as
+importing the packages ``a`` and ``a.b`` too (their ``__init__`` runs). Third-party packages are
+not followed.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import math
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from tauray import layout
+from tauray.trials import TrialRecord
+from tauray_spaces import Objective
+from tauray_trainers.config import build_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOTS = (ROOT / "platform", ROOT / "trainers", ROOT / "search_spaces")
+
+
+# ---- the import graph ----------------------------------------------------------------------------
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a first-party module (``a.b`` -> ``a/b.py`` or ``a/b/__init__.py``)."""
+    relative = Path(*name.split("."))
+    for root in SOURCE_ROOTS:
+        for candidate in (root / relative.with_suffix(".py"), root / relative / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _with_parents(name: str) -> Iterator[str]:
+    parts = name.split(".")
+    for end in range(1, len(parts) + 1):
+        yield ".".join(parts[:end])
+
+
+@cache
+def imports_of(name: str) -> frozenset[str]:
+    """Every module the source of first-party module ``name`` imports, packages included."""
+    path = module_file(name)
+    if path is None:
+        return frozenset()
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            targets = [module]
+            targets += [
+                f"{module}.{alias.name}"
+                for alias in node.names
+                if module_file(f"{module}.{alias.name}") is not None
+            ]
+        else:
+            continue
+        for target in targets:
+            found.update(_with_parents(target))
+    found.discard(name)
+    return frozenset(found)
+
+
+def is_package(name: str) -> bool:
+    path = module_file(name)
+    return path is not None and path.name == "__init__.py"
+
+
+def reachable(start: str, *, through_packages: bool = True) -> dict[str, str]:
+    """Every module reachable from ``start`` -> the first-party module that imports it.
+
+    Without ``through_packages`` a package's own imports (its ``__init__`` re-exporting its
+    modules) are not followed: for cycles between modules.
+    """
+    seen: dict[str, str] = {}
+    stack = [start]
+    if through_packages:
+        for parent in _with_parents(start):
+            if parent != start:
+                seen[parent] = start
+                stack.append(parent)
+    while stack:
+        current = stack.pop()
+        for imported in sorted(imports_of(current)):
+            if imported not in seen and imported != start:
+                seen[imported] = current
+                followed = through_packages or not is_package(imported)
+                if module_file(imported) is not None and followed:
+                    stack.append(imported)
+    return seen
+
+
+def import_chain(start: str, target: str, seen: dict[str, str]) -> str:
+    chain = [target]
+    while chain[-1] != start and chain[-1] in seen:
+        chain.append(seen[chain[-1]])
+    return " <- ".join(chain)
+
+
+def forbidden(start: str, prefixes: tuple[str, ...]) -> list[str]:
+    seen = reachable(start)
+    return [
+        import_chain(start, name, seen)
+        for name in sorted(seen)
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+    ]
+
+
+def platform_modules() -> list[str]:
+    folder = ROOT / "platform"
+    names = []
+    for path in sorted((folder / "tauray").rglob("*.py")):
+        parts = path.relative_to(folder).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_the_graph_sees_lazy_and_package_imports() -> None:
+    report = reachable("tauray.report")
+    assert "tauray.layout" in report and "tauray.tracking" in report
+    assert "tauray" in report  # the package's __init__ runs first
+    assert "mlflow" in report  # imported inside build_report
+    assert "tauray.sweep" in reachable("tauray.sweep.driver")
+    assert forbidden("tauray.sweep.driver", ("ray",))  # the checker would see a Ray import
+
+
+def test_the_report_never_imports_the_sweep() -> None:
+    assert forbidden("tauray.report", ("tauray.sweep",)) == []
+    for module in platform_modules():
+        if module.startswith("tauray.report"):
+            assert forbidden(module, ("tauray.sweep",)) == [], module
+
+
+@pytest.mark.parametrize(
+    "module", ["tauray.layout", "tauray.trials", "tauray.ranking", "tauray.tables"]
+)
+def test_what_the_report_shares_with_the_sweep_imports_no_ray(module: str) -> None:
+    assert forbidden(module, ("ray", "tauray.sweep")) == []
+
+
+def test_no_module_of_the_platform_is_imported_back_by_what_it_imports() -> None:
+    """No import cycles between modules (a package's ``__init__`` re-exporting its modules is
+    not a cycle)."""
+    cycles = []
+    for module in platform_modules():
+        if is_package(module):
+            continue
+        seen = reachable(module, through_packages=False)
+        cycles += [
+            import_chain(module, other, seen) + " <- " + other
+            for other in sorted(seen)
+            if not is_package(other) and module in imports_of(other)
+        ]
+    assert cycles == []
+
+
+# ---- encoding and decoding -----------------------------------------------------------------------
+
+
+def test_objectives_text_round_trips() -> None:
+    objectives = (Objective("val/knn_top1", "max"), Objective("cost/cpu_seconds", "min"))
+    params = {layout.PARAM_OBJECTIVE: layout.objectives_text(objectives)}
+    assert params[layout.PARAM_OBJECTIVE] == "val/knn_top1:max,cost/cpu_seconds:min"
+    assert layout.sweep_objectives(params) == (objectives, "sweep")
+    assert layout.sweep_objectives(params, ["val/loss:min"]) == (
+        (Objective("val/loss", "min"),),
+        "--objective",
+    )
+    assert layout.sweep_objectives({layout.PARAM_METHOD: "simclr"})[1] == "method default"
+    with pytest.raises(ValueError, match="METRIC:max or METRIC:min"):
+        layout.parse_objective("val/knn_top1:up")
+    with pytest.raises(ValueError, match="names no objective"):
+        layout.sweep_objectives({})
+
+
+def test_sweep_params_encode_what_the_report_decodes() -> None:
+    params = layout.sweep_params(
+        space="simclr-temperature",
+        space_source="simclr-temperature",
+        method="simclr",
+        objectives=(Objective("val/knn_top1", "max"),),
+        trials=0,
+        time_budget_s=60.0,
+        epochs=3,
+        workers_per_trial=2,
+        gpus_per_worker=0.5,
+        cpus_per_worker=2.0,
+        seed=0,
+        overrides=(),
+        storage_path="/tmp/sweep",
+        code_version="0.1.0",
+    )
+    assert params["trials"] == "until time budget" and params["overrides"] == "none"
+    as_logged = {key: layout.param_text(value) for key, value in params.items()}
+    assert layout.sweep_resources(as_logged) == (2, 0.5, 2.0)
+    assert layout.sweep_resources({}) == (1, 0.0, 1.0)
+    assert layout.sweep_objectives(as_logged)[0] == (Objective("val/knn_top1", "max"),)
+    assert layout.result_metrics({"completed": 2, "stopped": 1, "failed": 0}) == {
+        "trials/completed": 2,
+        "trials/stopped_early": 1,
+        "trials/failed": 0,
+    }
+    best = layout.result_metrics({"completed": 1, "stopped": 0, "failed": 0}, "val/x", None)
+    assert math.isnan(best["best/val/x"])
+    assert layout.resumed_tags(dt.datetime(2026, 1, 2, 3, 4, 5)) == {
+        layout.TAG_RESUMED: "2026-01-02T03:04:05",
+        layout.TAG_STATUS: "running",
+    }
+
+
+def _record(status: str = "completed") -> TrialRecord:
+    config = build_config({"method": "simclr", "epochs": 2}).to_dict()
+    config["temperature"]["value"] = 0.2
+    record = TrialRecord(
+        trial_id="abcd0001",
+        index=7,
+        sampled={"temperature/value": 0.2, "optimizer/lr": 0.001},
+        config=build_config(config).to_dict(),
+        status=status,  # type: ignore[arg-type]
+        epoch=2,
+        metrics={"val/knn_top1": 0.5},
+    )
+    return record
+
+
+def test_a_trial_run_reads_back_as_the_record_that_wrote_it() -> None:
+    written = _record()
+    tags = {
+        **layout.trial_identity_tags("parent", written.trial_id),
+        **layout.trial_tags(written, "simclr-temperature"),
+        **layout.ended_tags(written),
+    }
+    assert tags[layout.TAG_SAMPLED] == "optimizer/lr,temperature/value"
+    assert layout.trial_run_name(written) == "trial-007-abcd0001"
+    read = layout.trial_record(
+        run_id="run1",
+        run_status="FINISHED",
+        tags=tags,
+        params=layout.trial_params(written),
+        metrics=written.metrics,
+        epoch=2,
+        position=1,
+    )
+    assert read == written
+
+
+def test_a_failed_or_lost_trial_run_reads_back_as_such() -> None:
+    failed = _record("failed")
+    failed.error = "TrialOutOfMemoryError: out of memory at batch size 512"
+    failed.infeasible, failed.oom_batch_size = True, 512
+    tags = layout.failure_tags(failed)
+    assert tags[layout.TAG_FAILURE_KIND] == "out_of_memory"
+    assert tags[layout.TAG_OOM_BATCH_SIZE] == "512"
+    read = layout.trial_record(
+        run_id="run2",
+        run_status="FAILED",
+        tags=tags,
+        params={"temperature/value": "0.2"},  # an invalid combination logs its sampled values
+        metrics={},
+        epoch=0,
+        position=3,
+    )
+    assert (read.status, read.error, read.index, read.trial_id) == (
+        "failed",
+        failed.error,
+        3,
+        "run2",
+    )
+    assert read.config is None and "sampled values" in (read.config_error or "")
+    assert layout.is_lost(layout.lost_tags()) and not layout.is_lost(tags)
+    assert layout.trial_status({layout.TAG_STATUS: "running"}, "KILLED") == "running"
+    assert layout.trial_status({}, "FAILED") == "failed"
+
+
+def test_search_filters_quote_values() -> None:
+    assert layout.sweep_runs_filter() == "tags.`tauray.kind` = 'sweep'"
+    assert layout.sweep_runs_filter(layout.TAG_SWEEP, "it's") == (
+        "tags.`tauray.kind` = 'sweep' and tags.`tauray.sweep` = 'it\\'s'"
+    )
+    assert layout.trial_runs_filter("p", trial_id="t", running=True) == (
+        "tags.`mlflow.parentRunId` = 'p' and tags.`tauray.trial_id` = 't' "
+        "and attributes.status = 'RUNNING'"
+    )
