@@ -38,9 +38,9 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tauray.trials import STATUS_WORDS, TrialRecord, TrialStatus, failure_kind, flatten
+from tauray.trials import STATUS_WORDS, TrialRecord, TrialStatus, failure_kind
 from tauray_trainers import metrics as names
-from tauray_trainers.config import TrainConfig, build_config, set_path
+from tauray_trainers.config import TrainConfig, build_config, flatten, set_path
 
 if TYPE_CHECKING:
     from tauray_spaces import Objective

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tauray.trials import TrialRecord
+from tauray_trainers.config import TRAIN_LOOP_CONFIG
 
 if TYPE_CHECKING:
     import optuna
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MODE_COLOURS = {"fixed": "tab:blue", "learnable": "tab:orange", "scheduled": "tab:green"}
 _OTHER_COLOUR = "tab:gray"
-_PREFIX = "train_loop_config/"
+_PREFIX = TRAIN_LOOP_CONFIG + "/"
 
 
 def _figure(width: float = 6.4, height: float = 4.2) -> Figure:

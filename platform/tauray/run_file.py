@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 
-from tauray.trials import TRAIN_LOOP_CONFIG, flatten
-from tauray_trainers.config import TrainConfig
+from tauray_trainers.config import TRAIN_LOOP_CONFIG, TrainConfig, flatten
 
 RUN_KEYS = ("workers", "gpus_per_worker", "cpus_per_worker")
 """Run-level keys a config file may hold next to ``train_loop_config``."""

@@ -22,7 +22,14 @@ from typing import Any
 
 from tauray.run_file import load_run_file
 from tauray_trainers import metrics as names
-from tauray_trainers.config import TrainConfig, apply_overrides, build_config
+from tauray_trainers.config import (
+    TrainConfig,
+    apply_overrides,
+    build_config,
+    check_resources,
+    per_worker_batch_size,
+)
+from tauray_trainers.failures import is_out_of_memory as trainer_out_of_memory
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +72,6 @@ class TrainingOutcome:
 
 
 # ---- the trainer --------------------------------------------------------------------------------
-
-
-def _check_resources(workers: int, gpus_per_worker: float, cpus_per_worker: float) -> None:
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    if gpus_per_worker < 0:
-        raise ValueError(f"gpus per worker must be >= 0, got {gpus_per_worker}")
-    if cpus_per_worker <= 0:
-        raise ValueError(f"cpus per worker must be > 0, got {cpus_per_worker}")
 
 
 def _storage_uri(storage_path: str | Path) -> str:
@@ -121,10 +119,10 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from tauray_trainers.loop import per_worker_batch_size, train_fn_per_worker
+    from tauray_trainers.loop import train_fn_per_worker
 
     config = build_config(train_loop_config)
-    _check_resources(workers, gpus_per_worker, cpus_per_worker)
+    check_resources(workers, gpus_per_worker, cpus_per_worker)
     per_worker_batch_size(config, workers)
     if not run_name or "/" in run_name:
         raise ValueError(f"run_name must be a non-empty name without '/', got {run_name!r}")
@@ -188,16 +186,9 @@ def worker_errors(error: BaseException) -> list[BaseException]:
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """True when a failed run ran out of device memory (a trial to mark infeasible)."""
-    from tauray_trainers.loop import TrialOutOfMemoryError
-
-    for root in worker_errors(error):
-        if isinstance(root, TrialOutOfMemoryError):
-            return True
-        text = f"{type(root).__name__} {root}".lower()
-        if "trialoutofmemoryerror" in text or "outofmemoryerror" in text:
-            return True
-    return False
+    """True when a failed run ran out of device memory (a trial to mark infeasible): one of the
+    workers' root errors is, by the trainer's one rule (:mod:`tauray_trainers.failures`)."""
+    return any(trainer_out_of_memory(root) for root in worker_errors(error) or [error])
 
 
 def describe_failure(error: BaseException) -> str:
@@ -276,12 +267,10 @@ def prepare_run(
         tree["method"] = method
     tree = apply_overrides(tree, list(overrides))
     config = build_config(tree)
-    workers = workers if workers is not None else int(run_keys.get("workers", 1))
+    workers = workers if workers is not None else run_keys.get("workers", 1)
     gpus = gpus_per_worker if gpus_per_worker is not None else run_keys.get("gpus_per_worker", 0)
     cpus = cpus_per_worker if cpus_per_worker is not None else run_keys.get("cpus_per_worker", 1)
-    _check_resources(workers, float(gpus), float(cpus))
-    from tauray_trainers.loop import per_worker_batch_size
-
+    check_resources(workers, gpus, cpus)
     per_worker_batch_size(config, workers)
     return RunRequest(config, workers, float(gpus), float(cpus))
 

@@ -15,7 +15,6 @@ and *failed* when it raised (an error, a non-finite loss, out of memory).
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -23,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tauray_trainers import metrics as names
-from tauray_trainers.config import build_config
+from tauray_trainers.config import TRAIN_LOOP_CONFIG, build_config, deep_merge
+from tauray_trainers.failures import mentions_out_of_memory
 
-#: The key under which Ray Tune's config (and the search space's names) holds the trainer config.
-TRAIN_LOOP_CONFIG = "train_loop_config"
 #: Ray Train's ``TuneReportCallback`` adds the path of a reported checkpoint under this key.
 CHECKPOINT_PATH = "checkpoint_path"
 #: A trial driver's last report carries this key (the reason, one line) when the trial was
@@ -49,30 +47,6 @@ _METRIC_NAMESPACES = frozenset(name.split("/", 1)[0] for name in names.ALL_METRI
 _ERROR_LINE = re.compile(
     r"^\s*(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Failure))(?::\s*(.*))?$"
 )
-_OOM_WORDS = ("outofmemory", "out of memory", "oom")
-
-
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """A new nested dict: ``base`` with ``update`` merged in (``update`` wins on scalars)."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def flatten(tree: Mapping[str, Any], separator: str = "/", prefix: str = "") -> dict[str, Any]:
-    """Flatten a nested dict into ``{"a/b/c": value}`` (lists and scalars are leaves)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{separator}{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, separator, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def sampled_train_loop_config(trial_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,7 +145,7 @@ def count_statuses(records: Iterable[TrialRecord]) -> dict[str, int]:
 def failure_kind(reason: str) -> Literal["out_of_memory", "non_finite", "error"]:
     """Classify a failure reason: out of memory, non-finite loss, or any other error."""
     lowered = reason.lower()
-    if any(word in lowered.replace("_", "") for word in _OOM_WORDS):
+    if mentions_out_of_memory(reason):
         return "out_of_memory"
     if "nonfinite" in lowered.replace("-", "").replace("_", "") or "non-finite" in lowered:
         return "non_finite"

@@ -31,12 +31,11 @@ from tauray.trials import (
     TrialRecord,
     failure_kind,
     failure_reason,
-    flatten,
     is_metric,
     resolve_train_loop_config,
 )
 from tauray_spaces import Objective
-from tauray_trainers.config import build_config
+from tauray_trainers.config import build_config, flatten
 
 KNN_MAX = (Objective("val/knn_top1", "max"),)
 

@@ -129,7 +129,7 @@ def test_build_trainer_validates_its_arguments(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="run_name"):
         build_trainer({}, workers=1, gpus_per_worker=0, run_name="a/b", storage_path=tmp_path)
-    with pytest.raises(ValueError, match="gpus per worker"):
+    with pytest.raises(ValueError, match="gpus_per_worker must be a finite number >= 0"):
         build_trainer({}, workers=1, gpus_per_worker=-1, run_name="x", storage_path=tmp_path)
     trainer = build_trainer(
         {"epochs": 2, "checkpoint": {"keep": 3}},
@@ -196,3 +196,41 @@ def test_progress_line_shows_the_key_metrics() -> None:
     assert line == (
         "epoch 3/10  loss 2.5000  τ 0.0700  lr 0.0003  zero-shot@1 0.5000  samples/s 812"
     )
+
+
+@pytest.mark.parametrize(
+    ("workers", "gpus", "cpus", "bad"),
+    [
+        (0, 0.0, 1.0, "workers"),
+        (1, float("nan"), 1.0, "gpus"),
+        (1, -1.0, 1.0, "gpus"),
+        (1, 0.0, 0.0, "cpus"),
+        (1, 0.0, float("inf"), "cpus"),
+    ],
+)
+def test_train_tune_and_the_cluster_agree_on_resources(
+    tmp_path: Path, workers: int, gpus: float, cpus: float, bad: str
+) -> None:
+    from tauray.sweep import SweepRequest, plan_sweep
+
+    with pytest.raises(ValueError, match=bad) as train:
+        prepare_run(workers=workers, gpus_per_worker=gpus, cpus_per_worker=cpus)
+    with pytest.raises(ValueError, match=bad) as tune:
+        plan_sweep(
+            SweepRequest(
+                space="simclr-temperature",
+                workers_per_trial=workers,
+                gpus_per_worker=gpus,
+                cpus_per_worker=cpus,
+            ),
+            cwd=tmp_path,
+            environ={},
+            check_tracking=False,
+        )
+    with pytest.raises(ValueError, match=bad) as cluster:
+        max_concurrent_trials(LOCAL, workers, gpus, cpus)
+    # One rule, worded for where the value came from (tune names its options).
+    assert str(tune.value).startswith("--")
+    rule = str(train.value).split(" must be ", 1)[1]
+    assert str(tune.value).split(" must be ", 1)[1] == rule
+    assert str(cluster.value).split(" must be ", 1)[1] == rule

@@ -26,11 +26,11 @@ from tauray.trials import (
     count_statuses,
     epoch_metrics,
     failure_reason,
-    flatten,
     resolve_train_loop_config,
     result_step,
     sampled_train_loop_config,
 )
+from tauray_trainers.config import flatten
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
