@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tauray_trainers.config import TRAIN_LOOP_CONFIG, TrainConfig, flatten
+from tauray_trainers.config import TRAIN_LOOP_CONFIG, TrainConfig, flatten, set_path
 
 RUN_KEYS = ("workers", "gpus_per_worker", "cpus_per_worker")
 """Run-level keys a config file may hold next to ``train_loop_config``."""
@@ -92,9 +92,5 @@ def changed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     changed: dict[str, Any] = {"method": config.get("method")}
     for key, value in flatten(dict(config), ".").items():
         if key != "method" and defaults.get(key, object()) != value:
-            node = changed
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
+            set_path(changed, key, value, ".")
     return changed

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tauray.sweep.plan import SAMPLERS, SweepPlan
 from tauray_trainers import metrics as names
-from tauray_trainers.config import build_config
+from tauray_trainers.config import build_config, get_path
 
 if TYPE_CHECKING:
     from tauray_spaces import SearchSpace
@@ -114,11 +114,10 @@ def longest_warmup(plan: SweepPlan) -> float:
         "temperature/warmup_epochs",
         "dino/teacher_temperature_warmup_epochs",
     )
-    config = build_config(plan.fixed_config)
+    config = build_config(plan.fixed_config).to_dict()
     longest = 0.0
     for key in fields:
-        section, name = key.split("/")
-        longest = max(longest, float(getattr(getattr(config, section), name)))
+        longest = max(longest, float(get_path(config, key, "/")))
     for spec in plan.space.parameter_specs:
         if spec.key in fields and spec.high is not None:
             longest = max(longest, float(spec.high))
