@@ -93,10 +93,17 @@ def _write_space(folder: Path, fixed: dict[str, Any]) -> Path:
 class _Arm:
     """One arm's outcome: per-trial (τ, epochs trained, final metric, status)."""
 
-    def __init__(self, name: str, rows: list[tuple[float, int, float | None, str]], wall: float):
+    def __init__(
+        self,
+        name: str,
+        rows: list[tuple[float, int, float | None, str]],
+        wall: float,
+        records: Sequence[Any] = (),
+    ):
         self.name = name
         self.rows = rows
         self.wall_s = wall
+        self.records = list(records)  # the trial records (per-epoch histories), grid arm only
 
     @property
     def best(self) -> float:
@@ -162,7 +169,7 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, see
             ),
         )
         tuner.fit()
-    arm = _Arm("grid", _rows(ledger.ordered()), time.monotonic() - started)
+    arm = _Arm("grid", _rows(ledger.ordered()), time.monotonic() - started, ledger.ordered())
     _print_rank_agreement(ledger.ordered(), args.epochs, seed)
     return arm
 
@@ -244,6 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("--arms", default="grid,tauray,random")
+    parser.add_argument(
+        "--histories",
+        type=Path,
+        help="write every grid trial's per-epoch metrics to this CSV (seed, tau, epoch, one "
+        "column per metric) for benchmarks/early_signals.py",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -279,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     _print_arm(arms[name], seed)
                 replicates.append(arms)
                 _print_summary(arms, seed)
+    if args.histories is not None and "grid" in names:
+        _write_histories(args.histories, seeds, [arms["grid"] for arms in replicates])
     if len(replicates) > 1 and "grid" in names:
         print(f"\nover {len(replicates)} seeds (mean [min-max] of the per-seed ratios):")
         for name in names:
@@ -294,6 +309,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{len(best)}"
             )
     return 0
+
+
+def _write_histories(path: Path, seeds: Sequence[int], grids: Sequence[_Arm]) -> None:
+    """One CSV row per grid trial and epoch: seed, τ, epoch and every metric it reported."""
+    import csv
+
+    rows: list[dict[str, Any]] = []
+    for seed, grid in zip(seeds, grids, strict=True):
+        for record in grid.records:
+            tau = float(record.config["temperature"]["value"])
+            by_epoch: dict[int, dict[str, Any]] = {}
+            for metric, points in record.history.items():
+                for epoch, value in points:
+                    by_epoch.setdefault(epoch, {})[metric] = value
+            rows += [
+                {"seed": seed, "tau": tau, "epoch": epoch, **values}
+                for epoch, values in sorted(by_epoch.items())
+            ]
+    columns = [
+        "seed",
+        "tau",
+        "epoch",
+        *sorted({k for row in rows for k in row} - {"seed", "tau", "epoch"}),
+    ]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"histories of {len(rows)} trial-epochs written to {path}", flush=True)
 
 
 def _print_summary(arms: dict[str, _Arm], seed: int) -> None:
