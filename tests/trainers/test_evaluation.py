@@ -22,6 +22,7 @@ from tauray_trainers.evaluation import (
     extract_features,
     extract_text_features,
     knn_top1,
+    pair_infonce,
     recall_at_k,
     uniformity,
     zeroshot_top1,
@@ -276,3 +277,29 @@ def test_extract_features_on_two_gloo_ranks_equals_one_process(tmp_path: Path) -
         assert np.array_equal(result["labels"], data.labels.numpy())
         assert np.array_equal(result["tokens"], data.captions.numpy())
         assert float(result["knn"]) == expected_knn
+
+
+def test_pair_infonce_matches_a_naive_reference() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 5, generator=generator, dtype=torch.float64)
+    y = x + 0.3 * torch.randn(7, 5, generator=generator, dtype=torch.float64)
+    a = x / x.norm(dim=1, keepdim=True)
+    b = y / y.norm(dim=1, keepdim=True)
+    expected = 0.0
+    for i in range(7):
+        row = [float(a[i] @ b[j]) / 0.1 for j in range(7)]
+        column = [float(a[j] @ b[i]) / 0.1 for j in range(7)]
+        expected += -row[i] + math.log(sum(math.exp(v) for v in row))
+        expected += -column[i] + math.log(sum(math.exp(v) for v in column))
+    expected /= 2 * 7
+    assert pair_infonce(x, y) == pytest.approx(expected, rel=1e-9)
+    # Perfectly aligned, well separated pairs score near 0; only the first max_pairs count.
+    eye = torch.eye(4, dtype=torch.float64)
+    assert pair_infonce(eye, eye, 0.01) < 1e-20
+    noisy = (torch.cat([eye, x[:2, :4]]), torch.cat([eye, y[:2, :4]]))
+    assert pair_infonce(*noisy, 0.01, max_pairs=4) < 1e-20
+    assert pair_infonce(*noisy, 0.01) > 1e-3
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        pair_infonce(x, y, 0.0)
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        pair_infonce(x[:1], y[:1])

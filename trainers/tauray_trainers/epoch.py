@@ -137,7 +137,8 @@ def evaluate(
     - kNN top-1 of validation images against the training images (weighted kNN on the
       method's normalised embeddings; skipped for unlabelled data);
     - uniformity of the validation embeddings and alignment of positive pairs (Wang & Isola
-      2020): image–caption pairs for CLIP, two augmented views of each validation image
+      2020), and the pairs' InfoNCE at one fixed τ (:func:`~tauray_trainers.evaluation.
+      pair_infonce`): image–caption pairs for CLIP, two augmented views of each validation image
       (:func:`~tauray_trainers.data.worker_loaders.validation_pairs`) for image-only methods;
     - CLIP: zero-shot top-1 with the class prompts, recall@1/@5 (mean of image→text and
       text→image; identical captions count as matches).
@@ -174,6 +175,9 @@ def evaluate(
             result[names.VAL_RECALL_AT_1] = recall["mean@1"]
             result[names.VAL_RECALL_AT_5] = recall["mean@5"]
             result[names.VAL_ALIGNMENT] = evaluation.alignment(val_features, text_features)
+            result[names.VAL_INFONCE_AT_REFERENCE] = evaluation.pair_infonce(
+                val_features, text_features
+            )
             if bundle.num_classes > 0 and bundle.class_prompts:
                 classes = method.class_text_embeddings(bundle.class_prompts, device)
                 result[names.VAL_ZEROSHOT_TOP1] = evaluation.zeroshot_top1(
@@ -189,6 +193,7 @@ def evaluate(
             pairs, _ = evaluation.extract_features(embed_pair, loaders.val_pairs, device)
             first, second = pairs.chunk(2, dim=1)
             result[names.VAL_ALIGNMENT] = evaluation.alignment(first, second)
+            result[names.VAL_INFONCE_AT_REFERENCE] = evaluation.pair_infonce(first, second)
         return {key: float(value) for key, value in result.items()}
     finally:
         method.train(was_training)

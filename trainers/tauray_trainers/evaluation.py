@@ -41,6 +41,7 @@ __all__ = [
     "extract_text_features",
     "knn_top1",
     "make_eval_loader",
+    "pair_infonce",
     "recall_at_k",
     "uniformity",
     "zeroshot_top1",
@@ -322,6 +323,53 @@ def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2) -> float:
             f"x and y must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
         )
     return float((a - b).norm(dim=1).pow(alpha).mean())
+
+
+REFERENCE_TEMPERATURE = 0.1
+"""The one τ at which :func:`pair_infonce` scores every trial, whatever τ the trial trains with."""
+
+REFERENCE_PAIRS = 2048
+"""At most this many positive pairs (the first ones) make :func:`pair_infonce`'s matrix."""
+
+
+@torch.no_grad()
+def pair_infonce(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    temperature: float = REFERENCE_TEMPERATURE,
+    *,
+    max_pairs: int = REFERENCE_PAIRS,
+) -> float:
+    """Symmetric InfoNCE of positive pairs at a fixed temperature (van den Oord et al. 2018).
+
+    Row ``i`` of ``x`` is the positive of row ``i`` of ``y`` and every other row is a negative,
+    in both directions (x -> y and y -> x, averaged). Scored at one common temperature, it compares
+    embeddings trained with different τ on the same scale, which the training loss (at each
+    trial's own τ) cannot. Lower is better; rows are L2-normalised first.
+
+    Args:
+        x: ``[N, D]`` embeddings.
+        y: ``[N, D]`` embeddings of their positives.
+        temperature: the fixed τ (> 0).
+        max_pairs: only the first ``max_pairs`` pairs are scored (an ``N x N`` matrix).
+
+    Raises:
+        ValueError: on mismatched shapes, fewer than 2 pairs, or ``temperature`` <= 0.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    a = _normalized("x", x)[:max_pairs]
+    b = _normalized("y", y).to(a.device, a.dtype)[:max_pairs]
+    if a.shape != b.shape:
+        raise ValueError(
+            f"x and y must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.shape[0] < 2:
+        raise ValueError(f"pair_infonce needs at least 2 pairs, got {a.shape[0]}")
+    logits = a @ b.T / temperature
+    targets = torch.arange(a.shape[0], device=a.device)
+    loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    return float(loss)
 
 
 @torch.no_grad()

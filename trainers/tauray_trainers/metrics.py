@@ -17,6 +17,9 @@ VAL_RECALL_AT_1 = "val/recall_at_1"
 VAL_RECALL_AT_5 = "val/recall_at_5"
 VAL_ALIGNMENT = "val/alignment"
 VAL_UNIFORMITY = "val/uniformity"
+# Symmetric InfoNCE of the validation pairs at one fixed τ (0.1) for every trial: a loss on one
+# scale whatever τ the trial trains with (lower is better).
+VAL_INFONCE_AT_REFERENCE = "val/infonce_at_reference"
 
 PERF_SAMPLES_PER_SECOND = "perf/samples_per_second"
 
@@ -51,6 +54,7 @@ ALL_METRICS: tuple[str, ...] = (
     VAL_RECALL_AT_5,
     VAL_ALIGNMENT,
     VAL_UNIFORMITY,
+    VAL_INFONCE_AT_REFERENCE,
     PERF_SAMPLES_PER_SECOND,
     DIST_STATE_DIVERGENCE,
     COST_WORKER_SECONDS,
