@@ -16,6 +16,8 @@ Signals (each oriented so that larger means "looks better"):
 - ``alignment``: minus the validation pairs' alignment (Wang & Isola, ICML 2020; lower is
   better);
 - ``uniformity``: minus the validation embeddings' uniformity (same paper; lower is better);
+- ``infonce_at_reference``: minus the validation pairs' InfoNCE at one fixed τ = 0.1
+  (``val/infonce_at_reference``): the contrastive loss on one scale for every trial;
 - any other column of the histories named with ``--signal NAME[:min]``.
 
 Usage::
@@ -103,6 +105,7 @@ def signal_functions(extra: Sequence[str] = ()) -> dict[str, Callable[[History, 
         "curve": curve,
         "alignment": at("val/alignment", -1.0),
         "uniformity": at("val/uniformity", -1.0),
+        "infonce_at_reference": at("val/infonce_at_reference", -1.0),
     }
     for spec in extra:
         name, _, mode = spec.partition(":")
