@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signals = signal_functions(args.signal)
     seeds = read_histories(args.histories)
     tables = {seed: rank_agreement(trials, epochs, signals) for seed, trials in seeds.items()}
-    header = "signal        " + "".join(f"{'epoch ' + str(e):>22}" for e in epochs)
+    header = f"{'signal':<22}" + "".join(f"{'epoch ' + str(e):>22}" for e in epochs)
     print(f"Spearman's ρ with the final {OBJECTIVE} ranking, per seed {sorted(seeds)} and mean")
     print(header)
     for name in signals:
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             known = [v for v in values if not math.isnan(v)]
             mean = f"{np.mean(known):+.2f}" if known else "  nan"
             cells.append(f"{shown} | {mean}")
-        print(f"{name:<14}" + "".join(f"{cell:>22}" for cell in cells))
+        print(f"{name:<22}" + "".join(f"{cell:>22}" for cell in cells))
     return 0
 
 
