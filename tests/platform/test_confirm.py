@@ -218,3 +218,65 @@ def test_confirmation_runs_are_tagged_with_their_phase_and_search_run() -> None:
     assert tags[layout.TAG_PHASE] == "search" and layout.TAG_CONFIRMS not in tags
     tags = layout.trial_tags(_confirm(2, search, 8, None), "space", "run-of-s1")
     assert tags[layout.TAG_PHASE] == "confirm" and tags[layout.TAG_CONFIRMS] == "run-of-s1"
+
+
+def test_confirmation_csv_reads_back_exactly() -> None:
+    records, phase = _sweep()
+    result = confirmation_result(records, phase, KNN)
+    rows = layout.read_confirmation_csv(result.csv_text({"s1": "r1", "s2": "r2", "s3": "r3"}))
+    assert [row["search_run_id"] for row in rows] == ["r2", "r1", "r3"]
+    first = result.configurations[0].stats
+    assert (rows[0]["mean"], rows[0]["ci95_low"], rows[0]["n"]) == (
+        first.mean,
+        first.ci95_low,
+        2,
+    )
+    assert math.isnan(rows[2]["ci95_high"]) and rows[2]["n"] == 1
+
+
+def test_the_temperature_plot_draws_confirmed_means_with_their_intervals() -> None:
+    from matplotlib.container import ErrorbarContainer
+
+    from tauray.plots import objective_vs_temperature
+
+    records, phase = _sweep()
+    points = confirmation_result(records, phase, KNN).plot_points()
+    assert [(p.temperature, p.mode) for p in points] == [
+        (0.2, "fixed"),
+        (0.1, "fixed"),
+        (0.3, "fixed"),
+    ]
+    figure = objective_vs_temperature(records, "val/knn_top1", points)
+    (axes,) = figure.axes
+    bars = [c for c in axes.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 3
+    assert sum(1 for c in bars if c.has_yerr) == 2  # one run only: a mean without a bar
+    ((low, high),) = [segment[:, 1] for segment in bars[0].lines[2][0].get_segments()]
+    stats = confirmation_result(records, phase, KNN).configurations[0].stats
+    assert (low, high) == pytest.approx((stats.ci95_low, stats.ci95_high))
+    plain = objective_vs_temperature(records, "val/knn_top1")
+    assert not plain.axes[0].containers
+
+
+def test_the_report_says_what_the_confirmation_found() -> None:
+    from tauray.report.build import SweepReport, SweepRun
+    from tauray.report.text import confirmation_lines
+    from tauray.tracking import TrackingTarget
+
+    records, phase = _sweep()
+    result = confirmation_result(records, phase, KNN)
+    run_ids = {record.trial_id: f"run-{record.trial_id}" for record in records}
+    sweep = SweepRun("p", "sweep", "FINISHED", {}, {layout.TAG_VERDICT: result.verdict})
+    report = SweepReport(
+        "e", "1", TrackingTarget("http://x", None, "flag"), sweep, [], (KNN,), "sweep",
+        records, run_ids,
+        confirmation=layout.read_confirmation_csv(result.csv_text(run_ids)),
+    )  # fmt: skip
+    lines = confirmation_lines(report)
+    assert lines[1] == "Confirmation (val/knn_top1, mean and 95% t-interval over seeds):"
+    assert lines[2].startswith("  trial 2, τ 0.2 fixed: mean 0.625, sd 0.007071, n 2, 95% CI [")
+    assert lines[2].endswith("<- champion")
+    assert lines[4] == "  trial 3, τ 0.3 fixed: mean 0.5, sd nan, n 1"
+    assert lines[-1] == result.verdict
+    report.confirmation = []
+    assert confirmation_lines(report) == []

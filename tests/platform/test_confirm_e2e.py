@@ -46,6 +46,7 @@ from tauray.layout import (
     TAG_PHASE,
     TAG_STATUS,
     TAG_TRIAL_ID,
+    TAG_VERDICT,
 )
 from tauray.sweep.confirm import CONFIRM_FILE
 from tauray.sweep.state import SWEEP_FILE
@@ -87,6 +88,7 @@ class Confirmed:
     runs: list[Run]
     storage: Path
     model_name: str
+    report: str  # `tauray report` of the sweep
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +111,17 @@ def confirmed(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Conf
         with contextlib.redirect_stdout(stdout):
             exit_code = main(argv)
     client = MlflowClient(mlflow_uri)
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        main(["report", EXPERIMENT, "--tracking-uri", mlflow_uri, "--output", str(root / "r")])
     return Confirmed(
-        exit_code, stdout.getvalue(), client, _runs(client, EXPERIMENT), storage, EXPERIMENT
+        exit_code,
+        stdout.getvalue(),
+        client,
+        _runs(client, EXPERIMENT),
+        storage,
+        EXPERIMENT,
+        report.getvalue(),
     )
 
 
@@ -207,7 +218,10 @@ def test_the_champion_is_the_best_mean_with_its_interval(confirmed: Confirmed) -
 
     other = next(key for key in values if key != champion_id)
     p_value = scipy_stats.ttest_ind(best, values[other], equal_var=False).pvalue
-    assert "Confirmation (val/knn_top1, mean and 95% t-interval over seeds):" in confirmed.stdout
+    heading = "Confirmation (val/knn_top1, mean and 95% t-interval over seeds):"
+    assert heading in confirmed.stdout and heading in confirmed.report
+    verdict = parent.data.tags[TAG_VERDICT]
+    assert verdict in confirmed.stdout and verdict in confirmed.report
     if np.isfinite(p_value):
         words = "beyond seed noise" if p_value < 0.05 else "indistinguishable on this evidence"
         assert f"{words} (Welch's t-test, p = {p_value:.3g}" in confirmed.stdout

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tauray import layout
+from tauray.plots import ConfirmedPoint
 from tauray.ranking import rank_trials
 from tauray.stats import Comparison, SampleSummary, summarize, verdict_text, welch_test
 from tauray.storage import StoragePath, write_text_atomic
@@ -226,6 +227,20 @@ class ConfirmationResult:
     verdict: str
     metric: str
     cut: str | None = None
+
+    def plot_points(self) -> list[ConfirmedPoint]:
+        """The confirmed configurations for the objective-vs-τ plot."""
+        return [
+            ConfirmedPoint(
+                temperature,
+                item.stats.mean,
+                item.stats.ci95_low,
+                item.stats.ci95_high,
+                item.search.temperature_mode or "unknown",
+            )
+            for item in self.configurations
+            if (temperature := item.search.final_temperature()) is not None and item.stats.n
+        ]
 
     def csv_text(self, run_ids: Mapping[str, str]) -> str:
         """:data:`tauray.layout.CONFIRMATION_FILE`: a row per configuration."""

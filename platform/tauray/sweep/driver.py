@@ -574,6 +574,7 @@ def _finish(
             outcome.recording.distributions,
             folder,
             seed=plan.request.seed,
+            confirmed=confirmation.plot_points() if confirmation is not None else (),
         )
         if confirmation is not None and confirmation.champion is not None:
             metrics.update(layout.champion_metrics(confirmation.champion.stats))
@@ -582,6 +583,7 @@ def _finish(
             if confirmation is not None:
                 csv_text = confirmation.csv_text(mlflow_logger.run_ids)
                 recorder.log_text(parent_run_id, csv_text, layout.CONFIRMATION_FILE)
+                recorder.set_tags(parent_run_id, {layout.TAG_VERDICT: confirmation.verdict})
             recorder.log_artifacts(parent_run_id, list(plots.paths.values()), layout.PLOTS_FOLDER)
     plot_paths = {name: plots_dir / path.name for name, path in plots.paths.items()}
     if mlflow_logger.errors > errors_before:
