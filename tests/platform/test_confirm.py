@@ -280,3 +280,15 @@ def test_the_report_says_what_the_confirmation_found() -> None:
     assert lines[-1] == result.verdict
     report.confirmation = []
     assert confirmation_lines(report) == []
+
+
+def test_the_trial_table_marks_the_confirmation_runs() -> None:
+    from tauray.ranking import rank_trials
+    from tauray.tables import trial_table
+
+    records, _ = _sweep()
+    text = trial_table(records, [KNN], rank_trials(records, [KNN]))
+    assert "#6c" in text and "#2 " in text and "#2c" not in text
+    assert "#Nc: a confirmation run" in text
+    search_only = [record for record in records if record.confirms is None]
+    assert "#Nc" not in trial_table(search_only, [KNN], rank_trials(search_only, [KNN]))

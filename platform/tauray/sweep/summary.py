@@ -78,9 +78,11 @@ def format_summary(summary: SweepSummary) -> str:
     minutes, seconds = divmod(int(summary.elapsed_s), 60)
     ended = "was interrupted after" if summary.interrupted else "finished in"
     unfinished = f", {counts['running']} unfinished" if counts["running"] else ""
+    confirming = sum(1 for record in summary.records if record.confirms is not None)
+    confirmation = f" ({confirming} of them confirmation runs)" if confirming else ""
     lines = [
         "",
-        f"Sweep {plan.sweep_name} {ended} {minutes}m{seconds:02d}s: {total} trials, "
+        f"Sweep {plan.sweep_name} {ended} {minutes}m{seconds:02d}s: {total} trials{confirmation}, "
         f"{counts['completed']} completed, {counts['stopped']} stopped early, "
         f"{counts['failed']} failed{unfinished}.",
         "",
