@@ -8,7 +8,9 @@
 - trials never take a CPU for their driver (:mod:`tauray.cluster`), and as many run at once as
   the cluster's CPUs/GPUs allow;
 - a trial that raises (an error, a non-finite loss, out of memory) is recorded as failed with its
-  reason and the sweep goes on.
+  reason and the sweep goes on;
+- after the search, a second Tuner trains the best configurations again under fresh seeds
+  (:mod:`tauray.sweep.confirm`) with the same trial function and callbacks.
 
 Only this driver process writes to MLflow, in the layout of :mod:`tauray.layout`.
 """
@@ -100,12 +102,15 @@ def run_sweep(
     """Run a planned sweep to the end and return its summary.
 
     Starts (and stops) a local Ray unless the request names an address; writes the MLflow
-    parent run, a child run per trial, the models, the plots and the champion.
+    parent run, a child run per trial, the models, the plots and the champion. With
+    ``confirm_top`` > 0 the confirmation phase follows the search, and the champion is the
+    configuration with the best mean (:mod:`tauray.sweep.confirm`).
 
     With ``resume`` (a plan from :func:`plan_resume`), Ray Tune restores the sweep from its
     folder (finished trials kept, unfinished ones restarted from their last checkpoint, the
-    Optuna study and the trial ledger restored from the experiment state) and the MLflow parent
-    run that carries the folder's tag continues; trials keep their child runs. At its end, a
+    Optuna study and the trial ledger restored from the experiment state; a sweep whose search
+    had ended continues its confirmation phase instead) and the MLflow parent run that carries
+    the folder's tag continues; trials keep their child runs. At its end, a
     child run of a trial Ray Tune does not know (a killed driver created it before Tune saved
     the trial) is ended as lost (:meth:`~tauray.tracking.SweepRecorder.end_lost_runs`).
 
