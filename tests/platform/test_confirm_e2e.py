@@ -277,7 +277,8 @@ def resumed(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Resume
         "--trials", str(CTRL_C_TRIALS), "--scheduler", "none", "--num-cpus", "2",
         "--max-concurrent-trials", "1", "--seed", "0", "--tracking-uri", mlflow_uri,
         "--storage-path", str(storage), "--confirm-top", "1", "--confirm-seeds", "2",
-        "--set", f"epochs={CTRL_C_EPOCHS}", *TINY,
+        "--set", f"epochs={CTRL_C_EPOCHS}", "--set", "batch_size_per_worker=32",
+        "--set", "data.max_train_samples=256", "--set", "data.max_val_samples=64",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_TMPDIR": ray_tmp}
     env.pop(FAULT_INJECTION_ENV, None)
