@@ -202,14 +202,15 @@ def test_the_summary_says_what_the_budget_cut() -> None:
     records, phase = _sweep()
     cut = budget_cut_text(records, phase)
     assert cut == (
-        "the time budget ended the confirmation: 5 of 6 runs finished their epochs "
-        "(1 stopped, 0 never started)"
+        "the time budget ended the confirmation: 4 of 6 runs completed "
+        "(1 stopped, 1 failed, 0 never started)"
     )
     lines = result_lines(confirmation_result(records, phase, KNN, cut=cut))
     assert lines[1].startswith("  trial 2, τ 0.2 fixed: mean 0.625") and "champion" in lines[1]
     assert lines[-1] == f"Note: {cut}."
     finished = [r for r in records if r.status != "stopped" or r.confirms is None]
-    assert budget_cut_text(finished[:-1], ConfirmationPhase(phase.jobs[:4])) is None
+    assert budget_cut_text(finished, ConfirmationPhase(phase.jobs[:5])) is None
+    assert "1 never started" in budget_cut_text(finished, phase)
 
 
 def test_confirmation_runs_are_tagged_with_their_phase_and_search_run() -> None:

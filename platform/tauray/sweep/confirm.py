@@ -314,17 +314,16 @@ def confirmation_result(
 
 
 def budget_cut_text(records: Sequence[TrialRecord], phase: ConfirmationPhase) -> str | None:
-    """What the time budget left undone of the confirmation (None when every run finished)."""
-    done = sum(1 for record in records if record.confirms is not None and record.finished)
-    stopped = sum(
-        1 for record in records if record.confirms is not None and record.status == "stopped"
-    )
-    planned = len(phase.jobs)
-    if done == planned and not stopped:
+    """What the time budget left undone of the confirmation (None when it cut no run)."""
+    runs = [record for record in records if record.confirms is not None]
+    statuses = [record.status for record in runs]
+    never = len(phase.jobs) - len(runs)
+    if not never and "stopped" not in statuses:
         return None
     return (
-        f"the time budget ended the confirmation: {done - stopped} of {planned} runs finished "
-        f"their epochs ({stopped} stopped, {planned - done} never started)"
+        f"the time budget ended the confirmation: {statuses.count('completed')} of "
+        f"{len(phase.jobs)} runs completed ({statuses.count('stopped')} stopped, "
+        f"{statuses.count('failed')} failed, {never} never started)"
     )
 
 
