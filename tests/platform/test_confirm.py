@@ -208,6 +208,7 @@ def test_the_summary_says_what_the_budget_cut() -> None:
     lines = result_lines(confirmation_result(records, phase, KNN, cut=cut))
     assert lines[1].startswith("  trial 2, τ 0.2 fixed: mean 0.625") and "champion" in lines[1]
     assert lines[-1] == f"Note: {cut}."
+    assert lines[3] == "  trial 3, τ 0.3 fixed: mean 0.5, sd -, n 1"
     finished = [r for r in records if r.status != "stopped" or r.confirms is None]
     assert budget_cut_text(finished, ConfirmationPhase(phase.jobs[:5])) is None
     assert "1 never started" in budget_cut_text(finished, phase)
@@ -277,7 +278,7 @@ def test_the_report_says_what_the_confirmation_found() -> None:
     assert lines[1] == "Confirmation (val/knn_top1, mean and 95% t-interval over seeds):"
     assert lines[2].startswith("  trial 2, τ 0.2 fixed: mean 0.625, sd 0.007071, n 2, 95% CI [")
     assert lines[2].endswith("<- champion")
-    assert lines[4] == "  trial 3, τ 0.3 fixed: mean 0.5, sd nan, n 1"
+    assert lines[4] == "  trial 3, τ 0.3 fixed: mean 0.5, sd -, n 1"
     assert lines[-1] == result.verdict
     report.confirmation = []
     assert confirmation_lines(report) == []

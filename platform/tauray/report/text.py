@@ -240,8 +240,8 @@ def confirmation_lines(report: SweepReport) -> list[str]:
         )
         lines.append(
             f"  trial {trial}, τ {_number(row['temperature'])} {row['temperature_mode']}: mean "
-            f"{_number(row['mean'])}, sd {_number(row['sd'])}, n {row['n']}{interval}"
-            + (" <- champion" if position == 0 and row["n"] > 0 else "")
+            f"{_number(row['mean'])}, sd {_number(row['sd']) if row['n'] > 1 else '-'}, "
+            f"n {row['n']}{interval}" + (" <- champion" if position == 0 and row["n"] > 0 else "")
         )
     verdict = report.sweep.tags.get(layout.TAG_VERDICT)
     if verdict:

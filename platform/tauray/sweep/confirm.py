@@ -332,6 +332,7 @@ def result_lines(result: ConfirmationResult) -> list[str]:
     lines = [f"Confirmation ({result.metric}, mean and 95% t-interval over seeds):"]
     for item in result.configurations:
         stats = item.stats
+        sd = format_number(stats.sd) if math.isfinite(stats.sd) else "-"
         interval = (
             f", 95% CI [{format_number(stats.ci95_low)}, {format_number(stats.ci95_high)}]"
             if math.isfinite(stats.ci95_low)
@@ -339,7 +340,7 @@ def result_lines(result: ConfirmationResult) -> list[str]:
         )
         marker = " <- champion" if item is result.champion else ""
         lines.append(
-            f"  {item.name()}: mean {format_number(stats.mean)}, sd {format_number(stats.sd)}, "
+            f"  {item.name()}: mean {format_number(stats.mean)}, sd {sd}, "
             f"n {stats.n}{interval}{marker}"
         )
     lines.append(result.verdict)

@@ -6,7 +6,7 @@ from tauray.sweep.plan import SweepRequest
 
 DEMO_EXPERIMENT = "tauray-demo"
 DEMO_SPACE = "simclr-temperature"
-DEMO_TRIALS = 8
+DEMO_TRIALS = 6
 DEMO_CONFIRM_TOP = 2
 DEMO_CONFIRM_SEEDS = 2
 DEMO_OVERRIDES: tuple[str, ...] = ()
@@ -25,7 +25,7 @@ DEMO_INTRO = (
 def demo_request(*, tracking_uri: str | None = None, verbose: bool = False) -> SweepRequest:
     """The ``tauray demo`` sweep: about 5 minutes on 2 CPU cores, wherever it runs.
 
-    Eight trials of six epochs (two at a time, one CPU worker each, ASHA stopping most after
+    Six trials of six epochs (two at a time, one CPU worker each, ASHA stopping most after
     two or six epochs), then the two best configurations under two fresh seeds each (four
     runs of six epochs), within a 4.5-minute time budget for both phases, so that Ray's start,
     the sweep and the final writes take about 5 minutes: on a fast or idle machine the runs
