@@ -215,6 +215,7 @@ def run_driver(
         num_cpus=args.cpus,
         log_models=False,
         sampler="random" if name == "random" else "tpe",
+        confirm_top=0,
     )
     plan = plan_sweep(request)
     started = time.monotonic()

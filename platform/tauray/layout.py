@@ -14,17 +14,21 @@ One experiment per ``--experiment`` name holds the sweeps:
   (``metric:mode`` texts, comma-separated), ``trials``, ``time_budget_s``, resources,
   ``code_version``, the sampler, ...); at the end the metrics ``trials/*`` and
   ``best/<objective>``, params ``best/<parameter>`` and artifacts ``best_config.yaml`` and
-  ``plots/*.png``;
+  ``plots/*.png``; a sweep with a confirmation phase also ``champion/mean|sd|n|ci95_low|
+  ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``;
 - each **trial** is a child run (tag ``mlflow.parentRunId``, ``tauray.kind = trial``) with tags
   ``tauray.trial_id``, ``tauray.trial_index``, ``tauray.method``, ``tauray.space``,
-  ``tauray.sampled_params`` and ``tauray.status`` (a trial status; ``tauray.failure_reason``,
-  ``tauray.failure_kind`` and ``tauray.oom_batch_size_per_worker`` when it failed), the full
-  resolved ``train_loop_config`` as dotted params (``temperature.mode``, ``optimizer.lr``, ...;
-  only the sampled ``a/b`` values when the combination was invalid), every metric of the
+  ``tauray.sampled_params``, ``tauray.phase`` (``search``, or ``confirm`` with
+  ``tauray.confirms``: the run id of the search trial it repeats) and ``tauray.status`` (a
+  trial status; ``tauray.failure_reason``, ``tauray.failure_kind`` and
+  ``tauray.oom_batch_size_per_worker`` when it failed), the full resolved ``train_loop_config``
+  as dotted params (``temperature.mode``, ``optimizer.lr``, ...; only the sampled ``a/b``
+  values when the combination was invalid), every metric of the
   training loop (:mod:`tauray_trainers.metrics`) at every epoch (step = epoch), and, when it
   ended without error, its model under ``model`` (tag ``tauray.model_uri``, or
   ``tauray.model_error``);
-- the best trial's model is registered in the Model Registry with the alias ``champion``.
+- the best trial's model (with a confirmation phase: the champion configuration's best run's)
+  is registered in the Model Registry with the alias ``champion``.
 
 A child run of a trial that a killed driver created but Ray Tune never saved is ended with
 ``tauray.status = lost`` and ``tauray.lost_reason``: it is not a trial of the sweep.
@@ -32,13 +36,16 @@ A child run of a trial that a killed driver created but Ray Tune never saved is 
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io
+import math
 import re
 import typing
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tauray.trials import STATUS_WORDS, TrialRecord, TrialStatus, failure_kind
+from tauray.trials import PHASE_SEARCH, STATUS_WORDS, TrialRecord, TrialStatus, failure_kind
 from tauray_trainers import metrics as names
 from tauray_trainers.config import TrainConfig, build_config, flatten, set_path
 
@@ -68,6 +75,9 @@ TAG_OOM_BATCH_SIZE = "tauray.oom_batch_size_per_worker"
 TAG_RESUMED = "tauray.resumed"
 TAG_LOST_REASON = "tauray.lost_reason"
 TAG_RESUME_COMMAND = "tauray.resume_command"
+TAG_PHASE = "tauray.phase"  # search | confirm (tauray.trials.PHASE_*)
+TAG_CONFIRMS = "tauray.confirms"  # a confirmation run's: the run id of the search trial
+TAG_VERDICT = "tauray.confirmation_verdict"  # the parent's: champion vs runner-up, in words
 
 #: ``tauray.kind`` of a sweep's parent run and of its trials' runs.
 KIND_SWEEP = "sweep"
@@ -91,6 +101,9 @@ CHAMPION_ALIAS = "champion"
 MODEL_NAME = "model"
 #: Artifacts of the parent run.
 BEST_CONFIG_FILE = "best_config.yaml"
+CONFIRMATION_FILE = "confirmation.csv"
+CHAMPION_PREFIX = "champion/"
+CHAMPION_STATS = ("mean", "sd", "n", "ci95_low", "ci95_high")
 PLOTS_FOLDER = "plots"
 
 #: Parent-run params the report reads back.
@@ -110,6 +123,7 @@ METRIC_FAILED = "trials/failed"
 _MAX_PARAM_LENGTH = 6000
 _MAX_TAG_LENGTH = 5000
 _INT_TEXT = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*(e[+-]?\d+)?|nan|inf)$", re.IGNORECASE)
 
 
 # ---- values --------------------------------------------------------------------------------------
@@ -406,9 +420,13 @@ def trial_params(record: TrialRecord) -> dict[str, str]:
     return config_params(record.config) if record.config else dict(record.sampled)
 
 
-def trial_tags(record: TrialRecord, space: str) -> dict[str, str]:
-    """A trial run's tags when it starts (besides :func:`trial_identity_tags`)."""
+def trial_tags(
+    record: TrialRecord, space: str, confirms_run_id: str | None = None
+) -> dict[str, str]:
+    """A trial run's tags when it starts (besides :func:`trial_identity_tags`); a
+    confirmation run's name the run of the search trial it repeats (``confirms_run_id``)."""
     tags = {
+        TAG_PHASE: record.phase,
         TAG_SPACE: space,
         TAG_TRIAL_INDEX: str(record.index),
         TAG_STATUS: "running",
@@ -416,7 +434,42 @@ def trial_tags(record: TrialRecord, space: str) -> dict[str, str]:
     }
     if record.method:
         tags[TAG_METHOD] = record.method
+    if confirms_run_id is not None:
+        tags[TAG_CONFIRMS] = confirms_run_id
     return tags
+
+
+def champion_metrics(stats: Any) -> dict[str, float]:
+    """The parent run's ``champion/<statistic>`` metrics from a
+    :class:`tauray.stats.SampleSummary` of the champion's runs."""
+    return {f"{CHAMPION_PREFIX}{name}": float(getattr(stats, name)) for name in CHAMPION_STATS}
+
+
+#: The columns of :data:`CONFIRMATION_FILE`, one row per confirmed configuration.
+CONFIRMATION_COLUMNS = ("search_run_id", "temperature_mode", "temperature", *CHAMPION_STATS)
+
+
+def confirmation_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """:data:`CONFIRMATION_FILE`'s text: a header of :data:`CONFIRMATION_COLUMNS`, then a row
+    per configuration (numbers as ``repr`` so they read back exactly; NaN as ``nan``)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CONFIRMATION_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: row.get(key, "") for key in CONFIRMATION_COLUMNS} for row in rows)
+    return out.getvalue()
+
+
+def read_confirmation_csv(text: str) -> list[dict[str, Any]]:
+    """:data:`CONFIRMATION_FILE` read back: the run id and τ mode as text, ``n`` as an int,
+    the other numbers as floats (NaN where empty)."""
+    rows = []
+    for raw in csv.DictReader(io.StringIO(text)):
+        row: dict[str, Any] = {key: raw.get(key) or "" for key in CONFIRMATION_COLUMNS[:2]}
+        for key in CONFIRMATION_COLUMNS[2:]:
+            row[key] = float(raw[key]) if _NUMBER.match(raw.get(key) or "") else float("nan")
+        row["n"] = int(row["n"]) if math.isfinite(row["n"]) else 0
+        rows.append(row)
+    return rows
 
 
 def ended_tags(record: TrialRecord) -> dict[str, str]:
@@ -512,6 +565,7 @@ def trial_record(
     )
     if status == "failed":
         record.error = tags.get(TAG_FAILURE_REASON) or config_error or "unknown error"
+    record.phase = tags.get(TAG_PHASE, PHASE_SEARCH)
     return record
 
 

@@ -56,12 +56,30 @@ def _finished(records: Sequence[TrialRecord], metric: str) -> list[TrialRecord]:
     ]
 
 
-def objective_vs_temperature(records: Sequence[TrialRecord], metric: str) -> Figure:
+@dataclass(frozen=True)
+class ConfirmedPoint:
+    """A confirmed configuration on the objective-vs-τ plot: its mean over seeds and 95% CI.
+
+    ``low``/``high`` are NaN when fewer than two runs counted (the mean is drawn without a bar).
+    """
+
+    temperature: float
+    mean: float
+    low: float
+    high: float
+    mode: str
+
+
+def objective_vs_temperature(
+    records: Sequence[TrialRecord], metric: str, confirmed: Sequence[ConfirmedPoint] = ()
+) -> Figure:
     """Objective against final temperature (log scale), one colour per temperature mode.
 
     Args:
         records: the sweep's trials (failed and running ones are left out).
         metric: the objective's metric name, e.g. ``val/knn_top1``.
+        confirmed: the confirmation phase's configurations, drawn as their mean over seeds
+            (a diamond) with the 95% confidence interval as an error bar.
 
     Raises:
         ValueError: if no finished trial reported ``metric``.
@@ -111,6 +129,26 @@ def objective_vs_temperature(records: Sequence[TrialRecord], metric: str) -> Fig
             xytext=(4, 4),
             fontsize=7,
         )
+    for point in confirmed:
+        if not (point.temperature > 0 and math.isfinite(point.mean)):
+            continue
+        bar = (
+            [[point.mean - point.low], [point.high - point.mean]]
+            if math.isfinite(point.low) and math.isfinite(point.high)
+            else None
+        )
+        axes.errorbar(
+            [point.temperature],
+            [point.mean],
+            yerr=bar,
+            fmt="D",
+            color=MODE_COLOURS.get(point.mode, _OTHER_COLOUR),
+            markeredgecolor="black",
+            markersize=7,
+            capsize=4,
+            label="confirmed mean, 95% CI" if "confirmed" not in seen else None,
+        )
+        seen.add("confirmed")
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -257,9 +295,11 @@ def render_sweep_plots(
     distributions: Mapping[str, Any],
     out_dir: str | Path,
     seed: int = 0,
+    confirmed: Sequence[ConfirmedPoint] = (),
 ) -> PlotSet:
-    """Write ``objective_vs_temperature.png``, ``optimization_history.png`` and
-    ``parameter_importances.png`` into ``out_dir``; skip (with a reason) what cannot be drawn."""
+    """Write ``objective_vs_temperature.png`` (with the ``confirmed`` configurations' means and
+    intervals), ``optimization_history.png`` and ``parameter_importances.png`` into
+    ``out_dir``; skip (with a reason) what cannot be drawn."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     result = PlotSet()
@@ -275,7 +315,7 @@ def render_sweep_plots(
         figure.savefig(path)
         result.paths[name] = path
 
-    save("objective_vs_temperature", lambda: objective_vs_temperature(records, metric))
+    save("objective_vs_temperature", lambda: objective_vs_temperature(records, metric, confirmed))
     save("optimization_history", lambda: optimization_history(records, metric, mode))
     save(
         "parameter_importances",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tauray.trials import STATUS_WORDS, TrialRecord, format_number
+from tauray.trials import PHASE_CONFIRM, STATUS_WORDS, TrialRecord, format_number
 from tauray_trainers import metrics as names
 
 if TYPE_CHECKING:
@@ -122,7 +122,8 @@ def trial_table(
     for position, record in enumerate([*listed, *unranked], start=1):
         ranked = position <= len(listed)
         status = STATUS_WORDS.get(record.status, record.status)
-        row = [str(position) if ranked else "-", f"#{record.index}", status]
+        label = f"#{record.index}" + ("c" if record.phase == PHASE_CONFIRM else "")
+        row = [str(position) if ranked else "-", label, status]
         if multi_objective:
             row.append("*" if record.trial_id in front else "")
         for objective in objectives:  # a failed trial's last values are not results
@@ -146,6 +147,8 @@ def trial_table(
     notes = []
     if hidden > 0:
         notes.append(f"{hidden} more ranked trial(s) not shown (--top {len(ranking.ranked)})")
+    if any(record.phase == PHASE_CONFIRM for record in records):
+        notes.append("#Nc: a confirmation run (a search trial's configuration, a fresh seed)")
     if len(keys) > len(shown):
         notes.append(f"{len(keys) - len(shown)} more sampled parameter(s) per trial in MLflow")
     if notes:

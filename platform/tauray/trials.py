@@ -15,6 +15,7 @@ and *failed* when it raised (an error, a non-finite loss, out of memory).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tauray_trainers import metrics as names
-from tauray_trainers.config import TRAIN_LOOP_CONFIG, build_config, deep_merge
+from tauray_trainers.config import TRAIN_LOOP_CONFIG, build_config, deep_merge, flatten
 from tauray_trainers.failures import mentions_out_of_memory
 
 #: Ray Train's ``TuneReportCallback`` adds the path of a reported checkpoint under this key.
@@ -33,6 +34,10 @@ CHECKPOINT_PATH = "checkpoint_path"
 INFEASIBLE = "tauray_infeasible"
 #: The per-worker batch size that ran out of memory, in an infeasible trial's last report.
 INFEASIBLE_BATCH_SIZE = "tauray_oom_batch_size_per_worker"
+
+#: A trial's phase: proposed by the search, or a confirmation run of a search trial's config.
+PHASE_SEARCH = "search"
+PHASE_CONFIRM = "confirm"
 
 TrialStatus = Literal["running", "completed", "stopped", "failed"]
 STATUS_WORDS: dict[str, str] = {
@@ -86,6 +91,11 @@ def resolve_train_loop_config(
     """
     merged = deep_merge(fixed, sampled_train_loop_config(trial_config))
     return build_config(merged).to_dict()
+
+
+def sampled_key(sampled: Mapping[str, Any]) -> str:
+    """A trial's sampled values (``a/b`` keys) as one text: equal for equal configurations."""
+    return json.dumps(flatten(dict(sampled)), sort_keys=True, default=str)
 
 
 def is_metric(key: str, value: Any) -> bool:
@@ -171,6 +181,9 @@ class TrialRecord:
         infeasible: the trial ran out of memory (``error`` names the batch size); the searcher
             was told the worst value of every objective for it.
         oom_batch_size: the per-worker batch size that ran out of memory.
+        phase: ``search`` (a trial the search algorithm proposed) or ``confirm`` (a
+            configuration of the search trained again under a fresh seed).
+        confirms: of a confirmation run, the trial id of the search trial it repeats.
     """
 
     trial_id: str
@@ -186,6 +199,8 @@ class TrialRecord:
     error: str | None = None
     infeasible: bool = False
     oom_batch_size: int | None = None
+    phase: str = PHASE_SEARCH
+    confirms: str | None = None
 
     @property
     def planned_epochs(self) -> int | None:

@@ -54,6 +54,15 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["spaces", "show"], "Missing argument"),
         (["--nosuch-flag"], "No such option"),
         (["tune", "--space", "simclr-temperature", "--sampler", "grid"], "--sampler 'grid'"),
+        (
+            ["tune", "--space", "simclr-temperature", "--confirm-top", "-1"],
+            "--confirm-top must be >= 0 (0: no confirmation phase), got -1",
+        ),
+        (
+            ["tune", "--space", "simclr-temperature", "--confirm-seeds", "0"],
+            "--confirm-seeds must be >= 1, got 0",
+        ),
+        (["tune", "--space", "simclr-temperature", "--confirm-top", "two"], "'two'"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(

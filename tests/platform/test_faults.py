@@ -64,7 +64,7 @@ def sweep(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Sweep:
         argv += ["--objective", objective]
     argv += [
         "--trials", str(TRIALS), "--workers-per-trial", "1", "--tracking-uri", mlflow_uri,
-        "--storage-path", str(storage), "--num-cpus", "2", "--seed", "0",
+        "--storage-path", str(storage), "--num-cpus", "2", "--seed", "0", "--confirm-top", "0",
         "--set", f"epochs={EPOCHS}", "--set", "data.max_train_samples=256",
         "--set", "data.max_val_samples=64",
     ]  # fmt: skip

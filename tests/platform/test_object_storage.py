@@ -68,7 +68,8 @@ def sweep(
         "--trial-runner", runner,
         "--trials", str(TRIALS), "--workers-per-trial", "1", "--num-cpus", "2",
         "--tracking-uri", mlflow_uri, "--storage-path", STORAGE, "--seed", "0",
-        "--scheduler", "none", "--set", f"epochs={EPOCHS}", "--set", "batch_size_per_worker=16",
+        "--scheduler", "none", "--confirm-top", "0",
+        "--set", f"epochs={EPOCHS}", "--set", "batch_size_per_worker=16",
         "--set", "data.max_train_samples=96", "--set", "data.max_val_samples=48",
     ]  # fmt: skip
     bucket = s3_endpoint.client()

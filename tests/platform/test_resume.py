@@ -91,7 +91,7 @@ def _sweep_argv(
     return [
         TAURAY, "tune", "--space", "simclr-temperature", "--experiment", experiment,
         "--trials", str(trials), "--workers-per-trial", "1", "--tracking-uri", tracking_uri,
-        "--storage-path", str(storage), "--seed", "0", "--scheduler", "none",
+        "--storage-path", str(storage), "--seed", "0", "--scheduler", "none", "--confirm-top", "0",
         "--set", f"epochs={epochs}", "--set", "batch_size_per_worker=32",
         "--set", "data.max_train_samples=256", "--set", "data.max_val_samples=64",
         *extra,

@@ -398,6 +398,8 @@ def test_submit_follow_sweep_succeeds_and_logs_to_mlflow(
         "none",
         "--seed",
         "0",
+        "--confirm-top",
+        "0",
         "--storage-path",
         str(ray_head.temp_dir / "results"),
         "--set",
@@ -452,7 +454,7 @@ def test_stopping_a_sweep_job_stops_the_sweep_gracefully(
     experiment = f"stop-{secrets.token_hex(4)}"
     sweep = [
         "tauray", "tune", "--space", "simclr-temperature", "--experiment", experiment,
-        "--trials", "2", "--scheduler", "none", "--seed", "0",
+        "--trials", "2", "--scheduler", "none", "--seed", "0", "--confirm-top", "0",
         "--storage-path", str(head_from_env.temp_dir / "results"),
         "--set", "epochs=200", "--set", "data.max_train_samples=64",
         "--set", "data.max_val_samples=32", "--set", "batch_size_per_worker=32",

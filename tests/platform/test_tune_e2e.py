@@ -85,6 +85,8 @@ def sweep(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> SweepRun
         "2",
         "--seed",
         "0",
+        "--confirm-top",
+        "0",
         "--set",
         f"epochs={EPOCHS}",
         "--set",

@@ -54,6 +54,17 @@ def test_rank_limits_the_failure_to_one_rank(tmp_path: Path) -> None:
         injection.maybe_fail(1, 2, 4, rank=1)
 
 
+def test_seed_limits_the_failure_to_runs_of_that_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULT_INJECTION_ENV, f"epoch=1,marker={tmp_path / 'm'},seed=2")
+    assert fault_from_environment(rank=0, batch_size=8, steps_per_epoch=4, seed=1) is None
+    hook = fault_from_environment(rank=0, batch_size=8, steps_per_epoch=4, seed=2)
+    assert hook is not None
+    with pytest.raises(InjectedFailure):
+        hook(1, 2)
+
+
 def test_out_of_memory_only_from_the_smallest_batch_on() -> None:
     injection = FaultInjection.parse("epoch=1,action=oom,min_batch=64")
     injection.maybe_fail(1, 1, 2, rank=0, batch_size=32)
@@ -64,7 +75,14 @@ def test_out_of_memory_only_from_the_smallest_batch_on() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["epoch=two", "marker=/tmp/x", "epoch=1", "epoch=1,marker=/x,action=explode", "epoch=1,rank=a"],
+    [
+        "epoch=two",
+        "marker=/tmp/x",
+        "epoch=1",
+        "epoch=1,marker=/x,action=explode",
+        "epoch=1,rank=a",
+        "epoch=1,marker=/x,seed=b",
+    ],
 )
 def test_malformed_settings_are_refused(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(FAULT_INJECTION_ENV, text)

@@ -11,6 +11,8 @@ trial be recorded as failed, or an out-of-memory trial be marked infeasible::
     ...,action=kill                                  SIGKILL the worker process instead (the
                                                      marker holds its pid)
     ...,rank=R                                       only rank R
+    ...,seed=S                                       only runs whose config seed is S (one
+                                                     confirmation run of a sweep, say)
     TAURAY_INJECT_FAILURE="epoch=K,action=oom,min_batch=N"
                                                      raise TrialOutOfMemoryError in every run
                                                      whose per-worker batch is >= N (no marker)
@@ -48,10 +50,11 @@ class FaultInjection:
     action: str = "raise"
     rank: int | None = None
     min_batch: int = 0
+    seed: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> FaultInjection:
-        """Parse ``epoch=K,marker=PATH[,action=...][,rank=R][,min_batch=N]``.
+        """Parse ``epoch=K,marker=PATH[,action=...][,rank=R][,min_batch=N][,seed=S]``.
 
         Raises:
             ValueError: naming the setting, its value and the expected form.
@@ -64,6 +67,7 @@ class FaultInjection:
                 fields.get("action", "raise"),
                 int(fields["rank"]) if "rank" in fields else None,
                 int(fields.get("min_batch", 0)),
+                int(fields["seed"]) if "seed" in fields else None,
             )
         except (KeyError, ValueError):
             injection = None
@@ -74,7 +78,8 @@ class FaultInjection:
         ):
             raise ValueError(
                 f"{FAULT_INJECTION_ENV}={text!r}; expected 'epoch=<int>,marker=<path>' with "
-                "optional ',action=raise|kill|oom', ',rank=<int>', ',min_batch=<int>'"
+                "optional ',action=raise|kill|oom', ',rank=<int>', ',min_batch=<int>', "
+                "',seed=<int>'"
             )
         return injection
 
@@ -108,15 +113,17 @@ class FaultInjection:
         )
 
 
-def fault_from_environment(*, rank: int, batch_size: int, steps_per_epoch: int) -> StepHook | None:
+def fault_from_environment(
+    *, rank: int, batch_size: int, steps_per_epoch: int, seed: int | None = None
+) -> StepHook | None:
     """The step hook of this run's fault injection, or None when ``TAURAY_INJECT_FAILURE`` is
-    unset (the normal case).
+    unset (the normal case) or names another seed than this run's ``seed``.
 
     Raises:
         ValueError: the setting is malformed.
     """
     injection = FaultInjection.from_env()
-    if injection is None:
+    if injection is None or (injection.seed is not None and injection.seed != seed):
         return None
 
     def before_step(epoch: int, step_in_epoch: int) -> None:

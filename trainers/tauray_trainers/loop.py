@@ -248,7 +248,10 @@ def run_worker(raw_config: Mapping[str, Any] | TrainConfig, runtime: WorkerRunti
     resources = runtime.resources_per_worker()
     model = runtime.prepare_model(method, find_unused_parameters=method.may_leave_parameters_unused)
     before_step = faults.fault_from_environment(
-        rank=runtime.rank, batch_size=setup.batch_size, steps_per_epoch=setup.steps_per_epoch
+        rank=runtime.rank,
+        batch_size=setup.batch_size,
+        steps_per_epoch=setup.steps_per_epoch,
+        seed=config.seed,
     )
     reports: list[dict] = []
     for epoch_index in range(state.epoch, config.epochs):

@@ -142,6 +142,26 @@ def tune_command(
             "Ray Train worker groups.",
         ),
     ] = "in-trial",
+    confirm_top: Annotated[
+        int,
+        typer.Option(
+            metavar="K",
+            help="After the search, train the K best distinct configurations again for all "
+            "their epochs under fresh seeds (model initialisation, augmentations, data order; "
+            "same train/validation split); the champion is the best mean, with a 95% interval "
+            "and Welch's test against the runner-up. 0: no confirmation. Default: 3.",
+            parser=whole_number,
+        ),
+    ] = 3,
+    confirm_seeds: Annotated[
+        int,
+        typer.Option(
+            metavar="S",
+            help="Fresh seeds per confirmed configuration (S runs each, plus its search run). "
+            "Default: 2.",
+            parser=whole_number,
+        ),
+    ] = 2,
     resume: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
@@ -193,6 +213,8 @@ def tune_command(
             max_failures=max_failures,
             trial_runner=trial_runner,
             sampler=sampler,
+            confirm_top=confirm_top,
+            confirm_seeds=confirm_seeds,
         ),
         echo=typer.echo,
         echo_error=echo_error,

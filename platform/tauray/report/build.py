@@ -60,6 +60,7 @@ class SweepRun:
     status: str
     params: dict[str, str]
     tags: dict[str, str]
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +81,8 @@ class SweepReport:
         cost_metric: the cost axis of the trade-off (a ``cost/*`` objective, else GPU-seconds
             when the sweep used GPUs, else CPU-seconds), or None when nothing was recorded.
         frontier: trial ids no other ranked trial beats on both the first objective and the cost.
+        confirmation: the confirmation phase's configurations (the rows of
+            :data:`~tauray.layout.CONFIRMATION_FILE`, champion first; empty without one).
     """
 
     experiment: str
@@ -94,6 +97,7 @@ class SweepReport:
     ranking: Ranking = field(default_factory=Ranking)
     cost_metric: str | None = None
     frontier: list[str] = field(default_factory=list)
+    confirmation: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def objective(self) -> Objective:
@@ -178,6 +182,7 @@ def _sweep_run(run: Run) -> SweepRun:
         status=run.info.status,
         params=dict(run.data.params),
         tags=tags,
+        metrics=dict(run.data.metrics),
     )
 
 
@@ -337,6 +342,25 @@ def build_report(
         objectives_source=source,
         records=records,
         run_ids=run_ids,
+        confirmation=read_confirmation(client, sweep),
     )
     rank(report)
     return report
+
+
+def read_confirmation(client: MlflowClient, sweep: SweepRun) -> list[dict[str, Any]]:
+    """The sweep's :data:`~tauray.layout.CONFIRMATION_FILE` rows (empty when it has none or
+    the artifact cannot be read: the rest of the report stands without it)."""
+    import tempfile
+
+    if f"{layout.CHAMPION_PREFIX}mean" not in sweep.metrics:
+        return []
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = client.download_artifacts(sweep.run_id, layout.CONFIRMATION_FILE, folder)
+            return layout.read_confirmation_csv(Path(path).read_text())
+    except Exception as error:  # a missing artifact, an unreachable artifact store
+        logger.warning(
+            "could not read %s of sweep %s: %s", layout.CONFIRMATION_FILE, sweep.name, error
+        )
+        return []

@@ -76,6 +76,7 @@ def _summary(report: SweepReport) -> dict[str, Any]:
             "objectives": {o.metric: record.value(o.metric) for o in report.objectives},
             "cost": {metric: record.value(metric) for metric in COST_METRICS},
             "on_front": record.trial_id in report.front,
+            "phase": record.phase,
             "error": record.error,
         }
 
@@ -129,7 +130,18 @@ def write_report(report: SweepReport, folder: str | Path) -> ReportFiles:
     primary = report.objective
     pictures: dict[str, Callable[[], Any]] = {
         "objective_vs_temperature": lambda: plots.objective_vs_temperature(
-            report.records, primary.metric
+            report.records,
+            primary.metric,
+            [
+                plots.ConfirmedPoint(
+                    row["temperature"],
+                    row["mean"],
+                    row["ci95_low"],
+                    row["ci95_high"],
+                    row["temperature_mode"],
+                )
+                for row in report.confirmation
+            ],
         ),
         "optimization_history": lambda: plots.optimization_history(
             report.records, primary.metric, primary.mode

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from tauray import layout
 from tauray.report.build import DEFAULT_TOP, SweepReport
 from tauray.run_file import changed_settings
 from tauray.tables import cost_label, count_text, seconds_text, text_table, trial_table
@@ -222,6 +223,32 @@ def _best_lines(report: SweepReport, files: ReportFiles | None) -> list[str]:
     return lines
 
 
+def confirmation_lines(report: SweepReport) -> list[str]:
+    """The confirmation phase's paragraph: each confirmed configuration's mean over seeds with
+    its 95% t-interval, and whether the champion beats the runner-up beyond seed noise."""
+    if not report.confirmation:
+        return []
+    by_run = {run_id: trial_id for trial_id, run_id in report.run_ids.items()}
+    index = {record.trial_id: record.index for record in report.records}
+    lines = ["", f"Confirmation ({report.objective.metric}, mean and 95% t-interval over seeds):"]
+    for position, row in enumerate(report.confirmation):
+        trial = index.get(by_run.get(row["search_run_id"], ""), "?")
+        interval = (
+            f", 95% CI [{_number(row['ci95_low'])}, {_number(row['ci95_high'])}]"
+            if row["n"] > 1
+            else ""
+        )
+        lines.append(
+            f"  trial {trial}, τ {_number(row['temperature'])} {row['temperature_mode']}: mean "
+            f"{_number(row['mean'])}, sd {_number(row['sd']) if row['n'] > 1 else '-'}, "
+            f"n {row['n']}{interval}" + (" <- champion" if position == 0 and row["n"] > 0 else "")
+        )
+    verdict = report.sweep.tags.get(layout.TAG_VERDICT)
+    if verdict:
+        lines.append(verdict)
+    return lines
+
+
 def format_report(
     report: SweepReport, top: int = DEFAULT_TOP, files: ReportFiles | None = None
 ) -> str:
@@ -272,6 +299,7 @@ def format_report(
         )
     lines.append("")
     lines.extend(_best_lines(report, files))
+    lines.extend(confirmation_lines(report))
     for picture in (temperature_text(report), cost_text(report)):
         if picture:
             lines += ["", picture]

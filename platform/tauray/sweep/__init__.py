@@ -12,6 +12,8 @@ One module per concern:
 - :mod:`~tauray.sweep.ledger` and :mod:`~tauray.sweep.mlflow_logger`: the Ray Tune callbacks that
   keep a record per trial and write each trial to MLflow (:mod:`tauray.layout`);
 - :mod:`~tauray.sweep.driver`: build the Tuner, run it, record the results;
+- :mod:`~tauray.sweep.confirm`: the confirmation phase (the best configurations under fresh
+  seeds) and the champion by mean;
 - :mod:`~tauray.sweep.summary`: the end-of-sweep text;
 - :mod:`~tauray.sweep.commands` and :mod:`~tauray.sweep.demo`: ``tauray tune`` and ``tauray demo``.
 

@@ -8,7 +8,9 @@
 - trials never take a CPU for their driver (:mod:`tauray.cluster`), and as many run at once as
   the cluster's CPUs/GPUs allow;
 - a trial that raises (an error, a non-finite loss, out of memory) is recorded as failed with its
-  reason and the sweep goes on.
+  reason and the sweep goes on;
+- after the search, a second Tuner trains the best configurations again under fresh seeds
+  (:mod:`tauray.sweep.confirm`) with the same trial function and callbacks.
 
 Only this driver process writes to MLflow, in the layout of :mod:`tauray.layout`.
 """
@@ -29,6 +31,14 @@ from tauray import layout
 from tauray.ranking import rank_trials
 from tauray.run_file import best_config_yaml
 from tauray.storage import StoragePath, local_folder
+from tauray.sweep.confirm import (
+    CONFIRM_FOLDER,
+    ConfirmationPhase,
+    budget_cut_text,
+    confirmation_result,
+    phase_text,
+    start_confirmation,
+)
 from tauray.sweep.console import (
     Echo,
     ProgressPrinter,
@@ -43,6 +53,7 @@ from tauray.sweep.reaper import OrphanedPlacementGroupReaper
 from tauray.sweep.search import RecordingSpace, build_scheduler, build_searcher
 from tauray.sweep.state import (
     MIN_RESUMED_BUDGET_S,
+    TUNER_STATE,
     SweepClock,
     restore_tuner,
     resume_hint,
@@ -52,6 +63,7 @@ from tauray.sweep.state import (
 from tauray.sweep.summary import SweepSummary
 from tauray.sweep.trial import TrialSetup, tauray_trial, trial_name, trial_resources
 from tauray.tracking import SweepRecorder, code_version, tracking_scope
+from tauray_trainers.config import TRAIN_LOOP_CONFIG
 
 if TYPE_CHECKING:
     from tauray.cluster import ClusterInfo
@@ -90,12 +102,15 @@ def run_sweep(
     """Run a planned sweep to the end and return its summary.
 
     Starts (and stops) a local Ray unless the request names an address; writes the MLflow
-    parent run, a child run per trial, the models, the plots and the champion.
+    parent run, a child run per trial, the models, the plots and the champion. With
+    ``confirm_top`` > 0 the confirmation phase follows the search, and the champion is the
+    configuration with the best mean (:mod:`tauray.sweep.confirm`).
 
     With ``resume`` (a plan from :func:`plan_resume`), Ray Tune restores the sweep from its
     folder (finished trials kept, unfinished ones restarted from their last checkpoint, the
-    Optuna study and the trial ledger restored from the experiment state) and the MLflow parent
-    run that carries the folder's tag continues; trials keep their child runs. At its end, a
+    Optuna study and the trial ledger restored from the experiment state; a sweep whose search
+    had ended continues its confirmation phase instead) and the MLflow parent run that carries
+    the folder's tag continues; trials keep their child runs. At its end, a
     child run of a trial Ray Tune does not know (a killed driver created it before Tune saved
     the trial) is ended as lost (:meth:`~tauray.tracking.SweepRecorder.end_lost_runs`).
 
@@ -240,6 +255,8 @@ class _FitOutcome:
     scheduler: str
     concurrency: int
     interrupted: bool = False  # Ctrl-C: Ray Tune stopped early and saved its state
+    confirmation: ConfirmationPhase | None = None
+    confirmation_note: str | None = None  # why there was no confirmation phase
 
 
 def _fit(
@@ -307,46 +324,88 @@ def _fit(
     )
     # A resumed sweep gets what earlier sessions left of its time budget (Ray Tune would
     # start the whole budget again).
-    spent_s = spent_tune_seconds(plan.sweep_dir) if restore else 0.0
     budget = request.time_budget_s
-    budget_left = None if budget is None else max(budget - spent_s, MIN_RESUMED_BUDGET_S)
-    if restore and budget is not None:
-        echo(
-            f"time budget: {budget_left:.0f} s left of {budget:g} s "
-            f"({spent_s:.0f} s spent in earlier sessions)"
-        )
-    clock = SweepClock(plan.sweep_dir, spent_s)
-    # New callbacks go last: Ray Tune restores callback states by position.
-    callbacks = [ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper(), clock]
-    if restore:
-        tuner = restore_tuner(plan.sweep_dir, trainable, callbacks, time_budget_s=budget_left)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=plan.num_samples,
-                max_concurrent_trials=concurrency,
-                time_budget_s=budget_left,
-                trial_name_creator=trial_name,
-                trial_dirname_creator=trial_name,
-                # In-trial runs: a finished trial's actor (its imports, its CUDA context) takes
-                # the next trial. Not for Ray Train runs: stopping such a trial early does not
-                # stop its worker group, so its actor cannot be reset and must be ended.
-                reuse_actors=in_trial,
-            ),
-            run_config=tune.RunConfig(
-                name=plan.sweep_name,
-                storage_path=str(plan.storage_path),
-                callbacks=callbacks,
-                # Ray Train restarts a worker group itself; an in-trial run has only Ray Tune.
-                failure_config=tune.FailureConfig(
-                    max_failures=request.max_failures if in_trial else 0, fail_fast=False
+    phase = ConfirmationPhase.load(plan.sweep_dir) if restore else None
+    interrupted, note = False, None
+    if phase is None:
+        spent_s = spent_tune_seconds(plan.sweep_dir) if restore else 0.0
+        budget_left = None if budget is None else max(budget - spent_s, MIN_RESUMED_BUDGET_S)
+        if restore and budget is not None:
+            echo(
+                f"time budget: {budget_left:.0f} s left of {budget:g} s "
+                f"({spent_s:.0f} s spent in earlier sessions)"
+            )
+        clock = SweepClock(plan.sweep_dir, spent_s)
+        # New callbacks go last: Ray Tune restores callback states by position.
+        callbacks = [ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper(), clock]
+        if restore:
+            tuner = restore_tuner(plan.sweep_dir, trainable, callbacks, time_budget_s=budget_left)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    scheduler=scheduler,
+                    num_samples=plan.num_samples,
+                    max_concurrent_trials=concurrency,
+                    time_budget_s=budget_left,
+                    trial_name_creator=trial_name,
+                    trial_dirname_creator=trial_name,
+                    # In-trial runs: a finished trial's actor (its imports, its CUDA context)
+                    # takes the next trial. Not for Ray Train runs: stopping such a trial early
+                    # does not stop its worker group, so its actor cannot be reset and must be
+                    # ended.
+                    reuse_actors=in_trial,
                 ),
-                verbose=0,
-            ),
-        )
+                run_config=tune.RunConfig(
+                    name=plan.sweep_name,
+                    storage_path=str(plan.storage_path),
+                    callbacks=callbacks,
+                    failure_config=_failure_config(request.max_failures, in_trial),
+                    verbose=0,
+                ),
+            )
+        interrupted = _run_tuner(tuner, budget_left, clock, ledger, mlflow_logger, progress)
+        if not interrupted and request.confirm_top > 0:
+            phase, note = start_confirmation(plan, ledger, mlflow_logger)
+        restore = False  # the confirmation phase starts afresh
+    else:
+        ledger.set_state(phase.ledger_state)
+        mlflow_logger.set_state(phase.logger_state)
+        echo("resuming in the confirmation phase (the search ended in an earlier session)")
+    if phase is not None and not interrupted:
+        interrupted = _confirm(
+            plan, phase, trainable, concurrency, in_trial, echo, progress,
+            (ledger, mlflow_logger), restore=restore,
+        )  # fmt: skip
+    elif note is not None:
+        echo(note)
+    outcome = _FitOutcome(
+        recording,
+        sampler_text,
+        scheduler_text,
+        concurrency,
+        interrupted=interrupted,
+        confirmation=phase,
+        confirmation_note=note,
+    )
+    return ledger, mlflow_logger, outcome
+
+
+def _failure_config(max_failures: int, in_trial: bool) -> tune.FailureConfig:
+    """Ray Train restarts a worker group itself; an in-trial run has only Ray Tune."""
+    return tune.FailureConfig(max_failures=max_failures if in_trial else 0, fail_fast=False)
+
+
+def _run_tuner(
+    tuner: tune.Tuner,
+    budget_left: float | None,
+    clock: SweepClock,
+    ledger: TrialLedger,
+    mlflow_logger: MlflowTrialLogger,
+    progress: ProgressPrinter,
+) -> bool:
+    """Run one phase's Tuner to its end; return whether Ctrl-C (or SIGTERM) interrupted it."""
     fit_started = time.monotonic()
     try:
         with graceful_ctrl_c(write_stderr) as interruption:
@@ -366,10 +425,59 @@ def _fit(
                 f"trial {record.index:3d} stopped by the time budget at epoch {record.epoch}"
             )
             mlflow_logger.finish(record)
-    outcome = _FitOutcome(
-        recording, sampler_text, scheduler_text, concurrency, interrupted=interruption.requested
-    )
-    return ledger, mlflow_logger, outcome
+    return interruption.requested
+
+
+def _confirm(
+    plan: SweepPlan,
+    phase: ConfirmationPhase,
+    trainable: Any,
+    concurrency: int,
+    in_trial: bool,
+    echo: Echo,
+    progress: ProgressPrinter,
+    writers: tuple[TrialLedger, MlflowTrialLogger],
+    *,
+    restore: bool,
+) -> bool:
+    """Run (or, with ``restore``, continue) the confirmation phase; return whether it was
+    interrupted. It gets what the search left of the time budget."""
+    ledger, mlflow_logger = writers
+    ledger.expect_confirmations(phase.confirmations())
+    budget = plan.request.time_budget_s
+    spent_s = spent_tune_seconds(plan.sweep_dir)
+    budget_left = None if budget is None else max(budget - spent_s, MIN_RESUMED_BUDGET_S)
+    echo(phase_text(phase, plan.epochs, budget_left))
+    clock = SweepClock(plan.sweep_dir, spent_s)
+    callbacks = [ledger, mlflow_logger, progress, OrphanedPlacementGroupReaper(), clock]
+    folder = plan.sweep_dir / CONFIRM_FOLDER
+    if restore and (folder / TUNER_STATE).is_file():
+        tuner = restore_tuner(folder, trainable, callbacks, time_budget_s=budget_left)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={
+                TRAIN_LOOP_CONFIG: tune.grid_search(
+                    [job.trial_config()[TRAIN_LOOP_CONFIG] for job in phase.jobs]
+                )
+            },
+            tune_config=tune.TuneConfig(
+                num_samples=1,
+                max_concurrent_trials=min(concurrency, len(phase.jobs)),
+                time_budget_s=budget_left,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
+                reuse_actors=in_trial,
+            ),
+            run_config=tune.RunConfig(
+                name=CONFIRM_FOLDER,
+                storage_path=str(plan.sweep_dir),
+                callbacks=callbacks,
+                failure_config=_failure_config(plan.request.max_failures, in_trial),
+                verbose=0,
+            ),
+        )
+    return _run_tuner(tuner, budget_left, clock, ledger, mlflow_logger, progress)
 
 
 def _finish(
@@ -393,6 +501,15 @@ def _finish(
     records = ledger.ordered()
     counts = ledger.counts()
     best = rank_trials(records, plan.objectives).best
+    confirmation = None
+    if outcome.confirmation is not None and not interrupted:
+        confirmation = confirmation_result(
+            records,
+            outcome.confirmation,
+            objective,
+            cut=budget_cut_text(records, outcome.confirmation),
+        )
+        best = confirmation.champion_run or best  # the best run of the best mean
     sweep_dir = plan.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
     errors_before = mlflow_logger.errors
@@ -435,6 +552,8 @@ def _finish(
             sampler=outcome.sampler,
             scheduler=outcome.scheduler,
             concurrency=outcome.concurrency,
+            confirmation=confirmation,
+            confirmation_note=outcome.confirmation_note,
             **more,
         )
 
@@ -460,9 +579,16 @@ def _finish(
             outcome.recording.distributions,
             folder,
             seed=plan.request.seed,
+            confirmed=confirmation.plot_points() if confirmation is not None else (),
         )
+        if confirmation is not None and confirmation.champion is not None:
+            metrics.update(layout.champion_metrics(confirmation.champion.stats))
         with mlflow_logger.guarded("log the sweep's results"):
             recorder.log_metrics(parent_run_id, metrics, step=0)
+            if confirmation is not None:
+                csv_text = confirmation.csv_text(mlflow_logger.run_ids)
+                recorder.log_text(parent_run_id, csv_text, layout.CONFIRMATION_FILE)
+                recorder.set_tags(parent_run_id, {layout.TAG_VERDICT: confirmation.verdict})
             recorder.log_artifacts(parent_run_id, list(plots.paths.values()), layout.PLOTS_FOLDER)
     plot_paths = {name: plots_dir / path.name for name, path in plots.paths.items()}
     if mlflow_logger.errors > errors_before:

@@ -22,12 +22,14 @@ from tauray.trials import (
     CHECKPOINT_PATH,
     INFEASIBLE,
     INFEASIBLE_BATCH_SIZE,
+    PHASE_CONFIRM,
     TrialRecord,
     count_statuses,
     epoch_metrics,
     failure_reason,
     resolve_train_loop_config,
     result_step,
+    sampled_key,
     sampled_train_loop_config,
 )
 from tauray_trainers.config import flatten
@@ -64,6 +66,14 @@ class TrialLedger(Callback):
     def __init__(self, fixed_config: Mapping[str, Any]) -> None:
         self.fixed_config = copy.deepcopy(dict(fixed_config))
         self.records: dict[str, TrialRecord] = {}
+        # Sampled values (as :func:`sampled_key`) of the confirmation runs -> the search trial
+        # each repeats: a trial with these values is a confirmation run.
+        self.confirmations: dict[str, str] = {}
+
+    def expect_confirmations(self, confirmations: Mapping[str, str]) -> None:
+        """Mark the trials that will start with these sampled values (:func:`sampled_key`) as
+        confirmation runs of the search trial each maps to."""
+        self.confirmations.update(confirmations)
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -103,6 +113,9 @@ class TrialLedger(Callback):
                 config=config,
                 config_error=config_error,
             )
+            confirms = self.confirmations.get(sampled_key(record.sampled))
+            if confirms is not None:
+                record.phase, record.confirms = PHASE_CONFIRM, confirms
             self.records[trial.trial_id] = record
         return record
 

@@ -104,7 +104,11 @@ class MlflowTrialLogger(Callback):
             trial.trial_id,
             run_name=layout.trial_run_name(record),
             params=layout.trial_params(record),
-            tags=layout.trial_tags(record, self.space),
+            tags=layout.trial_tags(
+                record,
+                self.space,
+                self.run_ids.get(record.confirms) if record.confirms else None,
+            ),
         )
         # A restored sweep continues after the epochs already logged.
         self._last_step[trial.trial_id] = {} if created else self.recorder.last_steps(run_id)
@@ -226,13 +230,11 @@ class MlflowTrialLogger(Callback):
                 self.recorder.end_run(run_id, "KILLED")
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        """End child runs of trials this sweep does not know (lost by a killed driver)."""
+        """End child runs of trials this sweep does not know (lost by a killed driver); the
+        ledger knows the trials of the sweep's earlier phase, which this Tuner does not."""
+        known = [trial.trial_id for trial in trials] + list(self.ledger.records)
         with self.guarded("end the runs of lost trials", "-"):
-            self.lost_run_ids.extend(
-                self.recorder.end_lost_runs(
-                    self.parent_run_id, [trial.trial_id for trial in trials]
-                )
-            )
+            self.lost_run_ids.extend(self.recorder.end_lost_runs(self.parent_run_id, known))
 
     def get_state(self) -> dict[str, Any] | None:
         return {"run_ids": dict(self.run_ids), "model_uris": dict(self.model_uris)}

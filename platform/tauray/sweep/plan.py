@@ -26,6 +26,8 @@ SCHEDULERS = ("asha", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
 """The samplers a sweep can use (``--sampler``): Optuna's TPE, or its random sampler."""
 DEFAULT_TRIALS = 10
+DEFAULT_CONFIRM_TOP = 3
+DEFAULT_CONFIRM_SEEDS = 2
 DEFAULT_STORAGE = "tauray_results"
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -73,6 +75,9 @@ class SweepRequest:
             run as Ray Train worker groups.
         sampler: ``tpe`` (default: multivariate, grouped TPE) or ``random`` (Optuna's
             ``RandomSampler``, a baseline).
+        confirm_top: after the search, train the this many best distinct configurations
+            again (:mod:`tauray.sweep.confirm`); 0: no confirmation phase.
+        confirm_seeds: fresh seeds per confirmed configuration.
     """
 
     space: str
@@ -98,6 +103,8 @@ class SweepRequest:
     max_failures: int = 0
     trial_runner: str = "in-trial"
     sampler: str = "tpe"
+    confirm_top: int = DEFAULT_CONFIRM_TOP
+    confirm_seeds: int = DEFAULT_CONFIRM_SEEDS
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,12 @@ def plan_sweep(
         raise ValueError(
             f"--trial-runner {request.trial_runner!r} is not one of: {', '.join(TRIAL_RUNNERS)}"
         )
+    if request.confirm_top < 0:
+        raise ValueError(
+            f"--confirm-top must be >= 0 (0: no confirmation phase), got {request.confirm_top}"
+        )
+    if request.confirm_seeds < 1:
+        raise ValueError(f"--confirm-seeds must be >= 1, got {request.confirm_seeds}")
     if request.max_concurrent_trials is not None and request.max_concurrent_trials < 1:
         raise ValueError(
             f"--max-concurrent-trials must be >= 1, got {request.max_concurrent_trials}"

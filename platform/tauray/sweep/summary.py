@@ -14,6 +14,7 @@ import yaml
 from tauray.ranking import rank_trials
 from tauray.run_file import changed_settings
 from tauray.storage import StoragePath
+from tauray.sweep.confirm import ConfirmationResult, result_lines
 from tauray.sweep.plan import SweepPlan
 from tauray.tables import trial_table
 from tauray.trials import TrialRecord
@@ -42,6 +43,8 @@ class SweepSummary:
             state in the sweep folder.
         sampler: the sampler's description; scheduler: the scheduler's.
         concurrency: trials run at once.
+        confirmation: what the confirmation phase found (None without one).
+        confirmation_note: why the sweep had no confirmation phase, when it was asked for.
     """
 
     plan: SweepPlan
@@ -62,6 +65,8 @@ class SweepSummary:
     sampler: str = ""
     scheduler: str = ""
     concurrency: int = 1
+    confirmation: ConfirmationResult | None = None
+    confirmation_note: str | None = None
 
 
 def format_summary(summary: SweepSummary) -> str:
@@ -73,9 +78,11 @@ def format_summary(summary: SweepSummary) -> str:
     minutes, seconds = divmod(int(summary.elapsed_s), 60)
     ended = "was interrupted after" if summary.interrupted else "finished in"
     unfinished = f", {counts['running']} unfinished" if counts["running"] else ""
+    confirming = sum(1 for record in summary.records if record.confirms is not None)
+    confirmation = f" ({confirming} of them confirmation runs)" if confirming else ""
     lines = [
         "",
-        f"Sweep {plan.sweep_name} {ended} {minutes}m{seconds:02d}s: {total} trials, "
+        f"Sweep {plan.sweep_name} {ended} {minutes}m{seconds:02d}s: {total} trials{confirmation}, "
         f"{counts['completed']} completed, {counts['stopped']} stopped early, "
         f"{counts['failed']} failed{unfinished}.",
         "",
@@ -92,6 +99,8 @@ def format_summary(summary: SweepSummary) -> str:
     if best is None or summary.best_config is None:
         lines.append(f"No trial finished with a value of {objective.metric}.")
     else:
+        if summary.confirmation is not None and summary.confirmation.champion_run is best:
+            lines.append("The champion configuration's best run:")
         temperature = best.final_temperature()
         lines.append(
             f"Best trial: #{best.index} ({best.trial_id}), {objective.metric} = "
@@ -110,6 +119,11 @@ def format_summary(summary: SweepSummary) -> str:
             yaml.safe_dump(changed_settings(summary.best_config), sort_keys=False).rstrip()
         )
         lines.append(f"Train it: tauray train --config {summary.best_config_path}")
+    if summary.confirmation is not None:
+        lines.append("")
+        lines.extend(result_lines(summary.confirmation))
+    elif summary.confirmation_note is not None and not summary.interrupted:
+        lines.append(summary.confirmation_note)
     if summary.champion is not None:
         uri, version = summary.champion
         lines.append(
