@@ -541,7 +541,8 @@ def trial_record(
         epoch: the highest step of its metrics (step = epoch).
         position: the run's place among the sweep's runs (the index when it has no tag).
 
-    The record's ``history`` is left empty.
+    The record's ``history`` is left empty; a confirmation run's ``confirms`` holds the run id
+    of the search trial it repeats (the caller knows the runs' trial ids).
     """
     index_text = tags.get(TAG_TRIAL_INDEX, "")
     config, config_error = config_from_params(params)
@@ -566,6 +567,7 @@ def trial_record(
     if status == "failed":
         record.error = tags.get(TAG_FAILURE_REASON) or config_error or "unknown error"
     record.phase = tags.get(TAG_PHASE, PHASE_SEARCH)
+    record.confirms = tags.get(TAG_CONFIRMS)
     return record
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from process_helpers import kill_tree
 from scipy import stats as scipy_stats
 
 from tauray.cli import main
@@ -215,6 +216,12 @@ def test_the_champion_is_the_best_mean_with_its_interval(confirmed: Confirmed) -
     assert parent.data.tags[TAG_BEST_RUN] == best_run
     version = confirmed.client.get_model_version_by_alias(confirmed.model_name, CHAMPION_ALIAS)
     assert version.run_id == best_run
+    # ... and the run `tauray report` recommends, as the summary does.
+    trial_id = by_id[best_run].data.tags["tauray.trial_id"]
+    assert "Champion configuration's best run (the best mean over seeds, see Confirmation): " in (
+        confirmed.report
+    )
+    assert f"({trial_id})" in confirmed.report.split("Champion configuration's best run")[1]
 
     other = next(key for key in values if key != champion_id)
     p_value = scipy_stats.ttest_ind(best, values[other], equal_var=False).pvalue
@@ -231,22 +238,6 @@ def test_the_champion_is_the_best_mean_with_its_interval(confirmed: Confirmed) -
 
 CTRL_C_EXPERIMENT = "confirm-ctrl-c"
 CTRL_C_TRIALS, CTRL_C_EPOCHS = 2, 3
-
-
-def _kill_tree(group: int, ray_tmp: str) -> None:
-    """SIGKILL a process group, then any Ray process of its temp dir that left it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if ray_tmp in command:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _confirmation_midway(runs: list[Run]) -> bool:
@@ -299,7 +290,7 @@ def resumed(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Resume
                 time.sleep(0.5)
             exit_code = process.wait(timeout=180)
         finally:
-            _kill_tree(process.pid, ray_tmp)
+            kill_tree(process.pid, ray_tmp)
             process.wait(timeout=30)
     output = log.read_text(errors="replace")
     assert midway, output[-3000:]

@@ -48,6 +48,7 @@ from typing import IO, TYPE_CHECKING
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from process_helpers import kill_tree
 
 from tauray.cli import main
 from tauray.layout import (
@@ -156,24 +157,6 @@ def _wait_for(
     return None
 
 
-def _kill_tree(group: int, ray_tmp: str | None = None) -> None:
-    """SIGKILL a process group, then any Ray process of its temp dir that left it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
-    if ray_tmp is None:
-        return
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if ray_tmp in command:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
-
-
 def _local_env(ray_tmp: str, **extra: str) -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_TMPDIR": ray_tmp, **extra}
     env.pop(FAULT_INJECTION_ENV, None)
@@ -240,7 +223,7 @@ def resumed(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Resume
             if unfinished:
                 time.sleep(1.5)  # past Ray Tune's next experiment-state save
         finally:
-            _kill_tree(process.pid, ray_tmp)
+            kill_tree(process.pid, ray_tmp)
             process.wait(timeout=30)
     assert unfinished, log.read_text()[-3000:]
     parents = _parents(_runs(client, EXPERIMENT))
@@ -395,7 +378,7 @@ def interrupted(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> In
                 exit_code = process.wait(timeout=180)
                 session_seconds = time.monotonic() - started
         finally:
-            _kill_tree(process.pid, ray_tmp)
+            kill_tree(process.pid, ray_tmp)
             process.wait(timeout=30)
     output = log.read_text(errors="replace")
     assert midway, output[-3000:]
@@ -573,7 +556,7 @@ def head_restarted(
                 if midway:
                     time.sleep(1.5)  # past Ray Tune's next experiment-state save
             finally:
-                _kill_tree(process.pid)
+                kill_tree(process.pid)
                 process.wait(timeout=30)
         assert midway, log.read_text(errors="replace")[-3000:]
         (parent,) = _parents(_runs(client, HEAD_EXPERIMENT))

@@ -210,9 +210,7 @@ def test_trials_in_their_trial_actor_reserve_one_bundle(tmp_path: Path) -> None:
     # The trial actor trains: it reserves the worker's CPU (or GPU) besides the driver's share ...
     assert trial_resources(in_trial, local).bundles == [{"CPU": 1.0, DRIVER_RESOURCE: 1.0}]
     on_gpu = TrialSetup({}, 1, 1.0, 2.0, str(tmp_path), in_trial=True)
-    assert trial_resources(on_gpu, remote).bundles == [
-        {"CPU": pytest.approx(2.01), "GPU": 1.0}
-    ]
+    assert trial_resources(on_gpu, remote).bundles == [{"CPU": pytest.approx(2.01), "GPU": 1.0}]
     # ... while a Ray Train driver only waits on its workers.
     ray_train = TrialSetup({}, 2, 0.0, 1.0, str(tmp_path))
     assert trial_resources(ray_train, local) == {"CPU": 0.0, DRIVER_RESOURCE: 1.0}
@@ -229,9 +227,7 @@ def test_trial_runner_choice(tmp_path: Path) -> None:
     assert runs_in_trial(dataclasses.replace(request, gpus_per_worker=1))
     # Several workers, on CPUs (gloo) or GPUs (NCCL), are a DDP job: a Ray Train worker group.
     assert not runs_in_trial(dataclasses.replace(request, workers_per_trial=4))
-    assert not runs_in_trial(
-        dataclasses.replace(request, workers_per_trial=2, gpus_per_worker=1)
-    )
+    assert not runs_in_trial(dataclasses.replace(request, workers_per_trial=2, gpus_per_worker=1))
     assert not runs_in_trial(dataclasses.replace(request, trial_runner="ray-train"))
     with pytest.raises(ValueError, match="--trial-runner 'threads' is not one of: in-trial, ray"):
         plan_sweep(

@@ -119,9 +119,25 @@ class SweepReport:
         return self.ranking.front
 
     @property
+    def champion_runs(self) -> list[TrialRecord]:
+        """The champion configuration's runs (its search trial and the confirmation runs that
+        repeat it), best first; empty without a confirmation phase."""
+        if not self.confirmation:
+            return []
+        by_run = {run_id: trial_id for trial_id, run_id in self.run_ids.items()}
+        search_trial = by_run.get(self.confirmation[0]["search_run_id"])
+        if search_trial is None:
+            return []
+        return [
+            record for record in self.ranked if search_trial in (record.trial_id, record.confirms)
+        ]
+
+    @property
     def best(self) -> TrialRecord | None:
-        """The best trial (the first of ``ranked``), or None."""
-        return self.ranking.best
+        """The run to recommend: with a confirmation phase the champion configuration's best
+        run (the registered model's), else the best trial (the first of ``ranked``), or None."""
+        champion = self.champion_runs
+        return champion[0] if champion else self.ranking.best
 
     def counts(self) -> dict[str, int]:
         """Trials per status (``running``, ``completed``, ``stopped``, ``failed``)."""
@@ -268,6 +284,10 @@ def read_trials(
         )
         records.append(record)
         run_ids[record.trial_id] = run.info.run_id
+    trial_of_run = {run_id: trial_id for trial_id, run_id in run_ids.items()}
+    for record in records:  # the tag names the repeated trial's run: name its trial instead
+        if record.confirms is not None:
+            record.confirms = trial_of_run.get(record.confirms, record.confirms)
     records.sort(key=lambda record: record.index)
     return records, run_ids
 

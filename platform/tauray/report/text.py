@@ -186,8 +186,11 @@ def _best_lines(report: SweepReport, files: ReportFiles | None) -> list[str]:
         return [f"No trial finished with a value of {objective.metric}: nothing to recommend."]
     temperature = best.final_temperature()
     how = "best on the Pareto front by" if report.multi_objective else "best by"
+    title = f"Best trial ({how} {objective.metric})"
+    if report.champion_runs:
+        title = "Champion configuration's best run (the best mean over seeds, see Confirmation)"
     lines = [
-        f"Best trial ({how} {objective.metric}): #{best.index} ({best.trial_id}), "
+        f"{title}: #{best.index} ({best.trial_id}), "
         + ", ".join(
             f"{each.metric} = {_number(best.value(each.metric))}" for each in report.objectives
         )
