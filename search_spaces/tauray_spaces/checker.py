@@ -4,13 +4,14 @@
 (:mod:`tauray_spaces.file_model`), then checks what the schema alone cannot: every key is a
 training config key and every value one it accepts, conditions name earlier parameters and
 values they can take, no condition cycles, ``tied`` temperatures stay in range, baselines lie
-inside their parameters. It returns the fields of a :class:`~tauray_spaces.space.SearchSpace`.
+inside their parameters. It hands the validated fields to the constructor it is given (the
+:class:`~tauray_spaces.space.SearchSpace`, whose module imports this one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from tauray_spaces.config_keys import (
     BATCH_SIZE_KEYS,
@@ -36,25 +37,16 @@ from tauray_spaces.parameters import (
 from tauray_spaces.words import did_you_mean, short
 from tauray_trainers.config import flatten, unflatten
 
+T = TypeVar("T")
+
 #: The metrics a space may optimise (every reported metric but the counters ``epoch``, ``step``).
 OBJECTIVE_METRICS: tuple[str, ...] = tuple(m for m in KNOWN_METRICS if "/" in m)
 
 
-class SpaceFields(TypedDict):
-    """The fields of a :class:`~tauray_spaces.space.SearchSpace`, validated."""
-
-    name: str
-    description: str
-    method: str
-    objectives: tuple[Objective, ...]
-    fixed: dict[str, Any]
-    points_to_evaluate: tuple[dict[str, Any], ...]
-    parameter_specs: tuple[ParameterSpec, ...]
-    source: str
-
-
-def check_space(data: Any, source: str = "<dict>") -> SpaceFields:
-    """Validate a parsed space file (a mapping) and give the space's fields.
+def check_space(data: Any, make: Callable[..., T], source: str = "<dict>") -> T:
+    """Validate a parsed space file (a mapping) and build the space: ``make(name=...,
+    description=..., method=..., objectives=..., fixed=..., points_to_evaluate=...,
+    parameter_specs=..., source=...)``.
 
     Raises:
         ValueError: one line naming ``source``, the key and what is allowed.
@@ -69,7 +61,7 @@ def check_space(data: Any, source: str = "<dict>") -> SpaceFields:
     if bad_keys:
         raise ValueError(f"{source}: keys must be strings, got {bad_keys[0]!r}")
     try:
-        return _Checker(validate_file(data), source).build()
+        return make(**_Checker(validate_file(data), source).fields())
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
 
@@ -139,7 +131,7 @@ class _Checker:
     def label(self, index: int, key: str) -> str:
         return f"parameters[{index}] ({key})"
 
-    def build(self) -> SpaceFields:
+    def fields(self) -> dict[str, Any]:
         model = self.model
         objectives = self.objectives()
         fixed = _flat_settings(model.fixed, "fixed")
@@ -155,7 +147,7 @@ class _Checker:
         ordered = self.order(specs, by_key)
         self.check_combinations(ordered, by_key, fixed)
         points = tuple(self.point(i, p, by_key) for i, p in enumerate(model.points_to_evaluate))
-        return SpaceFields(
+        return dict(
             name=model.name,
             description=" ".join(model.description.split()),
             method=model.method,

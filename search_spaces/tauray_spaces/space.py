@@ -224,4 +224,4 @@ def space_from_dict(data: Any, source: str = "<dict>") -> SearchSpace:
     Raises:
         ValueError: one line naming ``source``, the key and what is allowed.
     """
-    return SearchSpace(**check_space(data, source))
+    return check_space(data, SearchSpace, source)
