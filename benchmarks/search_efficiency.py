@@ -22,6 +22,18 @@ do not depend on machine load; wall times are printed for information only.
 arm searched with, it re-trains the τ values the arms recommended, so that each recommendation
 is scored free of the luck of its own seed.
 
+Held-out scoring (``--held-out-seeds``, default 1000,1001): after the arms of a replicate, the
+τ each arm recommends (the grid's and random search's best trial; tauray's champion, the best
+mean over its confirmation runs) is trained again for all its epochs under seeds no arm
+searched or confirmed with, and scored by the mean final ``val/knn_top1`` over them. That score
+is free of the luck of the seed a recommendation was found with; the spread between the
+held-out seeds at one τ is printed as the noise yardstick. Every trial-epoch an arm spends counts
+towards its cost, confirmation runs included; held-out runs count for no arm.
+
+``--grid-histories FILE`` takes the grid arm from the histories CSV of an earlier
+``--histories`` run (its final values per τ and seed) instead of training it again: the grid
+does not depend on anything the other arms do, and a replicate's grid is deterministic.
+
 ``--seeds`` repeats the whole comparison per seed: seed ``s`` is the trainer's seed (weights,
 augmentations, batch order) in every trial of every arm and the sampler's seed of (b) and (c),
 so each replicate compares the three arms on the same objective function of τ. The data (the
@@ -30,11 +42,14 @@ cluttered digits and their split) stays the same.
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py --seeds 0,1,2
+    OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py --seeds 0,1,2 \
+        --grid-histories grid.csv   # the grid of an earlier --histories run
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 import time
@@ -104,6 +119,12 @@ class _Arm:
         self.rows = rows
         self.wall_s = wall
         self.records = list(records)  # the trial records (per-epoch histories), grid arm only
+        self.champion_tau = self.best_tau  # the τ the arm recommends
+        self.held_out: list[float] = []  # final metric of champion_tau under each held-out seed
+
+    @property
+    def held_out_score(self) -> float:
+        return float(np.mean(self.held_out)) if self.held_out else float("nan")
 
     @property
     def best(self) -> float:
@@ -128,8 +149,11 @@ def _rows(records: Sequence[Any]) -> list[tuple[float, int, float | None, str]]:
     return rows
 
 
-def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, seed: int) -> _Arm:
-    """(a): every τ of the grid for all its epochs, through tauray's trial driver."""
+def train_taus(
+    args: argparse.Namespace, fixed: dict[str, Any], storage: Path, name: str, taus: list[float]
+) -> _Arm:
+    """Every τ of ``taus`` for all its epochs under ``fixed``'s seed, through tauray's trial
+    driver, one CPU worker per trial in the trial actor, no early stopping."""
     from ray import tune
 
     from tauray.cluster import max_concurrent_trials
@@ -137,11 +161,6 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, see
     from tauray.sweep.ledger import TrialLedger
     from tauray.sweep.trial import TrialSetup, tauray_trial, trial_name, trial_resources
 
-    grid = (
-        [float(t) for t in args.taus.split(",")]
-        if args.taus
-        else [float(t) for t in np.geomspace(TAU_LOW, TAU_HIGH, args.grid_points)]
-    )
     ledger = TrialLedger(fixed)
     started = time.monotonic()
     with session() as info:
@@ -150,14 +169,14 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, see
             workers=1,
             gpus_per_worker=0.0,
             cpus_per_worker=1.0,
-            train_storage=str(storage / f"grid-{seed}" / "train"),
+            train_storage=str(storage / name / "train"),
             in_trial=True,  # one worker, trained in the trial actor as tauray's sweeps do
         )
         tuner = tune.Tuner(
             tune.with_resources(
                 tune.with_parameters(tauray_trial, setup=setup), trial_resources(setup, info)
             ),
-            param_space={"train_loop_config": {"temperature": {"value": tune.grid_search(grid)}}},
+            param_space={"train_loop_config": {"temperature": {"value": tune.grid_search(taus)}}},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=max_concurrent_trials(info, 1, 0.0, 1.0),
                 trial_name_creator=trial_name,
@@ -165,13 +184,52 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, see
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name=f"grid-{seed}", storage_path=str(storage), callbacks=[ledger], verbose=0
+                name=name, storage_path=str(storage), callbacks=[ledger], verbose=0
             ),
         )
         tuner.fit()
-    arm = _Arm("grid", _rows(ledger.ordered()), time.monotonic() - started, ledger.ordered())
-    _print_rank_agreement(ledger.ordered(), args.epochs, seed)
+    return _Arm(name, _rows(ledger.ordered()), time.monotonic() - started, ledger.ordered())
+
+
+def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, seed: int) -> _Arm:
+    """(a): every τ of the grid for all its epochs (or, with ``--grid-histories``, the grid an
+    earlier run trained under this seed)."""
+    if args.grid_histories is not None:
+        return _grid_from_histories(args.grid_histories, seed, args.epochs)
+    grid = (
+        [float(t) for t in args.taus.split(",")]
+        if args.taus
+        else [float(t) for t in np.geomspace(TAU_LOW, TAU_HIGH, args.grid_points)]
+    )
+    arm = train_taus(args, fixed, storage, f"grid-{seed}", grid)
+    arm.name = "grid"
+    _print_rank_agreement(arm.records, args.epochs, seed)
     return arm
+
+
+def _grid_from_histories(path: Path, seed: int, epochs: int) -> _Arm:
+    """The grid arm of replicate ``seed`` read back from a ``--histories`` CSV."""
+    import csv
+
+    final: dict[float, tuple[int, float | None]] = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if int(row["seed"]) != seed:
+                continue
+            tau, epoch = float(row["tau"]), int(row["epoch"])
+            value = float(row[METRIC]) if row.get(METRIC) else None
+            if epoch >= final.get(tau, (0, None))[0]:
+                final[tau] = (epoch, value)
+    if not final:
+        raise SystemExit(f"--grid-histories {path}: no grid trials of seed {seed}")
+    short = sorted(tau for tau, (epoch, _) in final.items() if epoch != epochs)
+    if short:
+        raise SystemExit(
+            f"--grid-histories {path}: seed {seed}'s trials at τ {short} did not reach epoch "
+            f"{epochs} (--epochs)"
+        )
+    rows = [(tau, epoch, value, "completed") for tau, (epoch, value) in sorted(final.items())]
+    return _Arm("grid", rows, 0.0)
 
 
 def _print_rank_agreement(records: Sequence[Any], epochs: int, seed: int) -> None:
@@ -215,13 +273,41 @@ def run_driver(
         num_cpus=args.cpus,
         log_models=False,
         sampler="random" if name == "random" else "tpe",
-        confirm_top=0,
+        confirm_top=args.confirm_top if name == "tauray" else 0,
+        confirm_seeds=args.confirm_seeds,
     )
     plan = plan_sweep(request)
     started = time.monotonic()
     summary = run_sweep(plan, echo=lambda line: print(f"  [{name}] {line}", flush=True))
     print(f"  [{name}] sampler: {summary.sampler}; scheduler: {summary.scheduler}", flush=True)
-    return _Arm(name, _rows(summary.records), time.monotonic() - started)
+    arm = _Arm(name, _rows(summary.records), time.monotonic() - started)
+    if summary.best is not None and summary.best.config:  # with confirmation: the champion's
+        arm.champion_tau = float(summary.best.config["temperature"]["value"])
+    return arm
+
+
+def score_held_out(
+    args: argparse.Namespace,
+    arms: dict[str, _Arm],
+    storage: Path,
+    seed: int,
+    cache: dict[tuple[float, int], float],
+) -> None:
+    """Train each arm's recommended τ under every held-out seed and fill ``arm.held_out``.
+
+    A (τ, seed) pair already trained (another arm's recommendation, an earlier replicate's)
+    is not trained again: a run is determined by its config and seed.
+    """
+    held_out = [int(each) for each in args.held_out_seeds.split(",") if each]
+    taus = sorted({arm.champion_tau for arm in arms.values() if math.isfinite(arm.champion_tau)})
+    for held in held_out:
+        todo = [tau for tau in taus if (tau, held) not in cache]
+        if todo:
+            scored = train_taus(args, _fixed(args, held), storage, f"held-{seed}-{held}", todo)
+            for tau, _, value, _ in scored.rows:
+                cache[(tau, held)] = value if value is not None else float("nan")
+    for arm in arms.values():
+        arm.held_out = [cache.get((arm.champion_tau, held), float("nan")) for held in held_out]
 
 
 def _print_arm(arm: _Arm, seed: int) -> None:
@@ -258,6 +344,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write every grid trial's per-epoch metrics to this CSV (seed, tau, epoch, one "
         "column per metric) for benchmarks/early_signals.py",
     )
+    parser.add_argument(
+        "--grid-histories",
+        type=Path,
+        help="take the grid arm from this --histories CSV instead of training it again",
+    )
+    parser.add_argument(
+        "--held-out-seeds",
+        default="1000,1001",
+        help="comma-separated seeds no arm searches or confirms with, under which each arm's "
+        "recommended τ is re-trained and scored ('' : no held-out scoring)",
+    )
+    parser.add_argument("--confirm-top", type=int, default=3, help="tauray arm's --confirm-top")
+    parser.add_argument("--confirm-seeds", type=int, default=2, help="tauray arm's --confirm-seeds")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -268,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = [int(seed) for seed in args.seeds.split(",")]
     names = args.arms.split(",")
     replicates: list[dict[str, _Arm]] = []
+    held_cache: dict[tuple[float, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="tauray-search-bench-") as tmp:
         folder = Path(tmp)
         tracking = f"sqlite:///{folder / 'mlflow.db'}"
@@ -291,24 +391,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else:
                         arms[name] = run_driver(name, args, space_file, folder, tracking, seed)
                     _print_arm(arms[name], seed)
+                if args.held_out_seeds:
+                    score_held_out(args, arms, folder, seed, held_cache)
                 replicates.append(arms)
                 _print_summary(arms, seed)
     if args.histories is not None and "grid" in names:
         _write_histories(args.histories, seeds, [arms["grid"] for arms in replicates])
-    if len(replicates) > 1 and "grid" in names:
-        print(f"\nover {len(replicates)} seeds (mean [min-max] of the per-seed ratios):")
-        for name in names:
-            if name == "grid":
-                continue
-            best = [arms[name].best / arms["grid"].best for arms in replicates]
-            cost = [arms[name].trial_epochs / arms["grid"].trial_epochs for arms in replicates]
-            print(
-                f"  {name} / grid: best {np.mean(best):.4f} [{min(best):.4f}-{max(best):.4f}] "
-                f"(target >= 0.99), trial-epochs {np.mean(cost):.3f} "
-                f"[{min(cost):.3f}-{max(cost):.3f}] (target <= 0.333); seeds meeting both: "
-                f"{sum(b >= 0.99 and c <= 1 / 3 for b, c in zip(best, cost, strict=True))} of "
-                f"{len(best)}"
-            )
+    if "grid" in names:
+        _print_over_replicates(replicates, names, held_cache)
     return 0
 
 
@@ -342,11 +432,15 @@ def _write_histories(path: Path, seeds: Sequence[int], grids: Sequence[_Arm]) ->
 
 
 def _print_summary(arms: dict[str, _Arm], seed: int) -> None:
-    print(f"\nseed {seed}: arm      best knn_top1  at τ      trial-epochs  wall s")
+    print(
+        f"\nseed {seed}: arm      best knn_top1  at τ      recommends  held-out  trial-epochs  "
+        "wall s"
+    )
     for arm in arms.values():
         print(
             f"seed {seed}: {arm.name:<8} {arm.best:13.4f}  {arm.best_tau:<8.4f} "
-            f"{arm.trial_epochs:12d}  {arm.wall_s:6.0f}"
+            f"{arm.champion_tau:<10.4f}  {arm.held_out_score:8.4f}  {arm.trial_epochs:12d}  "
+            f"{arm.wall_s:6.0f}"
         )
     grid = arms.get("grid")
     if grid is None:
@@ -354,11 +448,45 @@ def _print_summary(arms: dict[str, _Arm], seed: int) -> None:
     for arm in arms.values():
         if arm is not grid:
             print(
-                f"seed {seed}: {arm.name} / grid: best {arm.best / grid.best:.4f} "
-                f"(target >= 0.99), trial-epochs {arm.trial_epochs / grid.trial_epochs:.3f} "
-                "(target <= 0.333)",
+                f"seed {seed}: {arm.name} / grid: held-out "
+                f"{arm.held_out_score / grid.held_out_score:.4f} (target >= 0.97 each, 0.99 "
+                f"on average), best of its own trials {arm.best / grid.best:.4f}, trial-epochs "
+                f"{arm.trial_epochs / grid.trial_epochs:.3f} (target <= 0.333)",
                 flush=True,
             )
+
+
+def _print_over_replicates(
+    replicates: Sequence[dict[str, _Arm]],
+    names: Sequence[str],
+    held_cache: dict[tuple[float, int], float],
+) -> None:
+    """Each arm's ratios to the grid over the replicates, and the held-out seed noise."""
+    print(f"\nover {len(replicates)} replicate(s) (mean [min-max] of the per-replicate ratios):")
+    for name in names:
+        if name == "grid":
+            continue
+        held = [arms[name].held_out_score / arms["grid"].held_out_score for arms in replicates]
+        best = [arms[name].best / arms["grid"].best for arms in replicates]
+        cost = [arms[name].trial_epochs / arms["grid"].trial_epochs for arms in replicates]
+        meets = sum(h >= 0.97 and c <= 1 / 3 for h, c in zip(held, cost, strict=True))
+        print(
+            f"  {name} / grid: held-out {np.mean(held):.4f} [{min(held):.4f}-{max(held):.4f}] "
+            f"(target >= 0.99 on average, >= 0.97 each), own best {np.mean(best):.4f}, "
+            f"trial-epochs {np.mean(cost):.3f} [{min(cost):.3f}-{max(cost):.3f}] (target <= "
+            f"0.333); replicates with held-out >= 0.97 and trial-epochs <= 1/3: {meets} of "
+            f"{len(held)}"
+        )
+    by_tau: dict[float, list[float]] = {}
+    for (tau, _), value in held_cache.items():
+        by_tau.setdefault(tau, []).append(value)
+    sds = [float(np.std(values, ddof=1)) for values in by_tau.values() if len(values) > 1]
+    if sds:
+        print(
+            f"  noise yardstick: SD between the held-out seeds at one τ, pooled over "
+            f"{len(sds)} τ: {math.sqrt(np.mean(np.square(sds))):.4f} (a held-out score, the mean "
+            f"of {len(next(iter(by_tau.values())))} seeds, moves by about that / sqrt(seeds))"
+        )
 
 
 if __name__ == "__main__":
