@@ -18,6 +18,8 @@ Signals (each oriented so that larger means "looks better"):
 - ``uniformity``: minus the validation embeddings' uniformity (same paper; lower is better);
 - ``infonce_at_reference``: minus the validation pairs' InfoNCE at one fixed τ = 0.1
   (``val/infonce_at_reference``): the contrastive loss on one scale for every trial;
+- ``effective_rank``: RankMe, the validation embeddings' effective rank (Garrido et al., ICML
+  2023, ``val/effective_rank``): how many dimensions the representation uses, label-free;
 - any other column of the histories named with ``--signal NAME[:min]``.
 
 Usage::
@@ -106,6 +108,7 @@ def signal_functions(extra: Sequence[str] = ()) -> dict[str, Callable[[History, 
         "alignment": at("val/alignment", -1.0),
         "uniformity": at("val/uniformity", -1.0),
         "infonce_at_reference": at("val/infonce_at_reference", -1.0),
+        "effective_rank": at("val/effective_rank", 1.0),
     }
     for spec in extra:
         name, _, mode = spec.partition(":")

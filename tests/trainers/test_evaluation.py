@@ -19,6 +19,7 @@ from tauray_trainers.evaluation import (
     alignment,
     caption_groups,
     class_embeddings,
+    effective_rank,
     extract_features,
     extract_text_features,
     knn_top1,
@@ -184,6 +185,21 @@ def test_alignment_and_uniformity_match_wang_and_isola() -> None:
     assert uniformity(torch.ones(4, 3)) == pytest.approx(0.0, abs=1e-6)  # collapsed: worst
     with pytest.raises(ValueError, match="at least 2"):
         uniformity(x[:1])
+
+
+def test_effective_rank_is_rankme() -> None:
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(50, 6, generator=generator, dtype=torch.float64)
+    singular = np.linalg.svd(x.numpy(), compute_uv=False)
+    p = singular / singular.sum()
+    assert effective_rank(x) == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-9)
+    # Its range: 1 for embeddings on one line, the dimension for a flat spectrum.
+    line = torch.outer(torch.arange(1.0, 9.0), torch.tensor([1.0, -2.0, 0.5]))
+    assert effective_rank(line) == pytest.approx(1.0, abs=1e-6)
+    assert effective_rank(torch.eye(5) * 3) == pytest.approx(5.0, rel=1e-9)
+    assert effective_rank(torch.zeros(4, 3)) == 1.0
+    with pytest.raises(ValueError, match=r"effective_rank needs \[N, D\] embeddings"):
+        effective_rank(torch.zeros(3))
 
 
 # --------------------------------------------------------------------------- feature extraction

@@ -137,8 +137,9 @@ def evaluate(
     - kNN top-1 of validation images against the training images (weighted kNN on the
       method's normalised embeddings; skipped for unlabelled data);
     - uniformity of the validation embeddings and alignment of positive pairs (Wang & Isola
-      2020), and the pairs' InfoNCE at one fixed τ (:func:`~tauray_trainers.evaluation.
-      pair_infonce`): image–caption pairs for CLIP, two augmented views of each validation image
+      2020), the embeddings' effective rank (RankMe, Garrido et al. 2023), and the pairs'
+      InfoNCE at one fixed τ (:func:`~tauray_trainers.evaluation.pair_infonce`): image–caption
+      pairs for CLIP, two augmented views of each validation image
       (:func:`~tauray_trainers.data.worker_loaders.validation_pairs`) for image-only methods;
     - CLIP: zero-shot top-1 with the class prompts, recall@1/@5 (mean of image→text and
       text→image; identical captions count as matches).
@@ -150,7 +151,10 @@ def evaluate(
         val_features, val_labels = evaluation.extract_features(
             method.embed_images, loaders.val, device
         )
-        result = {names.VAL_UNIFORMITY: evaluation.uniformity(val_features)}
+        result = {
+            names.VAL_UNIFORMITY: evaluation.uniformity(val_features),
+            names.VAL_EFFECTIVE_RANK: evaluation.effective_rank(val_features),
+        }
         if bundle.num_classes > 0:
             train_features, train_labels = evaluation.extract_features(
                 method.embed_images, loaders.train_eval, device

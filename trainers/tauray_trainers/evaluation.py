@@ -37,6 +37,7 @@ __all__ = [
     "alignment",
     "caption_groups",
     "class_embeddings",
+    "effective_rank",
     "extract_features",
     "extract_text_features",
     "knn_top1",
@@ -370,6 +371,30 @@ def pair_infonce(
     targets = torch.arange(a.shape[0], device=a.device)
     loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
     return float(loss)
+
+
+@torch.no_grad()
+def effective_rank(x: torch.Tensor) -> float:
+    """RankMe, ``exp(-sum_k p_k log p_k)`` with ``p_k = s_k / sum(s)`` over the singular values
+    ``s`` of the ``[N, D]`` embeddings (Garrido et al., "RankMe", ICML 2023).
+
+    Between 1 (every embedding on one line) and ``min(N, D)`` (the spectrum flat): how many
+    dimensions the representation really uses, which tracks downstream accuracy without labels.
+    Computed in float64 (the small singular values decide the entropy's tail).
+
+    Raises:
+        ValueError: ``x`` is not two-dimensional or has no rows.
+    """
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(
+            f"effective_rank needs [N, D] embeddings with N >= 1, got {tuple(x.shape)}"
+        )
+    singular = torch.linalg.svdvals(x.detach().to(torch.float64))
+    total = singular.sum()
+    if not total > 0:
+        return 1.0
+    p = singular / total + 1e-12  # the paper's epsilon, so an exact zero adds nothing
+    return float(torch.exp(-(p * p.log()).sum()))
 
 
 @torch.no_grad()

@@ -20,6 +20,9 @@ VAL_UNIFORMITY = "val/uniformity"
 # Symmetric InfoNCE of the validation pairs at one fixed τ (0.1) for every trial: a loss on one
 # scale whatever τ the trial trains with (lower is better).
 VAL_INFONCE_AT_REFERENCE = "val/infonce_at_reference"
+# RankMe (Garrido et al., ICML 2023): the effective rank of the validation embeddings, a
+# label-free predictor of downstream quality (higher is better).
+VAL_EFFECTIVE_RANK = "val/effective_rank"
 
 PERF_SAMPLES_PER_SECOND = "perf/samples_per_second"
 
@@ -55,6 +58,7 @@ ALL_METRICS: tuple[str, ...] = (
     VAL_ALIGNMENT,
     VAL_UNIFORMITY,
     VAL_INFONCE_AT_REFERENCE,
+    VAL_EFFECTIVE_RANK,
     PERF_SAMPLES_PER_SECOND,
     DIST_STATE_DIVERGENCE,
     COST_WORKER_SECONDS,
