@@ -34,12 +34,13 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from tauray.sweep.signals import predicted_final
 
 OBJECTIVE = "val/knn_top1"
 History = dict[str, dict[int, float]]  # metric -> epoch -> value, of one trial
@@ -57,39 +58,6 @@ def read_histories(path: Path) -> dict[int, dict[float, History]]:
                 if key not in ("seed", "tau", "epoch") and text not in ("", None):
                     history[key][epoch] = float(text)
     return dict(trials)
-
-
-def predicted_final(points: Mapping[int, float], final_epoch: int) -> float:
-    """The value at ``final_epoch`` of ``a - b * t**(-c)`` fitted to ``points`` (epoch ->
-    value); ``c = 1`` with two points, the last value with one."""
-    epochs = np.array(sorted(points), dtype=float)
-    values = np.array([points[int(e)] for e in epochs])
-    if len(epochs) == 1:
-        return float(values[0])
-    if len(epochs) == 2:
-        # y = a - b / t through both points.
-        b = (values[1] - values[0]) / (1 / epochs[0] - 1 / epochs[1])
-        a = values[1] + b / epochs[1]
-        return float(a - b / final_epoch)
-    from scipy.optimize import curve_fit
-
-    def curve(t: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-        return a - b * t ** (-c)
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            (a, b, c), _ = curve_fit(
-                curve,
-                epochs,
-                values,
-                p0=(values[-1], values[-1] - values[0], 1.0),
-                bounds=([-np.inf, -np.inf, 0.05], [np.inf, np.inf, 5.0]),
-                maxfev=5000,
-            )
-    except (RuntimeError, ValueError):
-        return predicted_final(dict(list(points.items())[-2:]), final_epoch)
-    return float(curve(np.array([final_epoch], dtype=float), a, b, c)[0])
 
 
 def signal_functions(extra: Sequence[str] = ()) -> dict[str, Callable[[History, int, int], float]]:

@@ -47,8 +47,9 @@ STATUS_WORDS: dict[str, str] = {
     "failed": "failed",
 }
 
-# Metric namespaces the trainer reports (``train/loss`` -> ``train``), from the one list of names.
-_METRIC_NAMESPACES = frozenset(name.split("/", 1)[0] for name in names.ALL_METRICS if "/" in name)
+# Metric namespaces a trial reports (``train/loss`` -> ``train``), from the one list of names.
+_REPORTED = (*names.ALL_METRICS, names.RUNG_PREDICTED_FINAL)
+_METRIC_NAMESPACES = frozenset(name.split("/", 1)[0] for name in _REPORTED if "/" in name)
 _ERROR_LINE = re.compile(
     r"^\s*(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Failure))(?::\s*(.*))?$"
 )

@@ -26,18 +26,6 @@ def _load():
 early_signals = _load()
 
 
-def test_curve_extrapolation_recovers_a_saturating_curve() -> None:
-    def truth(t: float) -> float:
-        return 0.6 - 0.4 * t**-0.7
-
-    points = {epoch: truth(epoch) for epoch in range(1, 6)}
-    assert early_signals.predicted_final(points, 16) == pytest.approx(truth(16), abs=1e-4)
-    # Two points: a - b / t through both, exactly.
-    two = {1: 0.2, 2: 0.3}
-    assert early_signals.predicted_final(two, 4) == pytest.approx(0.35)
-    assert early_signals.predicted_final({3: 0.25}, 16) == 0.25
-
-
 def test_rank_agreement_against_the_final_ranking(tmp_path: Path) -> None:
     # Four τ: small τ start slowly and finish best (the final order is the reverse of epoch 2's).
     finals = {0.02: 0.50, 0.05: 0.45, 0.2: 0.40, 1.0: 0.30}

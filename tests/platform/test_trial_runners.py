@@ -29,10 +29,12 @@ import pytest
 from ray import tune
 
 from tauray.cluster import ray_session
+from tauray.sweep.signals import PREDICTED_FINAL, predicted_final
 from tauray.sweep.trial import TrialSetup, tauray_trial, trial_resources
 from tauray_trainers.loop import FAULT_INJECTION_ENV
 
 EPOCHS = 3
+OBJECTIVE = "val/knn_top1"
 TEMPERATURES = (0.1, 0.2, 0.3)
 LOOP_CONFIG: dict[str, Any] = {
     "method": "simclr",
@@ -63,11 +65,15 @@ class ReportedEpochs(tune.Callback):
 
     def __init__(self) -> None:
         self.epochs: dict[str, list[int]] = {}
+        self.curves: dict[str, list[tuple[int, float, float]]] = {}  # epoch, objective, predicted
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
         self.epochs.setdefault(trial.trial_id, []).append(int(result["epoch"]))
+        self.curves.setdefault(trial.trial_id, []).append(
+            (int(result["epoch"]), result[OBJECTIVE], result[PREDICTED_FINAL])
+        )
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class Sweep:
     workers: int
     results: list[Any]  # ray.tune.Result per trial, in trial order
     reported: dict[str, list[int]]  # trial id -> epochs reported to Ray Tune, in order
+    curves: dict[str, list[tuple[int, float, float]]]  # trial id -> (epoch, knn, predicted)
     kill_marker: Path  # the fault hook's marker of the killed rank, once the fixture set it
 
 
@@ -125,6 +132,8 @@ def _sweep(runner: str, workers: int, root: Path, info: Any) -> Sweep:
         train_storage=str(root / "train"),
         max_failures=1,
         in_trial=runner == "in-trial",
+        objectives=((OBJECTIVE, "max"),),
+        predict_final=True,  # --early-signal curve
     )
     tuner = tune.Tuner(
         tune.with_resources(
@@ -147,7 +156,7 @@ def _sweep(runner: str, workers: int, root: Path, info: Any) -> Sweep:
     )
     grid = tuner.fit()
     results = sorted(grid, key=lambda result: result.metrics_dataframe["timestamp"].min())
-    return Sweep(runner, workers, results, reported.epochs, root)
+    return Sweep(runner, workers, results, reported.epochs, reported.curves, root)
 
 
 def _epochs(sweep: Sweep, result: Any) -> list[int]:
@@ -184,6 +193,26 @@ def test_killed_worker_recovers_from_its_checkpoint(sweeps: dict, key: tuple[str
     samples = EPOCHS * LOOP_CONFIG["data"]["max_train_samples"]
     counted = [result.metrics["cost/samples_seen"] for result in (second, third)]
     assert counted == [samples] * 2, seen
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("key", SWEEPS, ids=lambda key: f"{key[0]}-{key[1]}")
+def test_every_report_carries_the_objective_predicted_for_the_last_epoch(
+    sweeps: dict, key: tuple[str, int]
+) -> None:
+    # What ASHA compares under --early-signal curve, added by the trial to each report on both
+    # paths (the in-trial runtime and Ray Train's report callback): the learning curve fitted to
+    # the objective's values this attempt saw (a restarted attempt starts after its checkpoint).
+    for trial_id, curve in sweeps[key].curves.items():
+        for position, (epoch, _, predicted) in enumerate(curve):
+            fits = [
+                predicted_final({e: v for e, v, _ in curve[start : position + 1]}, EPOCHS)
+                for start in range(position + 1)
+                if [e for e, _, _ in curve[start : position + 1]]
+                == list(range(curve[start][0], epoch + 1))
+            ]
+            assert any(predicted == pytest.approx(fit, abs=1e-9) for fit in fits), (trial_id, curve)
+        assert curve[0][2] == curve[0][1]  # one point: the value itself
 
 
 @pytest.mark.ray

@@ -87,6 +87,8 @@ def sweep(mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> SweepRun
         "0",
         "--confirm-top",
         "0",
+        "--early-signal",
+        "curve",
         "--set",
         f"epochs={EPOCHS}",
         "--set",
@@ -157,6 +159,7 @@ def test_parent_run_describes_the_sweep(sweep: SweepRun) -> None:
     assert params["epochs"] == str(EPOCHS)
     assert params["sampler"].startswith("TPESampler(multivariate=True, group=True, seed=0")
     assert params["scheduler"].startswith("ASHA(time_attr=epoch, max_t=2")
+    assert params["scheduler"].endswith("on rung/predicted_final (max; --early-signal curve)")
     assert params["code_version"].startswith(__version__)
     assert params["cluster_cpus"] == "2.0"
     # Two workers per trial are a DDP job: a Ray Train worker group (gloo on CPUs).
@@ -213,6 +216,10 @@ def test_one_child_run_per_trial_with_params_and_metrics_per_epoch(sweep: SweepR
             assert steps == list(range(1, EPOCHS + 1))
         temperature = sweep.client.get_metric_history(run.info.run_id, "train/temperature")
         assert [entry.step for entry in temperature] == steps
+        # --early-signal curve: what ASHA compared, logged beside the objective it predicts.
+        predicted = sweep.client.get_metric_history(run.info.run_id, "rung/predicted_final")
+        assert [entry.step for entry in predicted] == steps
+        assert predicted[0].value == knn[0].value  # one point: the value itself
         assert all(entry.value > 0 for entry in temperature)
         assert run.data.metrics["cost/samples_seen"] > 0
         assert 0.0 <= run.data.metrics["val/knn_top1"] <= 1.0

@@ -26,6 +26,10 @@ VAL_EFFECTIVE_RANK = "val/effective_rank"
 
 PERF_SAMPLES_PER_SECOND = "perf/samples_per_second"
 
+# Added to a sweep trial's reports by the sweep, not the loop (``--early-signal curve``): the
+# objective predicted for the last epoch from the trial's values so far. Not an objective.
+RUNG_PREDICTED_FINAL = "rung/predicted_final"
+
 # Largest spread across ranks of a fingerprint of the weights and shared buffers (DINO teacher
 # and center included) at the end of an epoch: 0.0 when every rank holds the same state.
 DIST_STATE_DIVERGENCE = "dist/state_divergence"

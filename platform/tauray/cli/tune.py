@@ -55,6 +55,16 @@ def tune_command(
     scheduler: Annotated[
         str, typer.Option(help="Early stopping: asha, hyperband or none.")
     ] = "asha",
+    early_signal: Annotated[
+        str,
+        typer.Option(
+            metavar="SIGNAL",
+            help="What early stopping compares at its rungs: objective (its value then), curve "
+            "(the objective predicted for the last epoch by a learning curve fitted to the "
+            "trial's values so far, logged as rung/predicted_final) or METRIC:MODE, e.g. "
+            "val/alignment:min. The searcher and the champion still use the objective.",
+        ),
+    ] = "objective",
     tracking_uri: TrackingUriOption = None,
     address: Annotated[
         Optional[str],  # noqa: UP045
@@ -213,6 +223,7 @@ def tune_command(
             max_failures=max_failures,
             trial_runner=trial_runner,
             sampler=sampler,
+            early_signal=early_signal,
             confirm_top=confirm_top,
             confirm_seeds=confirm_seeds,
         ),

@@ -318,6 +318,7 @@ def _fit(
         max_failures=request.max_failures,
         objectives=tuple((o.metric, o.mode) for o in plan.objectives),
         in_trial=in_trial,
+        predict_final=plan.early_signal.derived,
     )
     trainable = tune.with_resources(
         tune.with_parameters(tauray_trial, setup=setup), trial_resources(setup, info)

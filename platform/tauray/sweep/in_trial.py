@@ -23,7 +23,7 @@ always run as Ray Train worker groups (:mod:`tauray.sweep.trial`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +44,27 @@ class InTrialRuntime(LocalRuntime):
 
     Args:
         resources: what the worker reserved (``CPU``, ``GPU``), for the cost counters.
+        derive: adds sweep-side metrics to each report (:class:`~tauray.sweep.signals.
+            CurveSignal`); None: reports go out as the loop makes them.
     """
 
-    def __init__(self, resources: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        resources: Mapping[str, float],
+        derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
         on_gpu = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
         super().__init__(device="cuda:0" if on_gpu else "cpu")
         self._resources = {"CPU": float(resources["CPU"]), "GPU": float(resources["GPU"])}
         self._checkpoint = tune.get_checkpoint()
+        self._derive = derive
 
     def resources_per_worker(self) -> dict[str, float]:
         return dict(self._resources)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, name: str) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        tune.report(dict(metrics), checkpoint=checkpoint)
+        tune.report(self._derive(metrics) if self._derive else dict(metrics), checkpoint=checkpoint)
 
     @contextlib.contextmanager
     def restore(self) -> Iterator[Path | None]:
@@ -69,7 +76,11 @@ class InTrialRuntime(LocalRuntime):
 
 
 def run_in_trial(
-    train_loop_config: Mapping[str, Any], *, cpus_per_worker: float, gpus_per_worker: float
+    train_loop_config: Mapping[str, Any],
+    *,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
     """Train one single-worker trial in this process (a Ray Tune trial actor).
 
@@ -77,6 +88,7 @@ def run_in_trial(
         train_loop_config: the trial's nested trainer config.
         cpus_per_worker: CPUs the worker reserved (for the cost counters).
         gpus_per_worker: GPUs the worker reserved.
+        derive: adds sweep-side metrics to each report (see :class:`InTrialRuntime`).
 
     Raises:
         whatever the loop raises (``ValueError`` for a bad config, ``NonFiniteLossError``,
@@ -85,7 +97,7 @@ def run_in_trial(
     try:
         run_worker(
             dict(train_loop_config),
-            InTrialRuntime({"CPU": cpus_per_worker, "GPU": gpus_per_worker}),
+            InTrialRuntime({"CPU": cpus_per_worker, "GPU": gpus_per_worker}, derive),
         )
     finally:
         # The actor trains the next trial too (reuse_actors): give back what this one cached.

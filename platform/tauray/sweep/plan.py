@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from tauray.layout import parse_objective
 from tauray.storage import StoragePath, location
+from tauray.sweep.signals import SIGNAL_OBJECTIVE, EarlySignal, parse_signal
 from tauray_trainers.config import build_config, check_resources
+from tauray_trainers.metrics import ALL_METRICS
 
 if TYPE_CHECKING:
     from tauray.tracking import TrackingTarget
@@ -29,6 +31,9 @@ DEFAULT_TRIALS = 10
 DEFAULT_CONFIRM_TOP = 3
 DEFAULT_CONFIRM_SEEDS = 2
 DEFAULT_STORAGE = "tauray_results"
+DEFAULT_EARLY_SIGNAL = SIGNAL_OBJECTIVE
+#: Metrics a trial reports that a scheduler can compare (counters such as ``epoch`` left out).
+REPORTED_METRICS = tuple(metric for metric in ALL_METRICS if "/" in metric)
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -78,6 +83,8 @@ class SweepRequest:
         confirm_top: after the search, train the this many best distinct configurations
             again (:mod:`tauray.sweep.confirm`); 0: no confirmation phase.
         confirm_seeds: fresh seeds per confirmed configuration.
+        early_signal: what early stopping compares at its rungs (:mod:`tauray.sweep.signals`):
+            ``objective``, ``curve`` or ``METRIC:MODE``.
     """
 
     space: str
@@ -105,6 +112,7 @@ class SweepRequest:
     sampler: str = "tpe"
     confirm_top: int = DEFAULT_CONFIRM_TOP
     confirm_seeds: int = DEFAULT_CONFIRM_SEEDS
+    early_signal: str = DEFAULT_EARLY_SIGNAL
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,14 @@ class SweepPlan:
     model_name: str
     epochs: int
     num_samples: int
+
+    @property
+    def early_signal(self) -> EarlySignal:
+        """What early stopping compares (the primary objective's metric and mode by default)."""
+        objective = self.objectives[0]
+        return parse_signal(
+            self.request.early_signal, (objective.metric, objective.mode), REPORTED_METRICS
+        )
 
     @property
     def objective(self) -> Objective:
@@ -252,6 +268,8 @@ def plan_sweep(
     )
     if not objectives:
         raise ValueError(f"search space {space.name!r} names no objective")
+    primary = (objectives[0].metric, objectives[0].mode)
+    parse_signal(request.early_signal, primary, REPORTED_METRICS)  # a bad one fails here
 
     target = resolve_tracking_target(request.tracking_uri, cwd=base, environ=environ)
     if check_tracking:

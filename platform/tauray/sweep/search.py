@@ -154,7 +154,8 @@ def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
     sequential searcher under a concurrency limit never fills (measured here: 6 trials of 9
     epochs, 2 at a time, and it stopped none).
 
-    Both use the trainer's ``epoch`` counter, which a restarted trial does not inflate.
+    Both use the trainer's ``epoch`` counter, which a restarted trial does not inflate, and
+    compare the plan's early signal (:mod:`tauray.sweep.signals`; the objective by default).
 
     A multi-objective sweep runs every trial to the end (no early stopping, whatever
     ``--scheduler`` says): ASHA ranks trials on one metric only, and a trial it stops would be
@@ -164,7 +165,8 @@ def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
     """
     from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
-    metric, mode = plan.objective.metric, plan.objective.mode
+    signal = plan.early_signal
+    metric, mode = signal.metric, signal.mode
     epochs = plan.epochs
     if len(plan.objectives) > 1:
         if plan.request.scheduler != "none":
@@ -188,6 +190,8 @@ def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
     name = "ASHA" if plan.request.scheduler == "asha" else "async HyperBand"
     text = (
         f"{name}(time_attr={names.EPOCH}, max_t={epochs}, grace_period={grace}, "
-        f"reduction_factor={factor}"
+        f"reduction_factor={factor}" + (f", brackets={brackets}" if brackets > 1 else "") + ")"
     )
-    return scheduler, text + (f", brackets={brackets})" if brackets > 1 else ")")
+    if signal.name != "objective":
+        text += f" on {signal.metric} ({signal.mode}; --early-signal {signal.name})"
+    return scheduler, text

@@ -12,13 +12,14 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
 from tauray.storage import StoragePath, location
+from tauray.sweep.signals import CurveSignal
 from tauray.trials import INFEASIBLE, INFEASIBLE_BATCH_SIZE, resolve_train_loop_config
 from tauray_trainers.config import build_config
 
@@ -49,6 +50,8 @@ class TrialSetup:
         objectives: ``(metric, mode)`` of every objective: an out-of-memory trial reports the
             worst value of each (-inf for ``max``, +inf for ``min``) so the searcher learns
             that its region is infeasible.
+        predict_final: add the first objective's value predicted for the last epoch to each
+            report (``--early-signal curve``, :class:`~tauray.sweep.signals.CurveSignal`).
     """
 
     fixed_config: dict[str, Any]
@@ -60,6 +63,7 @@ class TrialSetup:
     max_failures: int = 0
     objectives: tuple[tuple[str, str], ...] = ()
     in_trial: bool = False
+    predict_final: bool = False
 
     def __post_init__(self) -> None:
         if self.in_trial and self.workers != 1:
@@ -99,6 +103,10 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from tauray.training import build_trainer, is_out_of_memory
 
     train_loop_config = resolve_train_loop_config(setup.fixed_config, config)
+    derive = None
+    if setup.predict_final and setup.objectives:
+        epochs = build_config(train_loop_config).epochs
+        derive = CurveSignal(setup.objectives[0][0], epochs).add
     if setup.in_trial:
         try:
             from tauray.sweep.in_trial import run_in_trial  # torch: only trial actors need it
@@ -111,6 +119,7 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
                 train_loop_config,
                 cpus_per_worker=setup.cpus_per_worker,
                 gpus_per_worker=setup.gpus_per_worker,
+                derive=derive,
             )
         except Exception as error:
             if not (setup.objectives and is_out_of_memory(error)):
@@ -124,7 +133,7 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         cpus_per_worker=setup.cpus_per_worker,
         run_name=tune.get_context().get_trial_id(),
         storage_path=setup.train_storage,
-        callbacks=[_tune_report_with_uri()],
+        callbacks=[_tune_report_with_uri(derive)],
         max_failures=setup.max_failures,
         worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
     )
@@ -152,9 +161,12 @@ class _CheckpointAt:
         self.path = path
 
 
-def _tune_report_with_uri() -> Any:
+def _tune_report_with_uri(
+    derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+) -> Any:
     """``TuneReportCallback`` that reports a checkpoint on an object store by its URI (Ray's
-    own reports the path inside the bucket, which no other process could open)."""
+    own reports the path inside the bucket, which no other process could open) and adds the
+    sweep-side metrics ``derive`` computes to rank 0's report (the one Ray Tune gets)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from tauray.storage import checkpoint_uri
@@ -162,6 +174,8 @@ def _tune_report_with_uri() -> Any:
     class TuneReportWithUri(TuneReportCallback):
         def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
             uri = checkpoint_uri(checkpoint) if checkpoint else None
+            if derive is not None and metrics:
+                metrics = [derive(metrics[0]), *metrics[1:]]
             super().after_report(run_context, metrics, _CheckpointAt(uri) if uri else None)
 
     return TuneReportWithUri()
