@@ -276,7 +276,7 @@ def prepare_run(
     cpus = cpus_per_worker if cpus_per_worker is not None else run_keys.get("cpus_per_worker", 1)
     given = {"workers": workers_given, "gpus_per_worker": gpus_given, "cpus_per_worker": cpus_given}
     names = tuple(
-        f"--{key.replace('_', '-')}" if flag else f"config file's {key}"
+        f"--{key.replace('_', '-')}" if flag else f"config file {str(config_path)!r}: {key}"
         for key, flag in given.items()
     )
     check_resources(workers, gpus, cpus, names=names)  # type: ignore[arg-type]

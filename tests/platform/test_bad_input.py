@@ -163,7 +163,11 @@ def _set_value_cases() -> Iterator[Case]:
             )
     for key, _ in keys[::4]:  # the sweep refuses the same values through the same schema
         for value in ("inf", "abc"):
-            yield Case(f"tune-set-{key}={value}", (*_TUNE, "--set", f"{key}={value}"), (key, value))
+            yield Case(
+                f"tune-set-{key}={value}",
+                (*_TUNE, "--set", f"{key}={value}"),
+                (key.replace(".", "/"), value),  # a space names keys with slashes
+            )
 
 
 def _hostile_yaml() -> list[tuple[str, str, str]]:
@@ -309,7 +313,7 @@ def _address_cases() -> Iterator[Case]:
 def _sweep_request_cases() -> Iterator[Case]:
     for option in ("--experiment", "--model-name"):
         for value in ("", "   "):
-            yield Case(f"tune{option}-{value!r}", (*_TUNE, option, value), (option, repr(value)))
+            yield Case(f"tune{option}-{value!r}", (*_TUNE, option, value), (option, "empty"))
     objectives = [
         ("not-reported", "val/knn_top5:max", "val/knn_top5"),
         ("loss", "loss:min", "'loss'"),
@@ -346,7 +350,8 @@ def _sweep_request_cases() -> Iterator[Case]:
         )
         yield Case(f"{command[0]}-too-many-gpus", (*command, "--gpus-per-worker", "64"), ("GPU",))
     for value in ("", "../escape", "a/b", "..", "   "):
-        yield Case(f"train-name-{value!r}", (*_TRAIN, "--name", value), ("--name", repr(value)))
+        shown = repr(value) if value.strip() else "not a run name"
+        yield Case(f"train-name-{value!r}", (*_TRAIN, "--name", value), ("--name", shown))
 
 
 def _resume_cases() -> Iterator[Case]:
@@ -359,7 +364,7 @@ def _resume_cases() -> Iterator[Case]:
         (
             "no-space",
             {state: json.dumps({"request": {"trials": 1}}), f"{folder}/tuner.pkl": "x"},
-            "damaged",
+            "sw",
         ),
         ("no-tuner-state", {state: json.dumps({"request": {"space": "x"}})}, "tuner.pkl"),
         ("undecodable", {state: b"\xff\xfe", f"{folder}/tuner.pkl": "x"}, "cannot read"),

@@ -278,7 +278,8 @@ def plan_sweep(
     if not objectives:
         raise ValueError(f"search space {space.name!r} names no objective")
 
-    check_storage_path(request.storage_path or DEFAULT_STORAGE, "--storage-path", base)
+    storage_text = DEFAULT_STORAGE if request.storage_path is None else request.storage_path
+    check_storage_path(storage_text, "--storage-path", base)
     if request.address is not None:
         check_address(request.address)
     elif not os.environ.get("RAY_ADDRESS"):
