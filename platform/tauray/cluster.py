@@ -127,6 +127,7 @@ def ray_session(
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is not None:
+        check_address(address)
         if num_cpus is not None or num_gpus is not None:
             raise ValueError(
                 f"num_cpus/num_gpus size a local Ray; a running cluster ({address}) has its own"
@@ -157,6 +158,110 @@ def ray_session(
         yield info
     finally:
         ray.shutdown()
+
+
+CONNECT_TIMEOUT_S = 3.0
+"""How long :func:`check_address` waits for a Ray cluster's port to accept a connection."""
+
+_DEFAULT_PORTS = {"": 6379, "ray": 10001}
+
+
+def check_address(
+    address: str, option: str = "--address", timeout_s: float = CONNECT_TIMEOUT_S
+) -> None:
+    """Refuse a Ray address that is malformed or where nothing listens, within ``timeout_s``.
+
+    ``ray.init`` waits a minute or more on a GCS that is not there (and a ``ray://`` client half
+    a minute), retrying silently; a TCP connection to the port answers in milliseconds, or
+    within ``timeout_s`` when packets are dropped. ``auto`` is left to Ray (it reads the local
+    cluster's address file and fails at once without one).
+
+    Args:
+        address: ``HOST:PORT`` (a GCS, port 6379 by default), ``ray://HOST:PORT`` (a Ray Client
+            server, port 10001 by default) or ``auto``.
+        option: how errors name the address.
+        timeout_s: how long to wait for the port.
+
+    Raises:
+        ValueError: an empty or malformed address (one line naming ``option`` and the value).
+        ConnectionError: nothing accepts connections there within ``timeout_s``.
+    """
+    import socket
+    import urllib.parse
+
+    text = address.strip()
+    if not text:
+        raise ValueError(f"{option} is empty; give HOST:6379, ray://HOST:10001 or auto")
+    if text == "auto":
+        return
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "", text
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(
+            f"{option} {address!r}: {scheme}:// is not a Ray address; give HOST:6379, "
+            "ray://HOST:10001 or auto (a dashboard's http:// address is for tauray submit/jobs)"
+        )
+    try:
+        parts = urllib.parse.urlsplit(f"//{rest}")
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError as error:
+        raise ValueError(f"{option} {address!r} is not a Ray address: {error}") from None
+    if not host or parts.path.strip("/"):
+        raise ValueError(
+            f"{option} {address!r} is not a Ray address; give HOST:6379, ray://HOST:10001 or auto"
+        )
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except OSError as error:
+        raise ConnectionError(
+            f"{option} {address!r}: no Ray cluster answers at {host}:{port} within "
+            f"{timeout_s:g} s ({error.strerror or error}); check the address and that the "
+            "cluster is running"
+        ) from None
+
+
+def local_resources(num_cpus: int | None, num_gpus: int | None) -> tuple[float, float]:
+    """The CPUs and GPUs a local Ray started with ``num_cpus``/``num_gpus`` would offer, found
+    the way Ray itself detects them (container CPU limits, ``CUDA_VISIBLE_DEVICES``), without
+    starting it. Detection that fails counts the machine's CPUs and no GPU limit."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+        from ray._private.utils import get_num_cpus
+
+        cpus = float(get_num_cpus())
+        gpus = float(
+            get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators()
+        )
+    except Exception:  # a Ray without these helpers: do not refuse on a guess
+        cpus, gpus = float(os.cpu_count() or 1), float(1 << 20)
+    return (
+        float(num_cpus) if num_cpus is not None else cpus,
+        float(num_gpus) if num_gpus is not None else gpus,
+    )
+
+
+def check_local_fit(
+    num_cpus: int | None,
+    num_gpus: int | None,
+    workers: int,
+    gpus_per_worker: float,
+    cpus_per_worker: float,
+) -> int:
+    """How many runs of this size a local Ray would fit at once (:func:`max_concurrent_trials`),
+    checked before it starts: a run that never fits is refused without starting anything.
+
+    Raises:
+        ValueError: one run needs more CPUs or GPUs than the local Ray would have.
+    """
+    import ray
+
+    if ray.is_initialized():  # the session in use is the cluster (ray_session reuses it)
+        return DRIVER_RESOURCE_UNITS
+    cpus, gpus = local_resources(num_cpus, num_gpus)
+    info = ClusterInfo(cpus=cpus, gpus=gpus, local=True, address=None, driver_resource=True)
+    return max_concurrent_trials(info, workers, gpus_per_worker, cpus_per_worker)
 
 
 @contextlib.contextmanager

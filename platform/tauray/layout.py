@@ -214,12 +214,12 @@ def parse_objective(text: str) -> Objective:
     """``val/knn_top1:max`` -> ``Objective("val/knn_top1", "max")``.
 
     Raises:
-        ValueError: without ``:max``/``:min``, or with an empty metric.
+        ValueError: without ``:max``/``:min``, with an empty metric or more than one ``:``.
     """
     from tauray_spaces import Objective
 
     metric, sep, mode = text.rpartition(":")
-    if not sep or not metric.strip() or mode not in ("max", "min"):
+    if not sep or not metric.strip() or ":" in metric or mode not in ("max", "min"):
         raise ValueError(f"objective {text!r} must look like METRIC:max or METRIC:min")
     return Objective(metric.strip(), mode)  # type: ignore[arg-type]
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from tauray_trainers.config import TRAIN_LOOP_CONFIG, TrainConfig, flatten, set_path
+from tauray_trainers.config.safe_yaml import load_yaml
 
 RUN_KEYS = ("workers", "gpus_per_worker", "cpus_per_worker")
 """Run-level keys a config file may hold next to ``train_loop_config``."""
@@ -29,32 +30,44 @@ def load_run_file(path: str | Path | None) -> tuple[dict[str, Any], dict[str, An
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not a mapping, or unknown top-level keys next to ``train_loop_config``.
+        ValueError: not UTF-8, empty, not YAML (alias bombs, deep nesting and duplicate keys
+            included: the bounded safe loader), not a mapping, or unknown top-level keys next
+            to ``train_loop_config``.
     """
     from tauray.storage import location
 
     if path is None:
         return {}, {}
     path = location(path)  # a local file, or an object store's (a remote sweep's best_config)
+    name = f"config file {str(path)!r}"
     if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{name} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{name} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    except OSError as error:
+        raise ValueError(f"{name} cannot be read: {error.strerror or error}") from None
+    if not text.strip():
+        raise ValueError(f"{name} is empty; give a training config (e.g. epochs: 5)")
+    raw = load_yaml(text, name)  # bounded: alias bombs, deep nesting, duplicate keys refused
+    if raw is None:
+        raise ValueError(f"{name} holds no settings; give a training config (e.g. epochs: 5)")
     if not isinstance(raw, Mapping):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
+        raise ValueError(f"{name} must hold a mapping, got {type(raw).__name__}")
     if TRAIN_LOOP_CONFIG not in raw:
         return dict(raw), {}
     unknown = sorted(set(raw) - {TRAIN_LOOP_CONFIG, *RUN_KEYS})
     if unknown:
         raise ValueError(
-            f"config file {str(path)!r}: unknown top-level key(s) {', '.join(unknown)} next to "
+            f"{name}: unknown top-level key(s) {', '.join(unknown)} next to "
             f"{TRAIN_LOOP_CONFIG}; allowed: {', '.join((TRAIN_LOOP_CONFIG, *RUN_KEYS))}"
         )
     inner = raw[TRAIN_LOOP_CONFIG] or {}
     if not isinstance(inner, Mapping):
-        raise ValueError(f"config file {str(path)!r}: {TRAIN_LOOP_CONFIG} must be a mapping")
+        raise ValueError(f"{name}: {TRAIN_LOOP_CONFIG} must be a mapping")
     return dict(inner), {key: raw[key] for key in RUN_KEYS if key in raw}
 
 

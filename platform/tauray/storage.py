@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,9 @@ from typing import Any
 import pyarrow.fs as pafs
 
 _SCHEMES = {"gcs": "gs"}  # pyarrow's type_name -> the URI scheme users write
+
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
+"""The URI schemes ``pyarrow.fs`` (and so Ray Tune and Ray Train) can keep a sweep in."""
 
 
 def is_uri(text: str) -> bool:
@@ -145,6 +149,52 @@ def location(text: str | Path, base: Path | None = None) -> StoragePath:
         path = Path(text.removeprefix("file://"))
     path = path.expanduser()
     return path if path.is_absolute() else ((base or Path.cwd()) / path).resolve()
+
+
+def check_storage_path(
+    text: str | Path, option: str = "--storage-path", base: Path | None = None
+) -> None:
+    """Refuse a storage path nothing can be written to, before anything is created or started.
+
+    A URI must use a scheme :data:`OBJECT_STORE_SCHEMES` names and name a bucket (the store
+    itself is not contacted: credentials may live only on the cluster). A local path must not run
+    through a file, and the folder it names (or the nearest one that exists) must accept a new
+    folder: a probe folder is made there and removed at once, which catches read-only, virtual
+    (``/proc``) and permission-denied places that ``os.access`` reports writable to root.
+
+    Args:
+        text: the path or URI as given.
+        option: how the error names it.
+        base: the folder relative paths are below (default: the working directory).
+
+    Raises:
+        ValueError: one line naming ``option``, the value and what is wrong.
+    """
+    shown = repr(str(text))
+    if isinstance(text, str) and not text.strip():
+        raise ValueError(f"{option} is empty; give a folder or an object store URI (s3://...)")
+    if isinstance(text, str) and is_uri(text):
+        scheme, _, rest = text.partition("://")
+        if scheme.lower() not in OBJECT_STORE_SCHEMES:
+            allowed = ", ".join(f"{name}://" for name in OBJECT_STORE_SCHEMES)
+            raise ValueError(
+                f"{option} {shown}: {scheme}:// is not a storage Ray can keep a sweep in; give a "
+                f"local folder or one of {allowed}"
+            )
+        if not rest.strip("/"):
+            raise ValueError(f"{option} {shown} names no bucket: write {scheme}://BUCKET/PREFIX")
+        return
+    existing = Path(str(location(text, base)))  # not a URI: a local path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {shown}: {existing} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tauray-probe-", dir=existing))
+    except OSError as error:
+        raise ValueError(
+            f"{option} {shown}: cannot create folders in {existing} ({error.strerror or error})"
+        ) from None
 
 
 def write_text_atomic(target: StoragePath, text: str) -> None:

@@ -34,6 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tauray import layout
+from tauray.tracking_stores import (
+    FILE_STORE_ENV,
+    check_database_server,
+    check_writable_folder,
+    is_sqlite_file,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -144,9 +150,14 @@ def resolve_tracking_target(
             source="default",
         )
     where = "--tracking-uri" if source == "flag" else TRACKING_URI_ENV
-    scheme = urllib.parse.urlparse(chosen).scheme.lower()
+    try:
+        parsed = urllib.parse.urlparse(chosen)
+        parsed.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as error:
+        raise ValueError(f"{where} {chosen!r} is not a valid URI: {error}") from None
+    scheme = parsed.scheme.lower()
     if scheme in _REMOTE_SCHEMES:
-        if not urllib.parse.urlparse(chosen).netloc:
+        if not parsed.netloc:
             raise ValueError(f"{where} {chosen!r} has no host: use http://HOST:PORT")
         return TrackingTarget(uri=chosen.rstrip("/"), artifact_location=None, source=source)
     if scheme == "sqlite":
@@ -159,7 +170,7 @@ def resolve_tracking_target(
             source=source,
         )
     if scheme == "file":
-        path = Path(urllib.parse.urlparse(chosen).path)
+        path = Path(parsed.path)
         if not path.is_absolute():
             path = (base / path).resolve()
         return TrackingTarget(uri=path.as_uri(), artifact_location=None, source=source)
@@ -179,11 +190,14 @@ def check_tracking_reachable(target: TrackingTarget, *, timeout_s: float = 5.0) 
     """Fail fast, before any trial starts, when the tracking store cannot be used.
 
     A server must answer ``/health`` within ``timeout_s`` (any HTTP answer other than 401/403
-    counts as reachable); a SQLite file's folder must exist and be writable.
+    counts as reachable); a SQLite file's folder must exist and be writable, and an existing
+    file must be an SQLite database; a file store needs MLflow's opt-in and a writable folder; a
+    database URI needs its driver installed and its server to answer within ``timeout_s``.
 
     Raises:
         ConnectionError: the server does not answer, or rejects our credentials.
-        ValueError: the SQLite folder does not exist or is not writable.
+        ValueError: a folder that does not exist or is not writable, a file that is not a
+            database, a missing driver (naming the package to install).
     """
     parsed = urllib.parse.urlparse(target.uri)
     if parsed.scheme in _REMOTE_SCHEMES:
@@ -206,14 +220,22 @@ def check_tracking_reachable(target: TrackingTarget, *, timeout_s: float = 5.0) 
                 f"{TRACKING_URI_ENV}, or unset both to use the local SQLite default"
             ) from None
     if parsed.scheme == "sqlite":
-        folder = Path(target.uri[len("sqlite:///") :]).parent
-        if not folder.is_dir():
+        database = Path(target.uri[len("sqlite:///") :])
+        check_writable_folder(database.parent, f"tracking URI {target.uri}")
+        if database.is_file() and not is_sqlite_file(database):
             raise ValueError(
-                f"tracking URI {target.uri}: folder {folder} does not exist; create it or pick "
-                "another path"
+                f"tracking URI {target.uri}: {database} is not an SQLite database; point "
+                "--tracking-uri at an MLflow database or a new file"
             )
-        if not os.access(folder, os.W_OK):
-            raise ValueError(f"tracking URI {target.uri}: folder {folder} is not writable")
+    elif parsed.scheme == "file":
+        if os.environ.get(FILE_STORE_ENV, "").lower() != "true":
+            raise ValueError(
+                f"tracking URI {target.uri}: MLflow's file store is retired and refuses to "
+                f"start unless {FILE_STORE_ENV}=true; use sqlite:///PATH/mlflow.db instead"
+            )
+        check_writable_folder(Path(parsed.path), f"tracking URI {target.uri}")
+    elif parsed.scheme.split("+")[0] in _DATABASE_SCHEMES:
+        check_database_server(target.uri, timeout_s)
 
 
 @contextlib.contextmanager

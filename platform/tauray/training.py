@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue as queue_module
 import threading
 import time
@@ -267,10 +268,18 @@ def prepare_run(
         tree["method"] = method
     tree = apply_overrides(tree, list(overrides))
     config = build_config(tree)
+    workers_given = workers is not None
+    gpus_given = gpus_per_worker is not None
+    cpus_given = cpus_per_worker is not None
     workers = workers if workers is not None else run_keys.get("workers", 1)
     gpus = gpus_per_worker if gpus_per_worker is not None else run_keys.get("gpus_per_worker", 0)
     cpus = cpus_per_worker if cpus_per_worker is not None else run_keys.get("cpus_per_worker", 1)
-    check_resources(workers, gpus, cpus)
+    given = {"workers": workers_given, "gpus_per_worker": gpus_given, "cpus_per_worker": cpus_given}
+    names = tuple(
+        f"--{key.replace('_', '-')}" if flag else f"config file {str(config_path)!r}: {key}"
+        for key, flag in given.items()
+    )
+    check_resources(workers, gpus, cpus, names=names)  # type: ignore[arg-type]
     per_worker_batch_size(config, workers)
     return RunRequest(config, workers, float(gpus), float(cpus))
 
@@ -307,14 +316,35 @@ def run_training(
         echo: where progress lines go.
 
     Raises:
-        ValueError: the job does not fit the cluster.
+        ValueError: a bad run name, storage path, address or ``max_failures``, or a job that
+            does not fit the cluster (checked before a local Ray starts, when it is local).
+        ConnectionError: nothing answers at ``address``.
         TrainingFailed: the job failed (the message names the workers' root error).
     """
     from ray.util.queue import Queue
 
-    from tauray.cluster import max_concurrent_trials, ray_session
+    from tauray.cluster import check_address, check_local_fit, max_concurrent_trials, ray_session
+    from tauray.storage import check_storage_path
 
     config = request.config
+    if run_name is not None and (
+        not run_name.strip() or run_name.strip(".") == "" or "/" in run_name or "\\" in run_name
+    ):
+        raise ValueError(
+            f"--name {run_name!r} is not a run name: give a non-empty name without '/' "
+            "(it names a folder under --storage-path)"
+        )
+    if max_failures < 0:
+        raise ValueError(f"--max-failures must be >= 0, got {max_failures}")
+    if num_cpus is not None and num_cpus < 1:
+        raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
+    check_storage_path(storage_path if storage_path is not None else DEFAULT_STORAGE)
+    if address is not None:
+        check_address(address)
+    elif not os.environ.get("RAY_ADDRESS"):
+        check_local_fit(
+            num_cpus, None, request.workers, request.gpus_per_worker, request.cpus_per_worker
+        )
     storage = _storage_uri(storage_path or DEFAULT_STORAGE)
     name = run_name or default_run_name(config)
     local_cpus = num_cpus if address is None else None

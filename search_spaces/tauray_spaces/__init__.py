@@ -25,6 +25,7 @@ from tauray_spaces.parameters import (
     Condition,
     Objective,
     ParameterSpec,
+    check_objectives,
     tied_temperature,
     trial_name,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ParameterSpec",
     "SearchSpace",
     "builtin_file",
+    "check_objectives",
     "format_space",
     "format_space_list",
     "get_space",

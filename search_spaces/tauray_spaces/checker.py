@@ -17,7 +17,6 @@ from tauray_spaces.config_keys import (
     BATCH_SIZE_KEYS,
     CONFIG_KEYS,
     DEFAULT_OBJECTIVES,
-    KNOWN_METRICS,
     METHOD_ONLY_KEYS,
     SECTIONS,
     TIEABLE_KEYS,
@@ -31,6 +30,7 @@ from tauray_spaces.parameters import (
     Condition,
     Objective,
     ParameterSpec,
+    check_objectives,
     tied_temperature,
     trial_name,
 )
@@ -38,9 +38,6 @@ from tauray_spaces.words import did_you_mean, short
 from tauray_trainers.config import flatten, unflatten
 
 T = TypeVar("T")
-
-#: The metrics a space may optimise (every reported metric but the counters ``epoch``, ``step``).
-OBJECTIVE_METRICS: tuple[str, ...] = tuple(m for m in KNOWN_METRICS if "/" in m)
 
 
 def check_space(data: Any, make: Callable[..., T], source: str = "<dict>") -> T:
@@ -165,19 +162,12 @@ class _Checker:
             return (Objective(metric, mode),)  # type: ignore[arg-type]
         if not given:
             raise ValueError("objective is an empty list; give at least one {metric, mode}")
-        seen: set[str] = set()
-        for index, objective in enumerate(given):
-            where = "objective" if len(given) == 1 else f"objective[{index}]"
-            if objective.metric not in OBJECTIVE_METRICS:
-                raise ValueError(
-                    f"{where}.metric={objective.metric!r} is not a metric the trainer reports; "
-                    f"allowed: {', '.join(OBJECTIVE_METRICS)}"
-                    + did_you_mean(objective.metric, OBJECTIVE_METRICS)
-                )
-            if objective.metric in seen:
-                raise ValueError(f"{where}.metric={objective.metric!r} is listed twice")
-            seen.add(objective.metric)
-        return tuple(Objective(o.metric, o.mode) for o in given)
+        objectives = [Objective(o.metric, o.mode) for o in given]
+        return check_objectives(
+            objectives,
+            self.model.method,
+            lambda index: "objective.metric" if len(given) == 1 else f"objective[{index}].metric",
+        )
 
     def parameters(self) -> list[ParameterSpec]:
         method = self.model.method
@@ -414,9 +404,8 @@ class _Checker:
             )
         low_range = self.value_range("temperature/min", by_key, fixed)
         high_range = self.value_range("temperature/max", by_key, fixed)
-        if ("temperature/min" in by_key or "temperature/max" in by_key) and low_range[
-            1
-        ] >= high_range[0]:
+        bounds = ("temperature/min", "temperature/max")
+        if any(key in by_key or key in fixed for key in bounds) and low_range[1] >= high_range[0]:
             raise ValueError(
                 f"temperature/min can reach {low_range[1]:g} while temperature/max can be as low "
                 f"as {high_range[0]:g}; the trainer requires temperature/min < temperature/max, "

@@ -42,9 +42,9 @@ def pin_overrides(
 ) -> dict[str, Any]:
     """A space file's ``data`` with ``(key, value)`` overrides pinned (the file is not checked).
 
-    A key that is a parameter becomes a constant (parameters whose conditions it can no longer
-    satisfy are dropped, and so are the baselines' values for it); any other key goes into
-    ``fixed``.
+    A key that is a parameter becomes a constant for every trial, whatever its condition was
+    (parameters whose conditions it can no longer satisfy are dropped, and so are the baselines'
+    values for it); any other key goes into ``fixed``.
 
     Args:
         data: the space as :meth:`~tauray_spaces.space.SearchSpace.to_dict` writes it.
@@ -71,10 +71,11 @@ def pin_overrides(
             fixed[key] = value
             continue
         pinned[key] = value
+        # No `when`: a pinned setting holds in every trial (dropping it with its condition would
+        # discard what the user set, and leave e.g. temperature.min >= temperature.max unseen).
         replacement = {"key": key, "distribution": "constant", "value": value}
-        for extra in ("when", "help"):
-            if extra in entry:
-                replacement[extra] = entry[extra]
+        if "help" in entry:
+            replacement["help"] = entry["help"]
         parameters[parameters.index(entry)] = replacement
     changed = True
     while changed:  # drop parameters whose conditions can no longer hold

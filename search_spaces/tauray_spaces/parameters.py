@@ -9,13 +9,14 @@ rule of a ``tied`` parameter.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from tauray_spaces.config_keys import same_scalar
-from tauray_spaces.words import value_text
+from tauray_spaces.words import did_you_mean, value_text
 from tauray_trainers.config import TRAIN_LOOP_CONFIG
+from tauray_trainers.metrics import objective_metrics
 
 Distribution = Literal["uniform", "loguniform", "int", "choice", "constant", "tied"]
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "loguniform", "int", "choice", "constant", "tied")
@@ -83,6 +84,40 @@ class Objective:
 
     metric: str
     mode: Literal["max", "min"]
+
+
+def check_objectives(
+    objectives: Sequence[Objective], method: str, label: Callable[[int], str]
+) -> tuple[Objective, ...]:
+    """Refuse objectives a ``method`` run never reports, and a metric named twice.
+
+    A metric the trainer never reports leaves every trial without a value (the sweep would run
+    to its end and rank nothing); one metric both maximised and minimised is no objective.
+
+    Args:
+        objectives: what to optimise.
+        method: the space's method (``simclr``, ``clip``, ``dino``).
+        label: how an error names the objective at an index (``objective[1].metric``,
+            ``--objective``).
+
+    Raises:
+        ValueError: one line naming the objective, the metric and the allowed ones.
+    """
+    allowed = objective_metrics(method)
+    seen: dict[str, int] = {}
+    for index, objective in enumerate(objectives):
+        if objective.metric not in allowed:
+            raise ValueError(
+                f"{label(index)}={objective.metric!r} is not a metric the trainer reports for "
+                f"{method}; allowed: {', '.join(allowed)}" + did_you_mean(objective.metric, allowed)
+            )
+        if objective.metric in seen:
+            raise ValueError(
+                f"{label(index)}={objective.metric!r} is listed twice (also "
+                f"{label(seen[objective.metric])}); give each metric one direction"
+            )
+        seen[objective.metric] = index
+    return tuple(objectives)
 
 
 @dataclass(frozen=True)

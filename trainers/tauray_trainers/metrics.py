@@ -70,3 +70,25 @@ ALL_METRICS: tuple[str, ...] = (
     COST_CPU_SECONDS,
     COST_SAMPLES_SEEN,
 )
+
+# Metrics only some methods report: CLIP's image-text evaluations and DINO's teacher.
+_METHOD_ONLY: dict[str, str] = {
+    VAL_ZEROSHOT_TOP1: "clip",
+    VAL_RECALL_AT_1: "clip",
+    VAL_RECALL_AT_5: "clip",
+    TRAIN_TEACHER_TEMPERATURE: "dino",
+}
+
+
+def objective_metrics(method: str | None = None) -> tuple[str, ...]:
+    """The metrics a sweep may optimise for ``method`` (every method when None).
+
+    Every reported metric but the counters ``epoch`` and ``step``; CLIP's zero-shot and recall
+    metrics only for ``clip``, the teacher temperature only for ``dino``: an objective that a
+    method never reports would leave every trial without a value.
+    """
+    return tuple(
+        name
+        for name in ALL_METRICS
+        if "/" in name and (method is None or _METHOD_ONLY.get(name, method) == method)
+    )

@@ -29,12 +29,25 @@ def echo_error(message: str) -> None:
     print(f"tauray: error: {message}", file=sys.stderr)
 
 
+def _shown(text: object) -> str:
+    """An option's value as an error quotes it: its repr, cut to 40 characters."""
+    shown = repr(text)
+    return shown if len(shown) <= 40 else f"{shown[:37]}... ({len(str(text))} characters)"
+
+
 def whole_number(text: str) -> int:
-    """Parse an integer option; the error names the value (click prefixes the option's name)."""
+    """Parse an integer option; the error names the value (click prefixes the option's name).
+
+    Values past 18 digits are refused here: none is a sensible count or seed, and Python's
+    int conversion would otherwise report its own digit limit instead of the value.
+    """
+    digits = str(text).strip().lstrip("+-")
+    if len(digits) > 18 and digits.isdigit():
+        raise typer.BadParameter(f"{_shown(text)} is too large (more than 18 digits)")
     try:
         return int(text)
     except (TypeError, ValueError):
-        raise typer.BadParameter(f"{text!r} is not a whole number") from None
+        raise typer.BadParameter(f"{_shown(text)} is not a whole number") from None
 
 
 def number(text: str) -> float:
@@ -42,7 +55,7 @@ def number(text: str) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
-        raise typer.BadParameter(f"{text!r} is not a number") from None
+        raise typer.BadParameter(f"{_shown(text)} is not a number") from None
 
 
 TrackingUriOption = Annotated[

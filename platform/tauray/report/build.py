@@ -317,6 +317,7 @@ def build_report(
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     if request.top < 1:
         raise ValueError(f"--top must be >= 1, got {request.top}")
@@ -333,16 +334,15 @@ def build_report(
                 f"{target.source}); pass --tracking-uri http://HOST:PORT or the sweep's "
                 "sqlite:///PATH/mlflow.db"
             )
-    else:
-        check_tracking_reachable(target, timeout_s=5.0)
+    check_tracking_reachable(target, timeout_s=5.0)
     client = MlflowClient(tracking_uri=target.uri)
     try:
         experiment = open_experiment(client, request.experiment.strip(), target)
         sweep, others = find_sweep(client, experiment, request.sweep)
         objectives, source = layout.sweep_objectives(sweep.params, request.objectives)
         records, run_ids = read_trials(client, experiment.experiment_id, sweep.run_id)
-    except MlflowException as error:
-        message = " ".join(str(error.message).split())[:300]
+    except (MlflowException, SQLAlchemyError) as error:
+        message = " ".join(str(getattr(error, "message", error)).split())[:300]
         raise ConnectionError(f"MLflow at {target.uri} could not be read: {message}") from None
     reported = {key for record in records for key in record.metrics}
     for objective in objectives:

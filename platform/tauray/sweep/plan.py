@@ -8,6 +8,7 @@ tracking server fails in about a second.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tauray.layout import parse_objective
-from tauray.storage import StoragePath, location
+from tauray.storage import StoragePath, check_storage_path, location
 from tauray.sweep.signals import SIGNAL_OBJECTIVE, EarlySignal, parse_signal
 from tauray_trainers.config import build_config, check_resources
-from tauray_trainers.metrics import ALL_METRICS
+from tauray_trainers.metrics import objective_metrics
 
 if TYPE_CHECKING:
     from tauray.tracking import TrackingTarget
@@ -32,8 +33,8 @@ DEFAULT_CONFIRM_TOP = 3
 DEFAULT_CONFIRM_SEEDS = 2
 DEFAULT_STORAGE = "tauray_results"
 DEFAULT_EARLY_SIGNAL = SIGNAL_OBJECTIVE
-#: Metrics a trial reports that a scheduler can compare (counters such as ``epoch`` left out).
-REPORTED_METRICS = tuple(metric for metric in ALL_METRICS if "/" in metric)
+MAX_SEED = 2**32 - 1
+"""The largest sampler seed: Optuna's samplers seed NumPy, which takes 0 to 2**32 - 1."""
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -150,8 +151,11 @@ class SweepPlan:
     def early_signal(self) -> EarlySignal:
         """What early stopping compares (the primary objective's metric and mode by default)."""
         objective = self.objectives[0]
+        method = str(self.fixed_config.get("method", self.space.method))
         return parse_signal(
-            self.request.early_signal, (objective.metric, objective.mode), REPORTED_METRICS
+            self.request.early_signal,
+            (objective.metric, objective.mode),
+            objective_metrics(method),
         )
 
     @property
@@ -203,6 +207,11 @@ def plan_sweep(
 ) -> SweepPlan:
     """Validate a request without starting Ray: every mistake fails here, in about a second.
 
+    Nothing is created and nothing started until the whole request is valid: options, space,
+    ``--set``, objectives (metrics the method reports), the storage path (writable, or an object
+    store's URI), the Ray address (something answers) or the local Ray's size (one trial fits),
+    and the tracking store.
+
     Args:
         request: the sweep request.
         cwd: directory for relative paths and the embedded MLflow default (default: cwd).
@@ -211,11 +220,13 @@ def plan_sweep(
         now: the time that names the sweep (default: now).
 
     Raises:
-        ValueError: an invalid option, space, ``--set`` or config (one line naming it).
-        ConnectionError: the tracking server does not answer.
+        ValueError: an invalid option, space, ``--set``, config, objective, storage path, or a
+            trial bigger than the local Ray (one line naming it).
+        ConnectionError: the tracking server or the Ray cluster does not answer.
     """
+    from tauray.cluster import check_address, check_local_fit
     from tauray.tracking import check_tracking_reachable, resolve_tracking_target
-    from tauray_spaces import get_space
+    from tauray_spaces import check_objectives, get_space
 
     base = Path(cwd).resolve() if cwd is not None else Path.cwd()
     if request.scheduler not in SCHEDULERS:
@@ -250,6 +261,18 @@ def plan_sweep(
         raise ValueError(
             f"--max-concurrent-trials must be >= 1, got {request.max_concurrent_trials}"
         )
+    if not 0 <= request.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in [0, {MAX_SEED}] (2**32 - 1), got {request.seed}")
+    if request.num_cpus is not None and request.num_cpus < 1:
+        raise ValueError(f"--num-cpus must be >= 1, got {request.num_cpus}")
+    if request.num_gpus is not None and request.num_gpus < 0:
+        raise ValueError(f"num_gpus must be >= 0, got {request.num_gpus}")
+    for option, name in (
+        ("--experiment", request.experiment),
+        ("--model-name", request.model_name),
+    ):
+        if name is not None and not name.strip():
+            raise ValueError(f"{option} {name!r} is empty; give a name or leave the option out")
 
     space = get_space(request.space)
     if request.overrides:
@@ -261,23 +284,37 @@ def plan_sweep(
     for point in space.points_to_evaluate:
         build_config(space.trial_config(point))
 
-    objectives = (
-        tuple(parse_objective(text) for text in request.objectives)
-        if request.objectives
-        else tuple(space.objectives)
-    )
+    if request.objectives:
+        objectives = check_objectives(
+            [parse_objective(text) for text in request.objectives],
+            space.method,
+            lambda index: f"--objective {request.objectives[index]!r}: metric",
+        )
+    else:
+        objectives = tuple(space.objectives)
     if not objectives:
         raise ValueError(f"search space {space.name!r} names no objective")
     primary = (objectives[0].metric, objectives[0].mode)
-    parse_signal(request.early_signal, primary, REPORTED_METRICS)  # a bad one fails here
+    # a bad one fails here
+    parse_signal(request.early_signal, primary, objective_metrics(space.method))
 
+    storage_text = DEFAULT_STORAGE if request.storage_path is None else request.storage_path
+    check_storage_path(storage_text, "--storage-path", base)
+    if request.address is not None:
+        check_address(request.address)
+    elif not os.environ.get("RAY_ADDRESS"):
+        check_local_fit(
+            request.num_cpus,
+            request.num_gpus,
+            request.workers_per_trial,
+            request.gpus_per_worker,
+            request.cpus_per_worker,
+        )
     target = resolve_tracking_target(request.tracking_uri, cwd=base, environ=environ)
     if check_tracking:
         check_tracking_reachable(target)
 
     experiment = request.experiment or f"tauray-{space.name}"
-    if not experiment.strip():
-        raise ValueError("--experiment is empty")
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     storage = storage_location(request.storage_path, base)
     if request.trials is not None:

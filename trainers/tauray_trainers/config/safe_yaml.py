@@ -1,9 +1,10 @@
-"""The one YAML reader for text a person gives tauray: ``--set`` values and search-space files.
+"""The one YAML reader for text a person gives tauray: ``--set`` values, config and space files.
 
 PyYAML's safe loader builds only plain values, but on its own it still lets hostile or mistaken
 text through: an alias bomb (anchors referring to anchors, "billion laughs") expands into more
 nodes than memory holds once anything walks the result, an alias inside its own anchor makes a
-recursive structure, and deep nesting raises ``RecursionError`` in the composer. This loader
+recursive structure, deep nesting raises ``RecursionError`` in the composer, and an integer
+longer than Python's int-conversion limit (4,300 digits) raises a bare ``ValueError``. This loader
 refuses those, rejects duplicate mapping keys, and reads ``1e-4`` as the number it looks like
 (PyYAML follows YAML 1.1, where it is a string). Every problem is one ``ValueError`` line.
 """
@@ -11,6 +12,7 @@ refuses those, rejects duplicate mapping keys, and reads ``1e-4`` as the number 
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import yaml
@@ -158,6 +160,12 @@ def load_yaml(text: str, source: str = "<string>") -> Any:
     """
     try:
         return yaml.load(text, Loader=SafeYamlLoader)  # a SafeLoader subclass
+    except ValueError as error:  # e.g. an integer past Python's int-conversion digit limit
+        if "digits" not in str(error):
+            raise
+        raise ValueError(
+            f"{source}: a number with more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = " ".join(str(getattr(error, "problem", None) or error).split())

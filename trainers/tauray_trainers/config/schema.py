@@ -27,7 +27,9 @@ Method = Literal["simclr", "clip", "dino"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never a setting: a bound such as ``gt=0`` lets inf through, and nan
+    # compares false with every bound.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -203,7 +205,10 @@ def _one_line(error: ValidationError, model: type[BaseModel]) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if not loc:
         return f"invalid config: {message}"
-    return f"invalid config value {key}={first.get('input')!r}: {message}"
+    shown = repr(first.get("input"))
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"invalid config value {key}={shown}: {message}"
 
 
 def build_config(raw: Mapping[str, Any] | TrainConfig | None = None) -> TrainConfig:
