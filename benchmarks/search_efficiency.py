@@ -8,10 +8,12 @@ trial), on one local Ray shared by the three arms, one CPU worker per trial:
     (Ray Tune ``grid_search`` running tauray's own trial driver, :func:`tauray.sweep.tauray_trial`,
     no early stopping);
 (b) tauray: the real sweep driver (:func:`tauray.sweep.plan_sweep` + :func:`run_sweep`): Optuna
-    TPE (tauray's sampler settings) and ASHA (tauray's scheduler settings), ``--trials`` trials;
-(c) random: the same driver, trial budget, seed and ASHA, with ``sampler="random"`` (Optuna's
-    ``RandomSampler``; ``tauray tune --sampler random``) in place of TPE (the only difference
-    from (b)).
+    TPE (tauray's sampler settings) and ASHA (tauray's scheduler settings, comparing
+    ``--early-signal``), ``--trials`` trials, then the confirmation phase (``--confirm-top``
+    configurations under ``--confirm-seeds`` fresh seeds each);
+(c) random: the same driver, trial budget, seed and ASHA (on the objective), with
+    ``sampler="random"`` (Optuna's ``RandomSampler``; ``tauray tune --sampler random``) in place
+    of TPE, and no confirmation phase: a baseline wired as Ray Tune users wire it by hand.
 
 For each arm it prints the best final ``val/knn_top1`` of a finished trial (the value of the
 model the trial ended with, early-stopped trials included) and the trial-epochs spent (sum over
@@ -275,6 +277,7 @@ def run_driver(
         sampler="random" if name == "random" else "tpe",
         confirm_top=args.confirm_top if name == "tauray" else 0,
         confirm_seeds=args.confirm_seeds,
+        early_signal=args.early_signal if name == "tauray" else "objective",
     )
     plan = plan_sweep(request)
     started = time.monotonic()
@@ -356,6 +359,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recommended τ is re-trained and scored ('' : no held-out scoring)",
     )
     parser.add_argument("--confirm-top", type=int, default=3, help="tauray arm's --confirm-top")
+    parser.add_argument(
+        "--early-signal",
+        default="objective",
+        help="tauray arm's --early-signal (random + ASHA always compares the objective)",
+    )
     parser.add_argument("--confirm-seeds", type=int, default=2, help="tauray arm's --confirm-seeds")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
