@@ -105,7 +105,7 @@ def test_simclr_beats_its_random_init(simclr_run: Any) -> None:
     assert trained >= baseline + KNN_MARGIN, (baseline, trained)
     metrics = simclr_run.metrics
     assert metrics[names.COST_SAMPLES_SEEN] == 5 * 1024  # 32 per step x 32 steps x 5 epochs
-    assert metrics[names.COST_GPU_SECONDS] == 0.0
+    assert names.COST_GPU_SECONDS not in metrics  # no GPU reserved
     # Two workers of one CPU each: worker- and CPU-seconds agree.
     assert metrics[names.COST_CPU_SECONDS] == pytest.approx(metrics[names.COST_WORKER_SECONDS])
     assert metrics[names.DIST_STATE_DIVERGENCE] == 0.0

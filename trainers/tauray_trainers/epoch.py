@@ -213,7 +213,7 @@ def epoch_metrics(
     temperature = method.temperature.stats()
     result = {
         names.EPOCH: epoch,
-        names.STEP: state.global_step,
+        names.GLOBAL_STEP: state.global_step,
         names.TRAIN_LOSS: stats.loss,
         names.TRAIN_TEMPERATURE: float(temperature["temperature"]),
         names.TRAIN_TEMPERATURE_AT_BOUND: float(temperature["at_bound_fraction"]),
@@ -233,13 +233,18 @@ def account_cost(
     world_size: int,
     resources: Mapping[str, float],
 ) -> dict[str, float]:
-    """Update ``cost`` to ``base`` (earlier attempts) plus this attempt's reserved seconds."""
+    """Update ``cost`` to ``base`` (earlier attempts) plus this attempt's reserved seconds.
+
+    ``cost/gpu_seconds`` is reported only by runs that reserve GPUs (or carried some from an
+    earlier attempt): on CPUs it would be a column of zeros in every MLflow view."""
     cost.worker_seconds = base.worker_seconds + elapsed * world_size
     cost.gpu_seconds = base.gpu_seconds + elapsed * world_size * resources.get("GPU", 0.0)
     cost.cpu_seconds = base.cpu_seconds + elapsed * world_size * resources.get("CPU", 0.0)
-    return {
+    result = {
         names.COST_WORKER_SECONDS: cost.worker_seconds,
-        names.COST_GPU_SECONDS: cost.gpu_seconds,
         names.COST_CPU_SECONDS: cost.cpu_seconds,
         names.COST_SAMPLES_SEEN: cost.samples_seen,
     }
+    if cost.gpu_seconds > 0 or resources.get("GPU", 0.0) > 0:
+        result[names.COST_GPU_SECONDS] = cost.gpu_seconds
+    return result

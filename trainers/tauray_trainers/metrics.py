@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 EPOCH = "epoch"
-STEP = "step"
+# The optimiser step count: under train/ so that it is not mistaken for MLflow's own step axis
+# (which is the epoch in tauray's runs).
+GLOBAL_STEP = "train/global_step"
 
 TRAIN_LOSS = "train/loss"
 TRAIN_TEMPERATURE = "train/temperature"
@@ -49,7 +51,7 @@ DEFAULT_OBJECTIVE: dict[str, tuple[str, str]] = {
 
 ALL_METRICS: tuple[str, ...] = (
     EPOCH,
-    STEP,
+    GLOBAL_STEP,
     TRAIN_LOSS,
     TRAIN_TEMPERATURE,
     TRAIN_TEMPERATURE_AT_BOUND,
@@ -83,12 +85,14 @@ _METHOD_ONLY: dict[str, str] = {
 def objective_metrics(method: str | None = None) -> tuple[str, ...]:
     """The metrics a sweep may optimise for ``method`` (every method when None).
 
-    Every reported metric but the counters ``epoch`` and ``step``; CLIP's zero-shot and recall
-    metrics only for ``clip``, the teacher temperature only for ``dino``: an objective that a
-    method never reports would leave every trial without a value.
+    Every reported metric but the counters ``epoch`` and ``train/global_step``; CLIP's zero-shot
+    and recall metrics only for ``clip``, the teacher temperature only for ``dino``: an objective
+    that a method never reports would leave every trial without a value.
     """
     return tuple(
         name
         for name in ALL_METRICS
-        if "/" in name and (method is None or _METHOD_ONLY.get(name, method) == method)
+        if "/" in name
+        and name != GLOBAL_STEP
+        and (method is None or _METHOD_ONLY.get(name, method) == method)
     )
