@@ -163,8 +163,9 @@ def test_every_method_reports_the_linear_probe(method: str) -> None:
     assert 0.0 <= metrics[names.VAL_LINEAR_TOP1] <= 1.0
 
 
-def test_the_probe_runs_at_the_first_last_and_every_nth_epoch(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("every_epochs", "probe_every_epochs"), [(1, 3), (3, 1)])
+def test_the_probe_runs_at_evaluations_of_the_first_last_and_every_nth_epoch(
+    monkeypatch: pytest.MonkeyPatch, every_epochs: int, probe_every_epochs: int
 ) -> None:
     calls: list[float] = []
 
@@ -174,8 +175,12 @@ def test_the_probe_runs_at_the_first_last_and_every_nth_epoch(
 
     monkeypatch.setattr(linear_probe, "linear_probe_top1", counted)
     config = {**TINY, "method": "simclr", "epochs": 4}
-    config["eval"] = {"knn_k": 5, "linear_probe_every_epochs": 3}
+    config["eval"] = {
+        "knn_k": 5,
+        "every_epochs": every_epochs,
+        "linear_probe_every_epochs": probe_every_epochs,
+    }
     reports = train_locally(config, device="cpu")
-    # Evaluations at every epoch; the probe at epochs 1, 3 and 4, epoch 2 repeats epoch 1's.
+    # Probes at epochs 1, 3 and 4 either way (never outside an evaluation); epoch 2 repeats 1's.
     assert len(calls) == 3
     assert [r[names.VAL_LINEAR_TOP1] for r in reports] == [calls[0], calls[0], *calls[1:]]

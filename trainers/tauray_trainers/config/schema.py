@@ -154,8 +154,9 @@ class EvalConfig(_Section):
     linear_probe_every_epochs: int = Field(
         1,
         ge=1,
-        description="Fit the linear probe (val/linear_top1) at epoch 1, the last epoch and "
-        "every this many epochs; other epochs repeat its last value. On the bundled digits it "
+        description="Fit the linear probe (val/linear_top1) at the evaluations (every_epochs) "
+        "of epoch 1, the last epoch and every multiple of this many epochs; other epochs repeat "
+        "its last value. On the bundled digits it "
         "costs 3-6% of an epoch's training (tauray_trainers.linear_probe); raise it for large "
         "training splits or when it is not the objective.",
     )
