@@ -67,6 +67,16 @@ def test_fit_reaches_scikit_learns_optimum(weight_decay: float) -> None:
     assert np.abs(ours - reference.predict_proba(standardized)).max() < 1e-4
 
 
+@pytest.mark.gpu
+def test_on_gpu_under_bf16_autocast_the_probe_matches_the_cpu() -> None:
+    train, train_labels = clusters(600, 6, 32, 3.0, seed=5)
+    val, val_labels = clusters(300, 6, 32, 3.0, seed=6)
+    expected = linear_probe_top1(train, train_labels, val, val_labels, num_classes=6)
+    cuda = [t.cuda() for t in (train, train_labels, val, val_labels)]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert linear_probe_top1(*cuda, num_classes=6) == pytest.approx(expected, abs=1 / 300)
+
+
 def test_the_fit_is_deterministic() -> None:
     train, train_labels = clusters(300, 6, 12, 3.0, seed=3)
     val, val_labels = clusters(300, 6, 12, 3.0, seed=4)

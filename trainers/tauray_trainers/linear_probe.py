@@ -181,5 +181,6 @@ def linear_probe_top1(
             f"{val.shape[1]}"
         )
     y = _labels("val_labels", val_labels, val.shape[0], num_classes).to(val.device)
-    predictions = (((val - mean) / std) @ weight.T + bias).argmax(dim=1)
+    with torch.autocast(val.device.type, enabled=False):
+        predictions = (((val - mean) / std) @ weight.T + bias).argmax(dim=1)
     return float((predictions == y).double().mean())
