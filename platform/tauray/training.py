@@ -43,6 +43,7 @@ PROGRESS_METRICS: tuple[tuple[str, str], ...] = (
     (names.TRAIN_TEACHER_TEMPERATURE, "τ_teacher"),
     (names.TRAIN_LR, "lr"),
     (names.VAL_KNN_TOP1, "knn@1"),
+    (names.VAL_LINEAR_TOP1, "linear@1"),
     (names.VAL_ZEROSHOT_TOP1, "zero-shot@1"),
     (names.VAL_RECALL_AT_1, "R@1"),
     (names.PERF_SAMPLES_PER_SECOND, "samples/s"),

@@ -294,6 +294,7 @@ def test_reports_every_epoch_with_the_metric_names(uninterrupted: tuple[list[dic
         names.TRAIN_TEMPERATURE_AT_BOUND,
         names.TRAIN_LR,
         names.VAL_KNN_TOP1,
+        names.VAL_LINEAR_TOP1,
         names.VAL_ALIGNMENT,
         names.VAL_UNIFORMITY,
         names.PERF_SAMPLES_PER_SECOND,

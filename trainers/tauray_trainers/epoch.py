@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tauray_trainers import distributed, evaluation
+from tauray_trainers import distributed, evaluation, linear_probe
 from tauray_trainers import metrics as names
 from tauray_trainers.checkpointing import CostCounters, TrainingState
 from tauray_trainers.config import TrainConfig
@@ -131,11 +131,16 @@ def evaluate(
     loaders: Loaders,
     config: TrainConfig,
     device: torch.device,
+    *,
+    with_linear_probe: bool = True,
 ) -> dict[str, float]:
     """Validation metrics gathered over every rank (the same numbers on each rank).
 
     - kNN top-1 of validation images against the training images (weighted kNN on the
       method's normalised embeddings; skipped for unlabelled data);
+    - with ``with_linear_probe``, linear-probe top-1 on the same embeddings
+      (:func:`~tauray_trainers.linear_probe.linear_probe_top1`; labelled data with at least
+      two classes);
     - uniformity of the validation embeddings and alignment of positive pairs (Wang & Isola
       2020), the embeddings' effective rank (RankMe, Garrido et al. 2023), and the pairs'
       InfoNCE at one fixed τ (:func:`~tauray_trainers.evaluation.pair_infonce`): image–caption
@@ -168,6 +173,15 @@ def evaluate(
                 temperature=config.eval.knn_temperature,
                 num_classes=bundle.num_classes,
             )
+            if with_linear_probe and bundle.num_classes >= 2:
+                result[names.VAL_LINEAR_TOP1] = linear_probe.linear_probe_top1(
+                    train_features,
+                    train_labels,
+                    val_features,
+                    val_labels,
+                    num_classes=bundle.num_classes,
+                    weight_decay=config.eval.linear_probe_weight_decay,
+                )
         if method.supports_text:
             text_features = evaluation.extract_text_features(
                 method.embed_texts, loaders.val, device

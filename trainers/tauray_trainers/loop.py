@@ -279,8 +279,12 @@ def run_worker(raw_config: Mapping[str, Any] | TrainConfig, runtime: WorkerRunti
         distributed.synchronize_buffers(method)
         last = epoch == config.epochs
         if last or epoch == 1 or epoch % config.eval.every_epochs == 0:
+            # The linear probe runs at evaluations only: at the first, the last, and those on a
+            # multiple of its own period; in between its last value is reported again.
+            probe = last or epoch == 1 or epoch % config.eval.linear_probe_every_epochs == 0
             with setup.precision.autocast(runtime.device):
-                state.last_eval = evaluate(method, loaders, config, runtime.device)
+                fresh = evaluate(method, loaders, config, runtime.device, with_linear_probe=probe)
+            state.last_eval = {**state.last_eval, **fresh}
         metrics.update(state.last_eval)
         state.cost.samples_seen += stats.samples
         metrics.update(

@@ -14,6 +14,8 @@ TRAIN_TEACHER_TEMPERATURE = "train/teacher_temperature"
 TRAIN_LR = "train/lr"
 
 VAL_KNN_TOP1 = "val/knn_top1"
+# Top-1 of a logistic-regression head fitted on the frozen training embeddings, every method.
+VAL_LINEAR_TOP1 = "val/linear_top1"
 VAL_ZEROSHOT_TOP1 = "val/zeroshot_top1"
 VAL_RECALL_AT_1 = "val/recall_at_1"
 VAL_RECALL_AT_5 = "val/recall_at_5"
@@ -58,6 +60,7 @@ ALL_METRICS: tuple[str, ...] = (
     TRAIN_TEACHER_TEMPERATURE,
     TRAIN_LR,
     VAL_KNN_TOP1,
+    VAL_LINEAR_TOP1,
     VAL_ZEROSHOT_TOP1,
     VAL_RECALL_AT_1,
     VAL_RECALL_AT_5,

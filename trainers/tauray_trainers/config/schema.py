@@ -153,6 +153,18 @@ class EvalConfig(_Section):
     knn_k: int = Field(20, ge=1)
     knn_temperature: float = Field(0.07, gt=0.0)
     every_epochs: int = Field(1, ge=1)
+    linear_probe_every_epochs: int = Field(
+        1,
+        ge=1,
+        description="Fit the linear probe (val/linear_top1) at the evaluations (every_epochs) "
+        "of epoch 1, the last epoch and every multiple of this many epochs; other epochs repeat "
+        "its last value. On the bundled digits it "
+        "costs 3-6% of an epoch's training (tauray_trainers.linear_probe); raise it for large "
+        "training splits or when it is not the objective.",
+    )
+    linear_probe_weight_decay: float = Field(
+        1e-3, gt=0.0, description="L2 penalty of the linear probe on standardised embeddings."
+    )
 
 
 class CheckpointConfig(_Section):
