@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from bench_modules import load
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "early_signals", ROOT / "benchmarks" / "early_signals.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["early_signals"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-early_signals = _load()
+early_signals = load("early_signals")
 
 
 def test_rank_agreement_against_the_final_ranking(tmp_path: Path) -> None:

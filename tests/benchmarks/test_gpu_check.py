@@ -4,7 +4,6 @@ runs them in CPU form."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import subprocess
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_modules import load
 
 from tauray.cli import click_command
 from tauray_trainers.config import build_config
@@ -27,16 +27,6 @@ STEPS = (
     "loss_memory_open_clip_64k",
     "sweep_packed",
 )
-
-
-def _load_loss_memory():
-    spec = importlib.util.spec_from_file_location(
-        "loss_memory", ROOT / "benchmarks" / "loss_memory.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loss_memory"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_script_is_valid_bash() -> None:
@@ -117,7 +107,7 @@ def test_listed_tauray_commands_parse_and_their_settings_are_valid(tmp_path: Pat
 
 
 def test_listed_loss_memory_commands_parse_and_run_in_cpu_form(tmp_path: Path) -> None:
-    loss_memory = _load_loss_memory()
+    loss_memory = load("loss_memory")
     commands = _listed_commands(tmp_path)
     sizes = set()
     for step in ("loss_memory_tiled", "loss_memory_open_clip_16k", "loss_memory_open_clip_64k"):

@@ -5,26 +5,12 @@ refused rather than scored."""
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from bench_modules import load
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "search_efficiency", ROOT / "benchmarks" / "search_efficiency.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["search_efficiency"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-search_efficiency = _load()
+search_efficiency = load("search_efficiency")
 METRIC = "val/knn_top1"
 
 

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "alignment",
+    "as_matrix",
     "caption_groups",
     "class_embeddings",
     "effective_rank",
@@ -52,7 +53,12 @@ __all__ = [
 _MAX_BLOCK_ELEMENTS = 1 << 24
 
 
-def _as_matrix(name: str, x: torch.Tensor) -> torch.Tensor:
+def as_matrix(name: str, x: torch.Tensor) -> torch.Tensor:
+    """``x`` checked to be an ``[N, D]`` float tensor with N >= 1 (half precisions as float32).
+
+    Raises:
+        TypeError, ValueError: naming ``name`` and what it got.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 2 or x.shape[0] == 0:
@@ -63,7 +69,7 @@ def _as_matrix(name: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def _normalized(name: str, x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(_as_matrix(name, x), dim=1)
+    return F.normalize(as_matrix(name, x), dim=1)
 
 
 def _as_labels(name: str, labels: torch.Tensor, count: int) -> torch.Tensor:

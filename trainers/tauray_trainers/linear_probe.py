@@ -39,6 +39,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tauray_trainers.evaluation import as_matrix
+
 __all__ = ["DEFAULT_WEIGHT_DECAY", "fit_linear_probe", "linear_probe_top1"]
 
 DEFAULT_WEIGHT_DECAY = 1e-3
@@ -47,13 +49,8 @@ DEFAULT_WEIGHT_DECAY = 1e-3
 _MIN_STD = 1e-6
 
 
-def _matrix(name: str, x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape [N, D] with N >= 1, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+def _matrix(name: str, x: torch.Tensor) -> torch.Tensor:
+    x = as_matrix(name, x)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} holds non-finite values (NaN or inf)")
     return x.detach().double()
