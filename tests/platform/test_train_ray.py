@@ -197,7 +197,8 @@ def test_tauray_train_cli_trains_clip(
     assert zero_shot >= CHANCE + ZEROSHOT_MARGIN, zero_shot
     assert f"val/zeroshot_top1: {zero_shot:.6g}" in out
     # The tuner logs this embedding model to MLflow: it loads and embeds a batch.
-    model, example, config = load_embedding_model(checkpoint)
-    embeddings = model(example)
+    exported, config = load_embedding_model(checkpoint)
+    embeddings = exported.model(exported.example)
     assert config.method == "clip"
-    assert embeddings.shape == (2, config.model.embedding_dim)
+    assert embeddings.shape == (len(exported.example), config.model.embedding_dim)
+    assert exported.model.embed_text(["a photo of the digit 3"]).shape == embeddings[:1].shape
