@@ -28,6 +28,8 @@ One experiment per ``--experiment`` name holds the sweeps:
   training loop (:mod:`tauray_trainers.metrics`) at every epoch (step = epoch), and, when it
   ended without error, its model under ``model`` (tag ``tauray.model_uri``, or
   ``tauray.model_error``);
+- a ``tauray train`` run is a trial without a sweep (``tauray.kind = train``, no parent, the
+  resources as params; experiment ``tauray-train`` unless ``--experiment`` names another);
 - the best trial's model (with a confirmation phase: the champion configuration's best run's)
   is registered in the Model Registry with the alias ``champion``.
 
@@ -80,6 +82,9 @@ TAG_VERDICT = "tauray.confirmation_verdict"  # the parent's: champion vs runner-
 #: ``tauray.kind`` of a sweep's parent run and of its trials' runs.
 KIND_SWEEP = "sweep"
 KIND_TRIAL = "trial"
+#: ``tauray.kind`` of a ``tauray train`` run, and its experiment without ``--experiment``.
+KIND_TRAINING = "train"
+DEFAULT_TRAINING_EXPERIMENT = "tauray-train"
 
 #: ``tauray.status`` of a parent run (a trial run's is a trial status, or ``lost``).
 SWEEP_RUNNING = "running"
@@ -434,6 +439,33 @@ def trial_tags(
     if confirms_run_id is not None:
         tags[TAG_CONFIRMS] = confirms_run_id
     return tags
+
+
+def training_run_params(
+    config: Mapping[str, Any], workers: int, gpus_per_worker: float, cpus_per_worker: float
+) -> dict[str, str]:
+    """A ``tauray train`` run's params: its full config encoded as a trial's
+    (:func:`config_params`), plus the resources a sweep keeps on its parent run."""
+    return {
+        **config_params(config),
+        PARAM_WORKERS: param_text(workers),
+        PARAM_GPUS_PER_WORKER: param_text(gpus_per_worker),
+        PARAM_CPUS_PER_WORKER: param_text(cpus_per_worker),
+    }
+
+
+def training_run_tags(method: str) -> dict[str, str]:
+    """A ``tauray train`` run's tags when it starts: a trial's, less the sweep's."""
+    return {TAG_KIND: KIND_TRAINING, TAG_METHOD: method, TAG_STATUS: "running"}
+
+
+def training_failure_tags(reason: str) -> dict[str, str]:
+    """A failed ``tauray train`` run's tags: status, reason, kind (as a failed trial's)."""
+    return {
+        TAG_STATUS: "failed",
+        TAG_FAILURE_REASON: reason,
+        TAG_FAILURE_KIND: failure_kind(reason),
+    }
 
 
 def champion_metrics(stats: Any) -> dict[str, float]:
