@@ -258,6 +258,8 @@ def test_champion_alias_loads_and_embeds_a_batch(sweep: SweepRun) -> None:
         32,
     )
     assert len(card["mean"]) == len(card["std"]) == 1
+    described = sweep.client.get_model_version(EXPERIMENT, version.version).description
+    assert "preprocessing inside the model" in described and "simclr" in described
     generator = torch.Generator().manual_seed(0)
     batch = torch.rand(5, *shape[1:], generator=generator)
     with torch.no_grad():
