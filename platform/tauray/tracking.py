@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tauray import layout
+from tauray.layout import models as model_layout
 from tauray.tracking_stores import (
     FILE_STORE_ENV,
     check_database_server,
@@ -42,9 +43,10 @@ from tauray.tracking_stores import (
 )
 
 if TYPE_CHECKING:
-    import torch
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+    from tauray_trainers.models import ExportedModel
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +290,19 @@ def code_version() -> str:
     return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
 
 
+def _model_requirements() -> list[str]:
+    """The pip requirements of a logged model: torch and what tauray_trainers imports."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = []
+    for package in ("torch", "torchvision", "numpy", "pydantic", "pyyaml"):
+        try:
+            requirements.append(f"{package}=={version(package).split('+', 1)[0]}")
+        except PackageNotFoundError:
+            requirements.append(package)
+    return requirements
+
+
 # ---- the writer ------------------------------------------------------------------------------
 
 
@@ -489,33 +504,63 @@ class SweepRecorder:
 
     # ---- models ------------------------------------------------------------------------------
 
-    def log_model(self, run_id: str, model: torch.nn.Module, input_example: torch.Tensor) -> str:
-        """Log a trial's embedding model to its run (``pt2``); return the model URI.
+    def log_model(
+        self, run_id: str, exported: ExportedModel, *, name: str = layout.MODEL_NAME
+    ) -> str:
+        """Log a self-contained embedding model to a run; return the model URI.
 
-        ``pt2`` (``torch.export``) loads back without unpickling code and keeps the batch
-        dimension dynamic (the example has a batch of at least 2).
+        The model (:class:`tauray_trainers.models.EmbeddingModel`) takes images as a user holds
+        them, uint8 in [0, 255] or float in [0, 1], and normalises them itself. It is logged in
+        MLflow's ``pickle`` format with tauray_trainers' source as ``code_paths`` (MLflow puts
+        it on the path when loading): a ``pt2`` graph (``torch.export``) fixes the input dtype
+        when exported (fed uint8, a float32 export fails with "Tensor dtype mismatch!
+        Expected: Float, Got: unsigned char") and cannot carry CLIP's tokenizer. The signature
+        names the tensors (:mod:`tauray.layout.models`); the input example is the checkpoint's
+        real validation images; the metadata is the model's card. (MLflow's PyTorch pyfunc
+        rejects the dict its schema enforcement makes of a named tensor input, so MLflow warns
+        that it could not validate the serving example: load the model with
+        ``mlflow.pytorch.load_model``.)
 
         Raises:
-            mlflow.exceptions.MlflowException: if export or upload fails.
+            mlflow.exceptions.MlflowException: if logging fails.
         """
         import mlflow
-        import torch
+        import numpy as np
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
 
-        if input_example.shape[0] < 2:
-            input_example = torch.cat([input_example, input_example])
-        torch_version = torch.__version__.split("+", 1)[0]
+        import tauray_trainers
+
+        card = exported.card
+        image_shape = (-1, card.channels, card.image_size, card.image_size)
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), image_shape, model_layout.INPUT_NAME)]),
+            outputs=Schema(
+                [
+                    TensorSpec(
+                        np.dtype(np.float32), (-1, card.embedding_dim), model_layout.OUTPUT_NAME
+                    )
+                ]
+            ),
+        )
         with tracking_scope(self.target), mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
-                model,
-                name=layout.MODEL_NAME,
-                input_example=input_example.detach().cpu().numpy(),
-                serialization_format="pt2",
-                pip_requirements=[f"torch=={torch_version}"],
+                exported.model,
+                name=name,
+                signature=signature,
+                input_example=exported.example.detach().cpu().numpy().astype(np.float32),
+                metadata=model_layout.model_metadata(card),
+                serialization_format="pickle",
+                code_paths=[str(Path(tauray_trainers.__file__).resolve().parent)],
+                pip_requirements=_model_requirements(),
             )
         return info.model_uri
 
     def register_champion(self, model_uri: str, name: str) -> ModelVersion:
         """Register ``model_uri`` as a new version of ``name`` and point ``@champion`` at it.
+
+        The version's description (from the model's metadata) says what it takes and returns and
+        the preprocessing it contains (:func:`tauray.layout.models.model_description`).
 
         The champion already being ``model_uri`` (a finished sweep resumed again) keeps its
         version: no second version of the same model.
@@ -531,4 +576,13 @@ class SweepRecorder:
         with tracking_scope(self.target):
             version = mlflow.register_model(model_uri, name)
         self.client.set_registered_model_alias(name, layout.CHAMPION_ALIAS, version.version)
+        with tracking_scope(self.target):
+            metadata = mlflow.models.get_model_info(model_uri).metadata
+        self.client.update_model_version(
+            name, version.version, description=model_layout.model_description(metadata, model_uri)
+        )
+        if not self.client.get_registered_model(name).description:
+            self.client.update_registered_model(
+                name, description=model_layout.REGISTERED_MODEL_DESCRIPTION
+            )
         return version

@@ -3,8 +3,9 @@
 :func:`build_trainer` is shared by ``tauray train`` and the sweep driver (which calls it from a
 Ray Tune function trainable with ``TuneReportCallback``); :func:`run_training` is ``tauray
 train``: it reads the run's config (a YAML file, ``--set`` overrides), validates it before Ray
-starts, runs the job on a local Ray or a running cluster, prints one line per epoch and returns
-the final metrics and checkpoint path.
+starts, runs the job on a local Ray or a running cluster, prints one line per epoch, records it
+in MLflow as a sweep trial is recorded (:mod:`tauray.training_record`) and returns the final
+metrics and checkpoint path.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tauray.run_file import load_run_file
 from tauray_trainers import metrics as names
@@ -31,6 +32,9 @@ from tauray_trainers.config import (
     per_worker_batch_size,
 )
 from tauray_trainers.failures import is_out_of_memory as trainer_out_of_memory
+
+if TYPE_CHECKING:
+    from tauray.training_record import TrainingRunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +294,16 @@ def default_run_name(config: TrainConfig) -> str:
     return f"train-{config.method}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
 
 
-def run_training(
+def _guarded(action: Callable[..., Any], *args: Any) -> Any:
+    """Run an MLflow write; if it fails, log why and go on (training matters more)."""
+    try:
+        return action(*args)
+    except Exception:
+        logger.exception("MLflow: could not record the training run")
+        return None
+
+
+def check_run_options(
     request: RunRequest,
     *,
     address: str | None = None,
@@ -298,36 +311,17 @@ def run_training(
     run_name: str | None = None,
     max_failures: int = 0,
     num_cpus: int | None = None,
-    verbose: bool = False,
-    echo: Callable[[str], None] = print,
-) -> TrainingOutcome:
-    """Run one training job and print its progress, one line per epoch.
-
-    A local Ray is started (and stopped) unless ``address`` names a running cluster. The job
-    must fit the cluster: a run that could never be scheduled is an error, not a hang.
-
-    Args:
-        request: the validated run (:func:`prepare_run`).
-        address: a running cluster (None: local Ray).
-        storage_path: results folder (default ``./tauray_results``).
-        run_name: Ray Train run name (default: :func:`default_run_name`).
-        max_failures: restarts from the latest checkpoint on worker failure.
-        num_cpus: CPUs of the local Ray (default: all of this machine).
-        verbose: show the workers' own output (Ray Train's start-up, rank 0's log lines).
-        echo: where progress lines go.
+) -> None:
+    """Refuse, before anything is created or started, options no run could use.
 
     Raises:
         ValueError: a bad run name, storage path, address or ``max_failures``, or a job that
-            does not fit the cluster (checked before a local Ray starts, when it is local).
+            does not fit the local Ray (one line naming the option and the value).
         ConnectionError: nothing answers at ``address``.
-        TrainingFailed: the job failed (the message names the workers' root error).
     """
-    from ray.util.queue import Queue
-
-    from tauray.cluster import check_address, check_local_fit, max_concurrent_trials, ray_session
+    from tauray.cluster import check_address, check_local_fit
     from tauray.storage import check_storage_path
 
-    config = request.config
     if run_name is not None and (
         not run_name.strip() or run_name.strip(".") == "" or "/" in run_name or "\\" in run_name
     ):
@@ -346,6 +340,26 @@ def run_training(
         check_local_fit(
             num_cpus, None, request.workers, request.gpus_per_worker, request.cpus_per_worker
         )
+
+
+def _fit(
+    request: RunRequest,
+    *,
+    address: str | None,
+    storage_path: str | Path | None,
+    run_name: str | None,
+    max_failures: int,
+    num_cpus: int | None,
+    verbose: bool,
+    echo: Callable[[str], None],
+    record: TrainingRunRecord | None,
+) -> tuple[Any, float]:
+    """Run the job on Ray, echoing (and recording) each epoch; return its result and start."""
+    from ray.util.queue import Queue
+
+    from tauray.cluster import max_concurrent_trials, ray_session
+
+    config = request.config
     storage = _storage_uri(storage_path or DEFAULT_STORAGE)
     name = run_name or default_run_name(config)
     local_cpus = num_cpus if address is None else None
@@ -391,12 +405,84 @@ def run_training(
             except Exception:  # the queue actor went away with the session
                 break
             echo(format_metrics(metrics, epochs=config.epochs))
+            if record is not None:
+                _guarded(record.epoch, metrics)
         thread.join()
         progress.shutdown()
         if "error" in outcome:
             error = outcome["error"]
             raise TrainingFailed(f"training failed: {describe_failure(error)}") from error
         result = outcome["result"]
+    return result, started
+
+
+def run_training(
+    request: RunRequest,
+    *,
+    address: str | None = None,
+    storage_path: str | Path | None = None,
+    run_name: str | None = None,
+    max_failures: int = 0,
+    num_cpus: int | None = None,
+    verbose: bool = False,
+    echo: Callable[[str], None] = print,
+    record: TrainingRunRecord | None = None,
+) -> TrainingOutcome:
+    """Run one training job and print its progress, one line per epoch.
+
+    A local Ray is started (and stopped) unless ``address`` names a running cluster. The job
+    must fit the cluster: a run that could never be scheduled is an error, not a hang.
+
+    Args:
+        request: the validated run (:func:`prepare_run`).
+        address: a running cluster (None: local Ray).
+        storage_path: results folder (default ``./tauray_results``).
+        run_name: Ray Train run name (default: :func:`default_run_name`).
+        max_failures: restarts from the latest checkpoint on worker failure.
+        num_cpus: CPUs of the local Ray (default: all of this machine).
+        verbose: show the workers' own output (Ray Train's start-up, rank 0's log lines).
+        echo: where progress lines go.
+        record: the run's MLflow run (:class:`tauray.training_record.TrainingRunRecord`): it
+            gets every epoch's metrics, then the model, and is ended however training ends.
+
+    Raises:
+        ValueError: a bad run name, storage path, address or ``max_failures``
+            (:func:`check_run_options`), or a job that does not fit the cluster.
+        ConnectionError: nothing answers at ``address``.
+        TrainingFailed: the job failed (the message names the workers' root error).
+    """
+    check_run_options(
+        request,
+        address=address,
+        storage_path=storage_path,
+        run_name=run_name,
+        max_failures=max_failures,
+        num_cpus=num_cpus,
+    )
+    try:
+        result, started = _fit(
+            request,
+            address=address,
+            storage_path=storage_path,
+            run_name=run_name,
+            max_failures=max_failures,
+            num_cpus=num_cpus,
+            verbose=verbose,
+            echo=echo,
+            record=record,
+        )
+    except TrainingFailed as error:
+        if record is not None:
+            _guarded(record.fail, str(error).removeprefix("training failed: "))
+        raise
+    except KeyboardInterrupt:
+        if record is not None:
+            _guarded(record.fail, "interrupted", "KILLED")
+        raise
+    except Exception as error:
+        if record is not None:
+            _guarded(record.fail, f"{type(error).__name__}: {error}")
+        raise
     metrics = dict(result.metrics or {})
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     echo(f"finished in {time.monotonic() - started:.0f} s")
@@ -407,4 +493,9 @@ def run_training(
         elif isinstance(value, (int, str)):
             echo(f"  {key}: {value}")
     echo(f"checkpoint: {checkpoint}")
+    if record is not None:
+        model_uri = _guarded(record.finish, checkpoint)
+        echo(f"MLflow run {record.run_id}: {record.ui_hint()}")
+        if model_uri:
+            echo(f"model: {model_uri} (mlflow.pytorch.load_model maps raw images to embeddings)")
     return TrainingOutcome(metrics=metrics, checkpoint_path=checkpoint, run_path=result.path)

@@ -14,6 +14,7 @@ from scipy import stats as scipy_stats
 
 from tauray import layout
 from tauray.cli.tune import tune_command
+from tauray.layout import confirmation as confirmation_layout
 from tauray.sweep.confirm import (
     CONFIRM_FILE,
     ConfirmationPhase,
@@ -185,7 +186,7 @@ def test_confirmation_csv_has_a_row_per_configuration() -> None:
     result = confirmation_result(records, phase, KNN)
     text = result.csv_text({"s1": "run-1", "s2": "run-2", "s3": "run-3"})
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert list(rows[0]) == list(layout.CONFIRMATION_COLUMNS)
+    assert list(rows[0]) == list(confirmation_layout.CONFIRMATION_COLUMNS)
     assert [row["search_run_id"] for row in rows] == ["run-2", "run-1", "run-3"]
     assert rows[0]["temperature_mode"] == "fixed" and float(rows[0]["temperature"]) == 0.2
     assert int(rows[0]["n"]) == 2 and float(rows[0]["mean"]) == pytest.approx(0.625)
@@ -225,7 +226,9 @@ def test_confirmation_runs_are_tagged_with_their_phase_and_search_run() -> None:
 def test_confirmation_csv_reads_back_exactly() -> None:
     records, phase = _sweep()
     result = confirmation_result(records, phase, KNN)
-    rows = layout.read_confirmation_csv(result.csv_text({"s1": "r1", "s2": "r2", "s3": "r3"}))
+    rows = confirmation_layout.read_confirmation_csv(
+        result.csv_text({"s1": "r1", "s2": "r2", "s3": "r3"})
+    )
     assert [row["search_run_id"] for row in rows] == ["r2", "r1", "r3"]
     first = result.configurations[0].stats
     assert (rows[0]["mean"], rows[0]["ci95_low"], rows[0]["n"]) == (
@@ -272,7 +275,7 @@ def test_the_report_says_what_the_confirmation_found() -> None:
     report = SweepReport(
         "e", "1", TrackingTarget("http://x", None, "flag"), sweep, [], (KNN,), "sweep",
         records, run_ids,
-        confirmation=layout.read_confirmation_csv(result.csv_text(run_ids)),
+        confirmation=confirmation_layout.read_confirmation_csv(result.csv_text(run_ids)),
     )  # fmt: skip
     lines = confirmation_lines(report)
     assert lines[1] == "Confirmation (val/knn_top1, mean and 95% t-interval over seeds):"

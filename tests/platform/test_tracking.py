@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from ray.tune.experiment import Trial
@@ -31,6 +32,7 @@ from tauray.layout import (
     TAG_TRIAL_ID,
     config_params,
 )
+from tauray.layout.models import read_model_metadata
 from tauray.sweep import ledger as ledger_module
 from tauray.sweep import mlflow_logger
 from tauray.sweep.ledger import TrialLedger
@@ -42,6 +44,7 @@ from tauray.tracking import (
     resolve_tracking_target,
     tracking_scope,
 )
+from tauray_trainers.models import EmbeddingModel, ExportedModel, ModelCard
 
 FIXED = {
     "method": "simclr",
@@ -71,8 +74,8 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class TinyEmbedder(torch.nn.Module):
-    """Conv + BatchNorm + projection to 4 L2-normalised dimensions (exports with torch.export)."""
+class TinyEncoder(torch.nn.Module):
+    """Conv + BatchNorm + projection to 4 dimensions."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,13 +84,28 @@ class TinyEmbedder(torch.nn.Module):
         self.head = torch.nn.Linear(4, 4)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = torch.relu(self.norm(self.conv(images))).mean(dim=(2, 3))
-        return torch.nn.functional.normalize(self.head(features), dim=-1)
+        return self.head(torch.relu(self.norm(self.conv(images))).mean(dim=(2, 3)))
 
 
-def _tiny_model() -> tuple[torch.nn.Module, torch.Tensor]:
+TINY_CARD = ModelCard(
+    method="simclr",
+    backbone="tiny",
+    data_set="digits-cluttered",
+    image_size=8,
+    channels=1,
+    mean=(0.2765,),
+    std=(0.1586,),
+    temperature=0.1,
+    temperature_mode="fixed",
+    embedding_dim=4,
+    embeds_text=False,
+)
+
+
+def _tiny_model() -> ExportedModel:
     torch.manual_seed(0)
-    return TinyEmbedder().eval(), torch.randn(2, 1, 8, 8)
+    model = EmbeddingModel(TinyEncoder(), mean=(0.2765,), std=(0.1586,), image_size=8)
+    return ExportedModel(model=model, example=torch.rand(3, 1, 8, 8), card=TINY_CARD)
 
 
 def _trial(trial_id: str, sampled: dict) -> Trial:
@@ -225,8 +243,8 @@ def test_trial_runs_are_children_found_again_by_trial_id(recorder: SweepRecorder
 def test_model_is_logged_registered_and_loads_as_champion(recorder: SweepRecorder) -> None:
     parent = recorder.start_sweep_run("sweep", {}, {})
     run_id, _ = recorder.start_trial_run(parent, "t1", "trial-001", {}, {})
-    model, example = _tiny_model()
-    model_uri = recorder.log_model(run_id, model, example)
+    exported = _tiny_model()
+    model_uri = recorder.log_model(run_id, exported)
     name = f"champ-{uuid.uuid4().hex[:8]}"
     version = recorder.register_champion(model_uri, name)
     assert recorder.client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == (
@@ -235,15 +253,39 @@ def test_model_is_logged_registered_and_loads_as_champion(recorder: SweepRecorde
     # The same model again (a finished sweep resumed again): the same version, no new one.
     assert recorder.register_champion(model_uri, name).version == version.version
     assert len(recorder.client.search_model_versions(f"name='{name}'")) == 1
+    champion_uri = f"models:/{name}@{CHAMPION_ALIAS}"
     with tracking_scope(recorder.target):
-        loaded = mlflow.pytorch.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
-    batch = torch.randn(5, 1, 8, 8)  # another batch size than the example: the batch is dynamic
+        loaded = mlflow.pytorch.load_model(champion_uri)
+        info = mlflow.models.get_model_info(champion_uri)
+    # Raw pixels in, either dtype: the model normalises them itself.
+    pixels = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
     with torch.no_grad():
-        expected = model(batch)
-        embedded = loaded(batch)
+        expected = exported.model(pixels)
+        embedded = loaded(pixels)
+        from_floats = loaded(pixels.float() / 255)
     assert embedded.shape == (5, 4)
     torch.testing.assert_close(embedded, expected)
+    torch.testing.assert_close(from_floats, expected)
     torch.testing.assert_close(embedded.norm(dim=-1), torch.ones(5))
+    # A named signature, the real example images, the card as metadata, a description.
+    inputs, outputs = info.signature.inputs.inputs, info.signature.outputs.inputs
+    assert [(spec.name, spec.shape) for spec in inputs] == [("images", (-1, 1, 8, 8))]
+    assert [(spec.name, spec.shape) for spec in outputs] == [("embeddings", (-1, 4))]
+    with tracking_scope(recorder.target):
+        local = mlflow.artifacts.download_artifacts(model_uri)
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    example = example["images"] if isinstance(example, dict) else example
+    np.testing.assert_allclose(example, exported.example.numpy())
+    card = read_model_metadata(info.metadata)
+    assert card["mean"] == (0.2765,) and card["std"] == (0.1586,)
+    assert (card["method"], card["temperature"], card["temperature_mode"]) == (
+        "simclr",
+        0.1,
+        "fixed",
+    )
+    description = recorder.client.get_model_version(name, version.version).description
+    assert "mean [0.2765], std [0.1586]" in description and "raw pixels" in description
+    assert recorder.client.get_registered_model(name).description
 
 
 # ---- the Tune callback ----------------------------------------------------------------------
@@ -271,7 +313,7 @@ def test_callback_writes_children_metrics_statuses_and_models(
 ) -> None:
     loaded_from: list[str] = []
 
-    def fake_load(path: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    def fake_load(path: str) -> ExportedModel:
         loaded_from.append(path)
         return _tiny_model()
 

@@ -14,11 +14,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
+import torch
 import yaml
+from mlflow import MlflowClient
 
 from tauray.cli import main
 from tauray.cluster import ray_session
+from tauray.layout import (
+    TAG_KIND,
+    TAG_METHOD,
+    TAG_MODEL_URI,
+    TAG_PARENT_RUN_ID,
+    TAG_STATUS,
+    config_params,
+)
+from tauray.layout.models import read_model_metadata
+from tauray.tracking import resolve_tracking_target, tracking_scope
 from tauray.training import build_trainer
 from tauray_trainers import metrics as names
 from tauray_trainers.loop import FAULT_INJECTION_ENV, evaluate_untrained
@@ -26,6 +39,8 @@ from tauray_trainers.models import load_embedding_model
 from tauray_trainers.models.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.ray
+
+TRAIN_EXPERIMENT = "train-cli"
 
 # SimCLR on the cluttered digits: ~16% kNN top-1 at random init, ~30% after these 5 epochs.
 SIMCLR: dict[str, Any] = {
@@ -165,7 +180,11 @@ def test_dino_ranks_hold_identical_teacher_and_center(ray_cluster: Any, storage:
 
 
 def test_tauray_train_cli_trains_clip(
-    ray_cluster: Any, storage: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ray_cluster: Any,
+    storage: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mlflow_uri: str,
 ) -> None:
     run_file = tmp_path / "best.yaml"
     # The form `tauray tune` prints for its best trial: train_loop_config plus run-level keys.
@@ -181,6 +200,10 @@ def test_tauray_train_cli_trains_clip(
             str(storage),
             "--name",
             "cli-clip",
+            "--tracking-uri",
+            mlflow_uri,
+            "--experiment",
+            TRAIN_EXPERIMENT,
         ]
     )
     out = capsys.readouterr().out
@@ -197,7 +220,43 @@ def test_tauray_train_cli_trains_clip(
     assert zero_shot >= CHANCE + ZEROSHOT_MARGIN, zero_shot
     assert f"val/zeroshot_top1: {zero_shot:.6g}" in out
     # The tuner logs this embedding model to MLflow: it loads and embeds a batch.
-    model, example, config = load_embedding_model(checkpoint)
-    embeddings = model(example)
+    exported, config = load_embedding_model(checkpoint)
+    embeddings = exported.model(exported.example)
     assert config.method == "clip"
-    assert embeddings.shape == (2, config.model.embedding_dim)
+    assert embeddings.shape == (len(exported.example), config.model.embedding_dim)
+    assert exported.model.embed_text(["a photo of the digit 3"]).shape == embeddings[:1].shape
+    _assert_recorded_as_a_trial(mlflow_uri, saved, out)
+
+
+def _assert_recorded_as_a_trial(uri: str, saved: dict[str, Any], out: str) -> None:
+    """The run's MLflow record has a sweep trial's layout: the config as dotted params, every
+    epoch's metrics with τ at step = epoch, the cost, the model, the status."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(TRAIN_EXPERIMENT)
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "cli-clip" and run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert (tags[TAG_KIND], tags[TAG_METHOD], tags[TAG_STATUS]) == ("train", "clip", "completed")
+    assert TAG_PARENT_RUN_ID not in tags
+    assert run.data.params == {
+        **config_params(saved["config"]),
+        "workers_per_trial": "2",
+        "gpus_per_worker": "0.0",
+        "cpus_per_worker": "1.0",
+    }
+    history = client.get_metric_history(run.info.run_id, names.TRAIN_TEMPERATURE)
+    assert sorted(entry.step for entry in history) == [1, 2, 3, 4, 5]
+    knn = client.get_metric_history(run.info.run_id, names.VAL_ZEROSHOT_TOP1)
+    final = max(knn, key=lambda entry: entry.step)
+    assert final.value == pytest.approx(saved["metrics"][names.VAL_ZEROSHOT_TOP1])
+    assert run.data.metrics["cost/samples_seen"] == saved["metrics"]["cost/samples_seen"]
+    assert f"MLflow run {run.info.run_id}" in out
+    model_uri = tags[TAG_MODEL_URI]
+    with tracking_scope(resolve_tracking_target(uri, environ={})):
+        info = mlflow.models.get_model_info(model_uri)
+        model = mlflow.pytorch.load_model(model_uri)
+    assert read_model_metadata(info.metadata)["method"] == "clip"
+    with torch.no_grad():
+        text = model.embed_text(["a photo of the digit 3", "a photo of the digit 7"])
+    assert text.shape == (2, int(info.metadata["embedding_dim"]))

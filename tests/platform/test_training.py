@@ -4,9 +4,11 @@ validation before Ray starts, failure unwrapping and the progress line."""
 from __future__ import annotations
 
 import pickle
+import socket
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 
 from tauray.cli import main
@@ -120,6 +122,27 @@ def test_bad_runs_fail_before_ray_starts(tmp_path: Path, capsys: pytest.CaptureF
     assert "workers must be an int >= 1" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_checks_tracking_as_tune_does_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["train", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"http://127.0.0.1:{port} is unreachable" in err
+    assert main(["train", "--tracking-uri", "sqlite://"]) == 2
+    assert "write SQLite URIs as sqlite:///PATH" in capsys.readouterr().err
+    assert main(["train", "--no-tracking", "--experiment", "x"]) == 2
+    assert "--no-tracking records nothing" in capsys.readouterr().err
+    assert main(["train", "--experiment", " "]) == 2
+    assert "--experiment is empty" in capsys.readouterr().err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was recorded
 
 
 def test_build_trainer_validates_its_arguments(tmp_path: Path) -> None:

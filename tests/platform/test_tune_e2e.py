@@ -40,9 +40,14 @@ from tauray.layout import (
     TAG_STATUS,
     TAG_TRIAL_ID,
     TAG_TRIAL_INDEX,
+    config_from_params,
 )
+from tauray.layout.models import read_model_metadata
 from tauray.tracking import resolve_tracking_target, tracking_scope
 from tauray.training import prepare_run
+from tauray_trainers.config import build_config
+from tauray_trainers.data import build_data, raw_images
+from tauray_trainers.evaluation import knn_top1
 from tauray_trainers.loop import FAULT_INJECTION_ENV
 
 EXPERIMENT = "e2e-simclr"
@@ -251,6 +256,17 @@ def test_champion_alias_loads_and_embeds_a_batch(sweep: SweepRun) -> None:
         model = mlflow.pytorch.load_model(uri)
     shape = info.signature.inputs.inputs[0].shape
     assert tuple(shape[1:]) == (1, 32, 32)  # cluttered digits: 1 channel at 32 px
+    assert info.signature.inputs.inputs[0].name == "images"
+    assert info.signature.outputs.inputs[0].name == "embeddings"
+    card = read_model_metadata(info.metadata)
+    assert (card["method"], card["data_set"], card["image_size"]) == (
+        "simclr",
+        "digits-cluttered",
+        32,
+    )
+    assert len(card["mean"]) == len(card["std"]) == 1
+    described = sweep.client.get_model_version(EXPERIMENT, version.version).description
+    assert "preprocessing inside the model" in described and "simclr" in described
     generator = torch.Generator().manual_seed(0)
     batch = torch.rand(5, *shape[1:], generator=generator)
     with torch.no_grad():
@@ -259,6 +275,37 @@ def test_champion_alias_loads_and_embeds_a_batch(sweep: SweepRun) -> None:
     assert torch.isfinite(embeddings).all()
     torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(5), atol=1e-4, rtol=0)
     assert not torch.allclose(embeddings[0], embeddings[1])
+
+
+@pytest.mark.ray
+def test_champion_scores_its_logged_knn_on_raw_validation_images(sweep: SweepRun) -> None:
+    """The registered model, loaded fresh, fed the images as a user holds them (uint8 at the
+    trained size, no normalisation), reproduces the kNN top-1 its trial logged."""
+    version = sweep.client.get_model_version_by_alias(EXPERIMENT, CHAMPION_ALIAS)
+    run = sweep.client.get_run(version.run_id)
+    config, error = config_from_params(run.data.params)
+    assert config is not None, error
+    with tracking_scope(resolve_tracking_target(sweep.uri, environ={})):
+        model = mlflow.pytorch.load_model(f"models:/{EXPERIMENT}@{CHAMPION_ALIAS}")
+    bundle = build_data(build_config(config))
+    train_images, train_labels = raw_images(bundle.train_eval, bundle.image_size)
+    val_images, val_labels = raw_images(bundle.val, bundle.image_size)
+    assert train_images.dtype == torch.uint8
+    with torch.no_grad():
+        knn = knn_top1(
+            model(train_images),
+            train_labels,
+            model(val_images),
+            val_labels,
+            k=config["eval"]["knn_k"],
+            temperature=config["eval"]["knn_temperature"],
+            num_classes=bundle.num_classes,
+        )
+        as_floats = model(val_images.float() / 255)
+    logged = run.data.metrics["val/knn_top1"]
+    print(f"champion kNN top-1 on raw validation images {knn:.4f}, logged {logged:.4f}")
+    assert abs(knn - logged) <= 0.005
+    torch.testing.assert_close(as_floats, model(val_images))
 
 
 @pytest.mark.ray

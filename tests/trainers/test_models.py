@@ -23,6 +23,9 @@ from tauray_trainers.models.checkpoint import read_checkpoint, write_checkpoint
 from tauray_trainers.models.dino import teacher_momentum
 from tauray_trainers.models.text import TextTransformer
 
+# The cluttered digits' statistics: an exported model subtracts and divides by them itself.
+MEAN, STD = 0.2765, 0.1586
+
 
 class Spec:
     """The data facts a model needs (a DataBundle has the same attributes)."""
@@ -276,7 +279,16 @@ def _checkpoint(tmp_path: Path, method: str, **sections: object) -> tuple[Path, 
     model.eval()
     state = {
         "config": config.to_dict(),
-        "data": {"channels": 1, "image_size": 32, "num_classes": 10, "class_names": []},
+        "data": {
+            "channels": 1,
+            "image_size": 32,
+            "num_classes": 10,
+            "class_names": [],
+            "name": "digits-cluttered",
+            "mean": [MEAN],
+            "std": [STD],
+            "examples": torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8),
+        },
         "steps_per_epoch": 5,
         "epoch": 1,
         "global_step": 5,
@@ -297,22 +309,60 @@ def _checkpoint(tmp_path: Path, method: str, **sections: object) -> tuple[Path, 
 @pytest.mark.parametrize("method", ["simclr", "clip", "dino"])
 def test_load_embedding_model_from_a_checkpoint(tmp_path: Path, method: str) -> None:
     directory, model = _checkpoint(tmp_path, method, model={"dino_out_dim": 32})
-    embedder, example, config = load_embedding_model(directory)
+    exported, config = load_embedding_model(directory)
+    embedder, example, card = exported.model, exported.example, exported.card
     assert config.method == method
     assert not embedder.training
-    assert example.shape == (2, 1, 32, 32)
+    saved = read_checkpoint(directory)["data"]["examples"]
+    torch.testing.assert_close(example, saved.float() / 255)  # the checkpoint's real images
     out = embedder(example)
-    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
+    # The model normalises itself: raw pixels in, the trained encoder's input inside.
     with torch.no_grad():
-        assert torch.allclose(out, model.embed_images(example), atol=1e-6)
+        expected = model.embed_images((example - MEAN) / STD)
+    assert torch.allclose(out, expected, atol=1e-6)
+    torch.testing.assert_close(embedder(saved), out)  # uint8 in [0, 255] is the same image
     assert all(not p.requires_grad for p in embedder.parameters())
+    assert (card.method, card.backbone, card.data_set) == (method, "small_cnn", "digits-cluttered")
+    assert (card.image_size, card.channels, card.mean, card.std) == (32, 1, (MEAN,), (STD,))
+    assert card.embedding_dim == out.shape[1] and card.embeds_text == (method == "clip")
+
+
+def test_only_clip_models_embed_text_with_their_tokenizer_inside(tmp_path: Path) -> None:
+    directory, model = _checkpoint(tmp_path, "clip")
+    clip = load_embedding_model(directory)[0].model
+    prompts = ["a photo of the digit three", "a photo of the digit seven"]
+    with torch.no_grad():
+        expected = model.embed_texts(model.tokenizer(prompts))
+    torch.testing.assert_close(clip.embed_text(prompts), expected)
+    simclr = load_embedding_model(_checkpoint(tmp_path, "simclr")[0])[0].model
+    with pytest.raises(ValueError, match="only CLIP models embed text"):
+        simclr.embed_text(prompts)
+
+
+def test_embedding_model_rejects_wrong_shapes_and_dtypes(tmp_path: Path) -> None:
+    embedder = load_embedding_model(_checkpoint(tmp_path, "simclr")[0])[0].model
+    with pytest.raises(ValueError, match=r"\[N, 1, 32, 32\].*got \[2, 3, 32, 32\]"):
+        embedder(torch.rand(2, 3, 32, 32))
+    with pytest.raises(TypeError, match=r"uint8 in \[0, 255\] or floating point.*torch.int64"):
+        embedder(torch.zeros(2, 1, 32, 32, dtype=torch.long))
+
+
+def test_checkpoint_without_normalisation_cannot_export(tmp_path: Path) -> None:
+    directory, _ = _checkpoint(tmp_path, "simclr")
+    state = read_checkpoint(directory)
+    del state["data"]["mean"]
+    torch.save(state, directory / "checkpoint.pt")
+    with pytest.raises(ValueError, match="has no data mean"):
+        load_embedding_model(directory)
 
 
 def test_embedding_model_exports_with_torch_export(tmp_path: Path) -> None:
     directory, _ = _checkpoint(tmp_path, "simclr")
-    embedder, example, _ = load_embedding_model(directory)
-    exported = torch.export.export(embedder, (example,))
-    assert torch.allclose(exported.module()(example), embedder(example), atol=1e-6)
+    exported, _ = load_embedding_model(directory)
+    embedder, example = exported.model, exported.example
+    program = torch.export.export(embedder, (example,))
+    assert torch.allclose(program.module()(example), embedder(example), atol=1e-6)
 
 
 def test_checkpoint_reader_rejects_other_files(tmp_path: Path) -> None:

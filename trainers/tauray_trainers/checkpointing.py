@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 from tauray_trainers.config import TrainConfig, build_config
-from tauray_trainers.data.build import DataBundle
+from tauray_trainers.data.build import DataBundle, raw_images
 from tauray_trainers.models import ContrastiveMethod
 from tauray_trainers.models.checkpoint import read_checkpoint, write_checkpoint
+from tauray_trainers.models.export import EXAMPLE_IMAGES
 
 
 @dataclass
@@ -63,6 +64,10 @@ def save_checkpoint(
                 "image_size": int(bundle.image_size),
                 "num_classes": int(bundle.num_classes),
                 "class_names": list(bundle.class_names),
+                "name": bundle.name,
+                "mean": [float(value) for value in bundle.mean],
+                "std": [float(value) for value in bundle.std],
+                "examples": raw_images(bundle.val, bundle.image_size, EXAMPLE_IMAGES)[0],
             },
             "steps_per_epoch": steps_per_epoch,
             "epoch": state.epoch,

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tauray.cli.common import CliError, number, whole_number
+from tauray.cli.common import CliError, TrackingUriOption, number, whole_number
 
 
 def train_command(
@@ -80,15 +80,36 @@ def train_command(
             "--max-failures", help="Restarts from the last checkpoint.", parser=whole_number
         ),
     ] = 0,
+    tracking_uri: TrackingUriOption = None,
+    experiment: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--experiment",
+            help="MLflow experiment to record the run in. Default: tauray-train.",
+        ),
+    ] = None,
+    no_tracking: Annotated[
+        bool,
+        typer.Option("--no-tracking", help="Record nothing in MLflow (no run, no model)."),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Also show the workers' own log output.")
     ] = False,
 ) -> None:
     """Train one model with Ray Train: tauray train --method simclr --workers 2 --set epochs=5
 
-    Prints one line per epoch, then the final metrics and the checkpoint path.
+    Prints one line per epoch, then the final metrics and the checkpoint path. The run is
+    recorded in MLflow as a sweep trial is (params, per-epoch metrics with τ, cost, the model),
+    with the same tracking URI rules as `tauray tune`.
     """
-    from tauray.training import TrainingFailed, prepare_run, run_training
+    from tauray.training import (
+        TrainingFailed,
+        check_run_options,
+        default_run_name,
+        prepare_run,
+        run_training,
+    )
+    from tauray.training_record import TrainingRunRecord
 
     request = prepare_run(
         method=method,
@@ -98,12 +119,34 @@ def train_command(
         gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker,
     )
+    if no_tracking and (tracking_uri is not None or experiment is not None):
+        raise CliError("--no-tracking records nothing: leave out --tracking-uri and --experiment")
+    # Everything refusable is refused before the MLflow run is created or Ray starts.
+    check_run_options(
+        request,
+        address=address,
+        storage_path=storage_path,
+        run_name=name,
+        max_failures=max_failures,
+    )
+    run_name = name or default_run_name(request.config)
+    record = None
+    if not no_tracking:
+        resources = {
+            "workers": request.workers,
+            "gpus_per_worker": request.gpus_per_worker,
+            "cpus_per_worker": request.cpus_per_worker,
+        }
+        record = TrainingRunRecord.open(
+            tracking_uri, experiment, request.config, run_name, resources
+        )
     try:
         run_training(
             request,
             address=address,
             storage_path=storage_path,
-            run_name=name,
+            run_name=run_name,
+            record=record,
             max_failures=max_failures,
             verbose=verbose,
             echo=typer.echo,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tauray import layout
+from tauray.layout import confirmation as confirmation_layout
 from tauray.layout import parse_objective
 from tauray.ranking import Ranking, cost_frontier, pick_cost_metric, rank_trials
 from tauray.tracking import TrackingTarget, check_tracking_reachable, resolve_tracking_target
@@ -378,7 +379,7 @@ def read_confirmation(client: MlflowClient, sweep: SweepRun) -> list[dict[str, A
     try:
         with tempfile.TemporaryDirectory() as folder:
             path = client.download_artifacts(sweep.run_id, layout.CONFIRMATION_FILE, folder)
-            return layout.read_confirmation_csv(Path(path).read_text())
+            return confirmation_layout.read_confirmation_csv(Path(path).read_text())
     except Exception as error:  # a missing artifact, an unreachable artifact store
         logger.warning(
             "could not read %s of sweep %s: %s", layout.CONFIRMATION_FILE, sweep.name, error

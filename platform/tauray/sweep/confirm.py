@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tauray import layout
+from tauray.layout import confirmation as confirmation_layout
 from tauray.plots import ConfirmedPoint
 from tauray.ranking import rank_trials
 from tauray.stats import Comparison, SampleSummary, summarize, verdict_text, welch_test
@@ -255,7 +256,7 @@ class ConfirmationResult:
                     **{name: repr(getattr(item.stats, name)) for name in layout.CHAMPION_STATS},
                 }
             )
-        return layout.confirmation_csv(rows)
+        return confirmation_layout.confirmation_csv(rows)
 
 
 def _counts(run: TrialRecord) -> bool:

@@ -18,21 +18,22 @@ from tauray.tracking import SweepRecorder
 from tauray.trials import INFEASIBLE, TrialRecord, epoch_metrics, result_step
 
 if TYPE_CHECKING:
-    import torch
     from ray.tune.experiment import Trial
+
+    from tauray_trainers.models import ExportedModel
 
 logger = logging.getLogger(__name__)
 
 
-def _load_embedding_model(checkpoint_path: str) -> tuple[torch.nn.Module, torch.Tensor]:
+def _load_embedding_model(checkpoint_path: str) -> ExportedModel:
     import ray.train
 
     from tauray_trainers.models import load_embedding_model
 
     checkpoint = ray.train.Checkpoint(path=checkpoint_path)
     with checkpoint.as_directory() as directory:
-        model, example, _ = load_embedding_model(directory)
-    return model, example
+        exported, _ = load_embedding_model(directory)
+    return exported
 
 
 class MlflowTrialLogger(Callback):
@@ -186,8 +187,9 @@ class MlflowTrialLogger(Callback):
         if run_id is None or not record.checkpoint_path:
             return None
         try:
-            model, example = _load_embedding_model(record.checkpoint_path)
-            model_uri = self.recorder.log_model(run_id, model, example)
+            model_uri = self.recorder.log_model(
+                run_id, _load_embedding_model(record.checkpoint_path)
+            )
         except Exception as error:
             self.errors += 1
             logger.exception("MLflow: could not log the model of trial %s", record.trial_id)

@@ -17,7 +17,7 @@ smooth random background, 1 channel), ``cifar10`` and ``stl10`` (torchvision's f
 (CSV/JSONL of image path, caption and optional label).
 """
 
-from tauray_trainers.data.build import DataBundle, build_data
+from tauray_trainers.data.build import DataBundle, build_data, raw_images
 from tauray_trainers.data.captions import DIGIT_TEMPLATES, GENERIC_TEMPLATES
 from tauray_trainers.data.loaders import EpochDistributedSampler, make_eval_loader, make_loader
 from tauray_trainers.data.tokenizer import ByteTokenizer
@@ -31,4 +31,5 @@ __all__ = [
     "build_data",
     "make_eval_loader",
     "make_loader",
+    "raw_images",
 ]

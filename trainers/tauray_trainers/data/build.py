@@ -28,6 +28,7 @@ from tauray_trainers.data.tokenizer import ByteTokenizer
 from tauray_trainers.data.transforms import (
     SIMCLR_CROP_SCALE,
     dino_transforms,
+    eval_geometry,
     eval_transform,
     simclr_transform,
 )
@@ -107,6 +108,35 @@ def _channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[
     std = variance.clamp_min(0.0).sqrt().div(255.0).clamp_min(1e-3)
     mean = mean / 255.0
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def raw_images(
+    dataset: Dataset, image_size: int, count: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An evaluation split's images as a user holds them: uint8 ``[N, C, H, W]`` at the model's
+    input size (the evaluation transform without its normalisation), and int labels ``[N]``.
+
+    Args:
+        dataset: a :class:`DataBundle`'s ``val`` or ``train_eval``.
+        image_size: the bundle's ``image_size``.
+        count: only the first ``count`` samples (default: all).
+
+    Raises:
+        TypeError: ``dataset`` is not an evaluation split (it has no ``source``).
+    """
+    source = getattr(dataset, "source", None)
+    if not isinstance(source, ImageSource):
+        raise TypeError(
+            f"dataset must be a DataBundle's val or train_eval split, got {type(dataset).__name__}"
+        )
+    geometry = eval_geometry(image_size)
+    total = len(source) if count is None else min(count, len(source))
+    images, labels = [], []
+    for index in range(total):
+        image, label = source[index]
+        images.append(geometry(image))
+        labels.append(int(label))
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
 def _need_root(config: TrainConfig) -> Path:

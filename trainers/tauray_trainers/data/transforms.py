@@ -178,10 +178,16 @@ def eval_transform(
         ValueError: on an invalid size, channel count or statistics.
     """
     _check(image_size, channels, mean, std)
-    return v2.Compose(
-        [
-            v2.Resize(image_size, antialias=True),
-            v2.CenterCrop(image_size),
-            *_finish(mean, std),
-        ]
-    )
+    return v2.Compose([*eval_geometry(image_size).transforms, *_finish(mean, std)])
+
+
+def eval_geometry(image_size: int) -> v2.Compose:
+    """The evaluation transform's geometry alone: uint8 images at the model's input size, the
+    pixels an exported model (which normalises itself) is fed.
+
+    Raises:
+        ValueError: on an invalid size.
+    """
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])

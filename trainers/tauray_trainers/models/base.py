@@ -16,21 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tauray_trainers.models.export import EmbeddingModel
 from tauray_trainers.temperature import Temperature
 
 # Parameter names containing one of these never get weight decay (besides biases and norms).
 _NO_DECAY_MARKERS = ("embedding", "class_token", "bias")
-
-
-class ImageEmbedder(nn.Module):
-    """A standalone eval-mode module: images ``[N, C, H, W]`` -> L2-normalised ``[N, D]``."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.encoder(images).float(), dim=-1)
 
 
 class ContrastiveMethod(nn.Module, ABC):
@@ -116,12 +106,26 @@ class ContrastiveMethod(nn.Module, ABC):
         ]
         return [group for group in groups if group["params"]]
 
-    def embedding_model(self) -> ImageEmbedder:
-        """A detached eval-mode copy of the image path (for export and serving)."""
-        import copy
+    def text_encoder(self) -> nn.Module | None:
+        """The module mapping tokens ``[N, L]`` to (unnormalised) text embeddings, if any."""
+        return None
 
-        embedder = ImageEmbedder(copy.deepcopy(self.image_encoder()))
-        embedder.eval()
-        for param in embedder.parameters():
-            param.requires_grad_(False)
-        return embedder
+    def embedding_model(
+        self, *, mean: Sequence[float], std: Sequence[float], image_size: int
+    ) -> EmbeddingModel:
+        """A frozen eval-mode copy of the path from raw images (and text) to embeddings.
+
+        Args:
+            mean: per-channel mean the training data was normalised with.
+            std: per-channel standard deviation it was normalised with.
+            image_size: the side the model was trained at.
+        """
+        text = self.text_encoder()
+        return EmbeddingModel(
+            self.image_encoder(),
+            mean=mean,
+            std=std,
+            image_size=image_size,
+            text_encoder=text,
+            tokenizer=getattr(self, "tokenizer", None) if text is not None else None,
+        )

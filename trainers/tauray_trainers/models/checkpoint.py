@@ -4,7 +4,9 @@ A checkpoint is a directory (what a ``ray.train.Checkpoint`` points to) holding:
 
 - ``checkpoint.pt`` — one ``torch.save`` dict with the keys in ``CHECKPOINT_KEYS``:
   ``format`` (``FORMAT``), ``config`` (the run's config dict), ``data`` (``channels``,
-  ``image_size``, ``num_classes``, ``class_names``), ``steps_per_epoch``, ``epoch`` (epochs
+  ``image_size``, ``num_classes``, ``class_names``, ``name``,
+  ``mean``/``std`` the images were normalised with, ``examples``: the first few validation
+  images, uint8 ``[K, C, H, W]``), ``steps_per_epoch``, ``epoch`` (epochs
   completed), ``global_step`` (optimizer steps completed), ``sampler_epoch`` (the next epoch's
   ``DistributedSampler.set_epoch`` value), ``world_size``, ``model`` (the method's state dict:
   weights, τ, the DINO teacher and center, the SigLIP bias), ``temperature`` (the τ module's

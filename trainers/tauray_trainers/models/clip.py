@@ -80,6 +80,9 @@ class CLIP(ContrastiveMethod):
     def image_encoder(self) -> nn.Module:
         return nn.Sequential(self.backbone, self.image_projection)
 
+    def text_encoder(self) -> nn.Module:
+        return nn.Sequential(self.text, self.text_projection)
+
     def embed_texts(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_projection(self.text(tokens)).float(), dim=-1)
 

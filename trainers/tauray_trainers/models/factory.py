@@ -9,9 +9,11 @@ from typing import Any, Protocol
 import torch
 
 from tauray_trainers.config import TemperatureConfig, TrainConfig, build_config
+from tauray_trainers.metrics import TRAIN_TEMPERATURE
 from tauray_trainers.models.backbones import build_backbone, load_pretrained_weights
 from tauray_trainers.models.base import ContrastiveMethod
 from tauray_trainers.models.checkpoint import read_checkpoint
+from tauray_trainers.models.export import ExportedModel, ModelCard
 from tauray_trainers.temperature import build_teacher_temperature, build_temperature
 
 logger = logging.getLogger(__name__)
@@ -151,28 +153,35 @@ class _SavedDataSpec:
         self.image_size = image_size
 
 
-def load_embedding_model(
-    checkpoint_dir: str | Path,
-) -> tuple[torch.nn.Module, torch.Tensor, TrainConfig]:
-    """Load a training checkpoint as an image-embedding model.
+def load_embedding_model(checkpoint_dir: str | Path) -> tuple[ExportedModel, TrainConfig]:
+    """Load a training checkpoint as a self-contained embedding model.
 
     Args:
         checkpoint_dir: a checkpoint directory written by the training loop (the folder a
             ``ray.train.Checkpoint`` points to, holding ``checkpoint.pt``).
 
     Returns:
-        ``(model, example, config)``: an eval-mode CPU module mapping images ``[N, C, H, W]``
-        to L2-normalised embeddings ``[N, D]`` (SimCLR: encoder features; CLIP: the image
-        tower in the shared space; DINO: the teacher's features), a deterministic example
-        input ``[2, C, H, W]``, and the run's config.
+        ``(exported, config)``: the :class:`ExportedModel` (an eval-mode CPU
+        :class:`EmbeddingModel` mapping raw images ``[N, C, H, W]``, uint8 or float in [0, 1],
+        to L2-normalised embeddings ``[N, D]``: SimCLR the encoder's features, CLIP the image
+        tower in the shared space (and text through ``embed_text``), DINO the teacher's
+        features; the checkpoint's validation images as float ``[K, C, H, W]``; its
+        :class:`ModelCard`) and the run's config.
 
     Raises:
         FileNotFoundError: no checkpoint in ``checkpoint_dir``.
-        ValueError: the checkpoint's format is not understood.
+        ValueError: the checkpoint's format is not understood, or its data section lacks the
+            normalisation statistics or example images a self-contained model needs.
     """
     state = read_checkpoint(checkpoint_dir)
     config = build_config(state["config"])
     data = state["data"]
+    missing = [key for key in ("mean", "std", "examples") if key not in data]
+    if missing:
+        raise ValueError(
+            f"checkpoint {str(checkpoint_dir)!r} has no data {', '.join(missing)}: a model "
+            "without the training data's normalisation cannot embed raw images; train it again"
+        )
     spec = _SavedDataSpec(int(data["channels"]), int(data["image_size"]))
     # The checkpoint holds the weights: never read pretrained_weights again.
     config_no_weights = config.model_copy(
@@ -180,7 +189,24 @@ def load_embedding_model(
     )
     method = build_model(config_no_weights, spec, steps_per_epoch=int(state["steps_per_epoch"]))
     method.load_state_dict(state["model"])
-    embedder = method.embedding_model().cpu()
-    generator = torch.Generator().manual_seed(0)
-    example = torch.randn(2, spec.channels, spec.image_size, spec.image_size, generator=generator)
-    return embedder, example, config
+    model = method.embedding_model(
+        mean=tuple(data["mean"]), std=tuple(data["std"]), image_size=spec.image_size
+    )
+    example = data["examples"].float() / 255.0
+    with torch.no_grad():
+        embedding_dim = int(model(example[:1]).shape[-1])
+    temperature = state["metrics"].get(TRAIN_TEMPERATURE)
+    card = ModelCard(
+        method=config.method,
+        backbone=config.model.backbone,
+        data_set=str(data.get("name") or config.data.name),
+        image_size=spec.image_size,
+        channels=spec.channels,
+        mean=tuple(float(value) for value in data["mean"]),
+        std=tuple(float(value) for value in data["std"]),
+        temperature=float(temperature) if temperature is not None else float("nan"),
+        temperature_mode=config.temperature.mode,
+        embedding_dim=embedding_dim,
+        embeds_text=model.text_encoder is not None,
+    )
+    return ExportedModel(model=model, example=example, card=card), config

@@ -15,7 +15,8 @@ One experiment per ``--experiment`` name holds the sweeps:
   ``code_version``, the sampler, ...); at the end the metrics ``trials/*`` and
   ``best/<objective>``, params ``best/<parameter>`` and artifacts ``best_config.yaml`` and
   ``plots/*.png``; a sweep with a confirmation phase also ``champion/mean|sd|n|ci95_low|
-  ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``;
+  ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``
+  (:mod:`tauray.layout.confirmation`);
 - each **trial** is a child run (tag ``mlflow.parentRunId``, ``tauray.kind = trial``) with tags
   ``tauray.trial_id``, ``tauray.trial_index``, ``tauray.method``, ``tauray.space``,
   ``tauray.sampled_params``, ``tauray.phase`` (``search``, or ``confirm`` with
@@ -27,6 +28,8 @@ One experiment per ``--experiment`` name holds the sweeps:
   training loop (:mod:`tauray_trainers.metrics`) at every epoch (step = epoch), and, when it
   ended without error, its model under ``model`` (tag ``tauray.model_uri``, or
   ``tauray.model_error``);
+- a ``tauray train`` run is a trial without a sweep (``tauray.kind = train``, no parent, the
+  resources as params; experiment ``tauray-train`` unless ``--experiment`` names another);
 - the best trial's model (with a confirmation phase: the champion configuration's best run's)
   is registered in the Model Registry with the alias ``champion``.
 
@@ -36,10 +39,7 @@ A child run of a trial that a killed driver created but Ray Tune never saved is 
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import io
-import math
 import re
 import typing
 from collections.abc import Mapping, Sequence
@@ -82,6 +82,9 @@ TAG_VERDICT = "tauray.confirmation_verdict"  # the parent's: champion vs runner-
 #: ``tauray.kind`` of a sweep's parent run and of its trials' runs.
 KIND_SWEEP = "sweep"
 KIND_TRIAL = "trial"
+#: ``tauray.kind`` of a ``tauray train`` run, and its experiment without ``--experiment``.
+KIND_TRAINING = "train"
+DEFAULT_TRAINING_EXPERIMENT = "tauray-train"
 
 #: ``tauray.status`` of a parent run (a trial run's is a trial status, or ``lost``).
 SWEEP_RUNNING = "running"
@@ -123,7 +126,6 @@ METRIC_FAILED = "trials/failed"
 _MAX_PARAM_LENGTH = 6000
 _MAX_TAG_LENGTH = 5000
 _INT_TEXT = re.compile(r"^[+-]?\d+$")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*(e[+-]?\d+)?|nan|inf)$", re.IGNORECASE)
 
 
 # ---- values --------------------------------------------------------------------------------------
@@ -439,37 +441,37 @@ def trial_tags(
     return tags
 
 
+def training_run_params(
+    config: Mapping[str, Any], workers: int, gpus_per_worker: float, cpus_per_worker: float
+) -> dict[str, str]:
+    """A ``tauray train`` run's params: its full config encoded as a trial's
+    (:func:`config_params`), plus the resources a sweep keeps on its parent run."""
+    return {
+        **config_params(config),
+        PARAM_WORKERS: param_text(workers),
+        PARAM_GPUS_PER_WORKER: param_text(gpus_per_worker),
+        PARAM_CPUS_PER_WORKER: param_text(cpus_per_worker),
+    }
+
+
+def training_run_tags(method: str) -> dict[str, str]:
+    """A ``tauray train`` run's tags when it starts: a trial's, less the sweep's."""
+    return {TAG_KIND: KIND_TRAINING, TAG_METHOD: method, TAG_STATUS: "running"}
+
+
+def training_failure_tags(reason: str) -> dict[str, str]:
+    """A failed ``tauray train`` run's tags: status, reason, kind (as a failed trial's)."""
+    return {
+        TAG_STATUS: "failed",
+        TAG_FAILURE_REASON: reason,
+        TAG_FAILURE_KIND: failure_kind(reason),
+    }
+
+
 def champion_metrics(stats: Any) -> dict[str, float]:
     """The parent run's ``champion/<statistic>`` metrics from a
     :class:`tauray.stats.SampleSummary` of the champion's runs."""
     return {f"{CHAMPION_PREFIX}{name}": float(getattr(stats, name)) for name in CHAMPION_STATS}
-
-
-#: The columns of :data:`CONFIRMATION_FILE`, one row per confirmed configuration.
-CONFIRMATION_COLUMNS = ("search_run_id", "temperature_mode", "temperature", *CHAMPION_STATS)
-
-
-def confirmation_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """:data:`CONFIRMATION_FILE`'s text: a header of :data:`CONFIRMATION_COLUMNS`, then a row
-    per configuration (numbers as ``repr`` so they read back exactly; NaN as ``nan``)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CONFIRMATION_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: row.get(key, "") for key in CONFIRMATION_COLUMNS} for row in rows)
-    return out.getvalue()
-
-
-def read_confirmation_csv(text: str) -> list[dict[str, Any]]:
-    """:data:`CONFIRMATION_FILE` read back: the run id and τ mode as text, ``n`` as an int,
-    the other numbers as floats (NaN where empty)."""
-    rows = []
-    for raw in csv.DictReader(io.StringIO(text)):
-        row: dict[str, Any] = {key: raw.get(key) or "" for key in CONFIRMATION_COLUMNS[:2]}
-        for key in CONFIRMATION_COLUMNS[2:]:
-            row[key] = float(raw[key]) if _NUMBER.match(raw.get(key) or "") else float("nan")
-        row["n"] = int(row["n"]) if math.isfinite(row["n"]) else 0
-        rows.append(row)
-    return rows
 
 
 def ended_tags(record: TrialRecord) -> dict[str, str]:
