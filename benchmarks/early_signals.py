@@ -26,7 +26,7 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py --arms grid --seeds 0,1,2 \\
         --histories grid.csv
-    python benchmarks/early_signals.py grid.csv
+    python benchmarks/early_signals.py grid.csv [more.csv ...]
 """
 
 from __future__ import annotations
@@ -108,13 +108,15 @@ def rank_agreement(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("histories", type=Path)
+    parser.add_argument("histories", type=Path, nargs="+", help="one or more histories CSVs")
     parser.add_argument("--epochs", default="2,3,4")
     parser.add_argument("--signal", action="append", default=[], metavar="NAME[:min]")
     args = parser.parse_args(argv)
     epochs = [int(e) for e in args.epochs.split(",")]
     signals = signal_functions(args.signal)
-    seeds = read_histories(args.histories)
+    seeds: dict[int, dict[float, History]] = {}
+    for path in args.histories:  # files of other seeds (their columns may differ)
+        seeds.update(read_histories(path))
     tables = {seed: rank_agreement(trials, epochs, signals) for seed, trials in seeds.items()}
     header = f"{'signal':<22}" + "".join(f"{'epoch ' + str(e):>22}" for e in epochs)
     print(f"Spearman's ρ with the final {OBJECTIVE} ranking, per seed {sorted(seeds)} and mean")
