@@ -16,7 +16,8 @@ One experiment per ``--experiment`` name holds the sweeps:
   ``best/<objective>``, params ``best/<parameter>`` and artifacts ``best_config.yaml`` and
   ``plots/*.png``; a sweep with a confirmation phase also ``champion/mean|sd|n|ci95_low|
   ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``;
-- each **trial** is a child run (tag ``mlflow.parentRunId``, ``tauray.kind = trial``) with tags
+- each **trial** is a child run (tag ``mlflow.parentRunId``, ``tauray.kind = trial``; its name
+  and what makes it read well in the UI: :mod:`tauray.ui_layout`) with tags
   ``tauray.trial_id``, ``tauray.trial_index``, ``tauray.method``, ``tauray.space``,
   ``tauray.sampled_params``, ``tauray.phase`` (``search``, or ``confirm`` with
   ``tauray.confirms``: the run id of the search trial it repeats) and ``tauray.status`` (a
@@ -45,6 +46,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tauray import ui_layout
 from tauray.trials import PHASE_SEARCH, STATUS_WORDS, TrialRecord, TrialStatus, failure_kind
 from tauray_trainers import metrics as names
 from tauray_trainers.config import TrainConfig, build_config, flatten, set_path
@@ -405,9 +407,9 @@ def sweep_resources(params: Mapping[str, str]) -> tuple[int, float, float]:
 # ---- trial runs ----------------------------------------------------------------------------------
 
 
-def trial_run_name(record: TrialRecord) -> str:
-    """A trial run's name: ``trial-<index>-<trial id>``."""
-    return f"trial-{record.index:03d}-{record.trial_id}"
+def trial_run_name(record: TrialRecord, confirmed_index: int | None = None) -> str:
+    """A trial run's name (:func:`tauray.ui_layout.trial_run_name`: ``t002 fixed τ=0.100``)."""
+    return ui_layout.trial_run_name(record, confirmed_index)
 
 
 def trial_identity_tags(parent_run_id: str, trial_id: str) -> dict[str, str]:

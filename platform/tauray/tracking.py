@@ -477,6 +477,9 @@ class SweepRecorder:
         if items:
             self.client.log_batch(run_id, tags=items)
 
+    def rename_run(self, run_id: str, name: str) -> None:
+        self.client.update_run(run_id, name=name)
+
     def end_run(self, run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
         self.client.set_terminated(run_id, status=status)
 

@@ -221,7 +221,7 @@ def test_a_trial_run_reads_back_as_the_record_that_wrote_it() -> None:
         **layout.ended_tags(written),
     }
     assert tags[layout.TAG_SAMPLED] == "optimizer/lr,temperature/value"
-    assert layout.trial_run_name(written) == "trial-007-abcd0001"
+    assert layout.trial_run_name(written) == "t007 fixed τ=0.200"
     read = layout.trial_record(
         run_id="run1",
         run_status="FINISHED",

@@ -17,7 +17,7 @@ import pytest
 import torch
 from ray.tune.experiment import Trial
 
-from tauray import layout
+from tauray import layout, ui_layout
 from tauray.layout import (
     CHAMPION_ALIAS,
     TAG_FAILURE_KIND,
@@ -316,6 +316,8 @@ def test_callback_writes_children_metrics_statuses_and_models(
     assert done_run.data.tags[TAG_SPACE] == "simclr-temperature"
     assert done_run.data.tags[TAG_METHOD] == "simclr"
     assert done_run.data.tags[TAG_MODEL_URI] == logger.model_uris["aaaa0001"]
+    assert done_run.info.run_name == "t001 fixed τ=0.100"
+    assert ui_layout.TAG_STOPPED_AT_EPOCH not in done_run.data.tags
     assert done_run.data.params["temperature.mode"] == "fixed"
     assert done_run.data.params["temperature.value"] == "0.1"
     assert done_run.data.params["data.max_train_samples"] == "64"
@@ -331,6 +333,8 @@ def test_callback_writes_children_metrics_statuses_and_models(
     assert stopped_run.data.tags[TAG_STATUS] == "stopped"
     assert stopped_run.data.tags[TAG_MODEL_URI] == stopped_uri
     assert stopped_run.info.status == "FINISHED"
+    assert stopped_run.info.run_name == "t002 learnable τ0=0.070 stopped@1"
+    assert stopped_run.data.tags[ui_layout.TAG_STOPPED_AT_EPOCH] == "1"
 
     failed_run = client.get_run(logger.run_ids["aaaa0003"])
     assert failed_run.info.status == "FAILED"
@@ -339,6 +343,7 @@ def test_callback_writes_children_metrics_statuses_and_models(
         "NonFiniteLossError: non-finite loss (nan) at step 7"
     )
     assert failed_run.data.tags[TAG_FAILURE_KIND] == "non_finite"
+    assert failed_run.info.run_name == "t003 fixed τ=0.020"
     assert TAG_MODEL_URI not in failed_run.data.tags
 
     children = client.search_runs(

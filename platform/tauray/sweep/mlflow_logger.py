@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
-from tauray import layout
+from tauray import layout, ui_layout
 from tauray.sweep.ledger import TrialLedger
 from tauray.tracking import SweepRecorder
 from tauray.trials import INFEASIBLE, TrialRecord, epoch_metrics, result_step
@@ -102,7 +102,7 @@ class MlflowTrialLogger(Callback):
         run_id, created = self.recorder.start_trial_run(
             self.parent_run_id,
             trial.trial_id,
-            run_name=layout.trial_run_name(record),
+            run_name=layout.trial_run_name(record, self._confirmed_index(record)),
             params=layout.trial_params(record),
             tags=layout.trial_tags(
                 record,
@@ -114,6 +114,10 @@ class MlflowTrialLogger(Callback):
         self._last_step[trial.trial_id] = {} if created else self.recorder.last_steps(run_id)
         self.run_ids[trial.trial_id] = run_id
         return run_id
+
+    def _confirmed_index(self, record: TrialRecord) -> int | None:
+        repeated = self.ledger.records.get(record.confirms) if record.confirms else None
+        return repeated.index if repeated is not None else None
 
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -163,7 +167,8 @@ class MlflowTrialLogger(Callback):
         Called for every completed or early-stopped trial, including those the sweep's time
         budget stopped (Ray Tune ends the sweep without a completion event for them). A trial
         that ran all its epochs logs its model; an early-stopped one only if it turns out to be
-        the best (:meth:`log_model`, called at the end of the sweep).
+        the best (:meth:`log_model`, called at the end of the sweep), and is renamed
+        ``... stopped@<epoch>`` and tagged ``tauray.stopped_at_epoch``.
         """
         run_id = self.run_ids.get(record.trial_id)
         if run_id is None:
@@ -172,6 +177,10 @@ class MlflowTrialLogger(Callback):
             if self.log_models and record.status == "completed":
                 self.log_model(record)
             self.recorder.set_tags(run_id, layout.ended_tags(record))
+            if record.status == "stopped":
+                name = layout.trial_run_name(record, self._confirmed_index(record))
+                self.recorder.set_tags(run_id, ui_layout.stopped_tags(record.epoch))
+                self.recorder.rename_run(run_id, ui_layout.stopped_run_name(name, record.epoch))
             self.recorder.end_run(run_id, "FINISHED")
 
     def log_model(self, record: TrialRecord) -> str | None:
