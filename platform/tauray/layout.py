@@ -12,10 +12,10 @@ One experiment per ``--experiment`` name holds the sweeps:
   ``tauray.best_run_id``), ``tauray.resumed`` when a session resumed it); params
   (:func:`sweep_params`, :func:`search_params`: ``space``, ``method``, ``objective``
   (``metric:mode`` texts, comma-separated), ``trials``, ``time_budget_s``, resources,
-  ``code_version``, the sampler, ...); at the end the metrics ``trials/*`` and
-  ``best/<objective>``, params ``best/<parameter>`` and artifacts ``best_config.yaml`` and
-  ``plots/*.png``; a sweep with a confirmation phase also ``champion/mean|sd|n|ci95_low|
-  ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``;
+  ``code_version``, the sampler, ...); at the end the metrics ``trials/*``, ``<objective>``
+  and ``best/<objective>`` (the best value), params ``best/<parameter>``, artifacts
+  ``best_config.yaml`` and ``plots/*.png``; with a confirmation phase also ``champion/mean|sd|
+  n|ci95_low|ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``;
 - each **trial** is a child run (tag ``mlflow.parentRunId``, ``tauray.kind = trial``; its name
   and what makes it read well in the UI: :mod:`tauray.ui_layout`) with tags
   ``tauray.trial_id``, ``tauray.trial_index``, ``tauray.method``, ``tauray.space``,
@@ -363,7 +363,8 @@ def best_params(sampled: Mapping[str, Any]) -> dict[str, str]:
 def result_metrics(
     counts: Mapping[str, int], objective_metric: str | None = None, best_value: float | None = None
 ) -> dict[str, float]:
-    """The parent run's metrics at the end: trials per way they ended, ``best/<objective>``.
+    """The parent run's metrics at the end: trials per way they ended, the best trial's value of
+    the objective (as ``best/<objective>`` and as ``<objective>``).
 
     Args:
         counts: trials per status (:func:`tauray.trials.count_statuses`).
@@ -375,10 +376,9 @@ def result_metrics(
         METRIC_STOPPED: counts["stopped"],
         METRIC_FAILED: counts["failed"],
     }
-    if objective_metric is not None:
-        metrics[f"{BEST_PREFIX}{objective_metric}"] = (
-            best_value if best_value is not None else float("nan")
-        )
+    if objective_metric is not None:  # also under the trials' own key: one column in the UI
+        value = best_value if best_value is not None else float("nan")
+        metrics[f"{BEST_PREFIX}{objective_metric}"] = metrics[objective_metric] = value
     return metrics
 
 

@@ -390,6 +390,17 @@ class SweepRecorder:
         for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
 
+    def log_metric_history(
+        self, run_id: str, key: str, points: Sequence[tuple[int, float]]
+    ) -> None:
+        """Log ``key`` at each ``(step, value)`` of ``points`` (a curve over steps)."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        items = [Metric(key, float(value), timestamp, step) for step, value in points]
+        for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
+
     def last_step(self, run_id: str, metric: str) -> int | None:
         """The highest step logged for ``metric`` in a run (to skip re-reported epochs)."""
         history = self.client.get_metric_history(run_id, metric)

@@ -191,7 +191,9 @@ def test_sweep_params_encode_what_the_report_decodes() -> None:
         "trials/failed": 0,
     }
     best = layout.result_metrics({"completed": 1, "stopped": 0, "failed": 0}, "val/x", None)
-    assert math.isnan(best["best/val/x"])
+    assert math.isnan(best["best/val/x"]) and math.isnan(best["val/x"])
+    best = layout.result_metrics({"completed": 1, "stopped": 0, "failed": 0}, "val/x", 0.25)
+    assert best["val/x"] == best["best/val/x"] == 0.25  # the trials' column, in the parent row
     assert layout.resumed_tags(dt.datetime(2026, 1, 2, 3, 4, 5)) == {
         layout.TAG_RESUMED: "2026-01-02T03:04:05",
         layout.TAG_STATUS: "running",

@@ -279,7 +279,14 @@ def test_callback_writes_children_metrics_statuses_and_models(
     monkeypatch.setattr(ledger_module, "_error_text", lambda trial: RAY_ERROR_TEXT)
     parent = recorder.start_sweep_run("sweep", {}, {})
     ledger = TrialLedger(FIXED)
-    logger = MlflowTrialLogger(recorder, ledger, parent, "simclr-temperature")
+    logger = MlflowTrialLogger(
+        recorder,
+        ledger,
+        parent,
+        "simclr-temperature",
+        objective=("val/knn_top1", "max"),
+        first_rung=1,
+    )
     callbacks = [ledger, logger]
 
     def emit(event: str, trial: Trial, **kwargs) -> None:
@@ -323,6 +330,10 @@ def test_callback_writes_children_metrics_statuses_and_models(
     assert done_run.data.params["data.max_train_samples"] == "64"
     knn = client.get_metric_history(done_run.info.run_id, "val/knn_top1")
     assert [(m.step, m.value) for m in knn] == [(1, 0.30), (2, 0.40)]
+    best = client.get_metric_history(done_run.info.run_id, ui_layout.OBJECTIVE_BEST)
+    assert [(m.step, m.value) for m in best] == [(1, 0.30), (2, 0.40)]
+    at_rung = client.get_metric_history(done_run.info.run_id, ui_layout.OBJECTIVE_AT_FIRST_RUNG)
+    assert [(m.step, m.value) for m in at_rung] == [(1, 0.30)]
     assert [
         m.step for m in client.get_metric_history(done_run.info.run_id, "train/temperature")
     ] == [1, 2]
@@ -335,6 +346,12 @@ def test_callback_writes_children_metrics_statuses_and_models(
     assert stopped_run.info.status == "FINISHED"
     assert stopped_run.info.run_name == "t002 learnable τ0=0.070 stopped@1"
     assert stopped_run.data.tags[ui_layout.TAG_STOPPED_AT_EPOCH] == "1"
+    assert stopped_run.data.metrics[ui_layout.OBJECTIVE_AT_FIRST_RUNG] == 0.20
+    assert stopped_run.data.metrics[ui_layout.OBJECTIVE_BEST] == 0.20
+
+    recorder.log_metric_history(parent, ui_layout.OBJECTIVE_BEST_SO_FAR, [(1, 0.4), (2, 0.4)])
+    curve = client.get_metric_history(parent, ui_layout.OBJECTIVE_BEST_SO_FAR)
+    assert [(m.step, m.value) for m in curve] == [(1, 0.4), (2, 0.4)]
 
     failed_run = client.get_run(logger.run_ids["aaaa0003"])
     assert failed_run.info.status == "FAILED"

@@ -57,3 +57,33 @@ def test_confirmation_and_invalid_runs_say_so() -> None:
 def test_a_stopped_trial_is_renamed_and_tagged() -> None:
     assert ui_layout.stopped_run_name("t002 fixed τ=0.100", 2) == "t002 fixed τ=0.100 stopped@2"
     assert ui_layout.stopped_tags(2) == {ui_layout.TAG_STOPPED_AT_EPOCH: "2"}
+
+
+def test_objective_columns_keep_the_best_and_the_first_rung() -> None:
+    history = [(1, 0.2), (2, 0.5), (3, float("nan")), (4, 0.4)]
+    assert ui_layout.objective_progress(history[:1], "max", 2, 1) == {ui_layout.OBJECTIVE_BEST: 0.2}
+    assert ui_layout.objective_progress(history[:2], "max", 2, 2) == {
+        ui_layout.OBJECTIVE_BEST: 0.5,
+        ui_layout.OBJECTIVE_AT_FIRST_RUNG: 0.5,
+    }
+    assert ui_layout.objective_progress(history, "max", 2, 4) == {ui_layout.OBJECTIVE_BEST: 0.5}
+    assert ui_layout.objective_progress(history, "min", None, 4) == {ui_layout.OBJECTIVE_BEST: 0.2}
+    assert ui_layout.objective_progress([], "max", 1, 1) == {}
+
+
+def test_best_so_far_runs_over_search_trials_in_index_order() -> None:
+    def trial(index: int, value: float | None, phase: str = "search") -> TrialRecord:
+        metrics = {} if value is None else {"val/x": value}
+        record = TrialRecord(trial_id=str(index), index=index, sampled={}, config=None)
+        record.metrics, record.phase = metrics, phase
+        return record
+
+    records = [
+        trial(3, 0.3),
+        trial(1, None),
+        trial(2, 0.4),
+        trial(4, 0.35),
+        trial(5, 0.9, "confirm"),
+    ]
+    assert ui_layout.best_so_far(records, "val/x", "max") == [(2, 0.4), (3, 0.4), (4, 0.4)]
+    assert ui_layout.best_so_far(records, "val/x", "min") == [(2, 0.4), (3, 0.3), (4, 0.3)]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
-from tauray import layout
+from tauray import layout, ui_layout
 from tauray.ranking import rank_trials
 from tauray.run_file import best_config_yaml
 from tauray.storage import StoragePath, local_folder
@@ -304,9 +304,7 @@ def _fit(
         f"up to {concurrency} trial(s) at once; {scheduler_text}"
     )
     ledger = ledger_factory(plan.fixed_config)
-    mlflow_logger = MlflowTrialLogger(
-        recorder, ledger, parent_run_id, plan.space.name, log_models=request.log_models
-    )
+    mlflow_logger = MlflowTrialLogger.for_plan(plan, recorder, ledger, parent_run_id)
     progress = ProgressPrinter(ledger, plan.objective, echo)
     setup = TrialSetup(
         fixed_config=plan.fixed_config,
@@ -586,6 +584,8 @@ def _finish(
             metrics.update(layout.champion_metrics(confirmation.champion.stats))
         with mlflow_logger.guarded("log the sweep's results"):
             recorder.log_metrics(parent_run_id, metrics, step=0)
+            history = ui_layout.best_so_far(records, objective.metric, objective.mode)
+            recorder.log_metric_history(parent_run_id, ui_layout.OBJECTIVE_BEST_SO_FAR, history)
             if confirmation is not None:
                 csv_text = confirmation.csv_text(mlflow_logger.run_ids)
                 recorder.log_text(parent_run_id, csv_text, layout.CONFIRMATION_FILE)

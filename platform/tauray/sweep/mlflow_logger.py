@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import torch
     from ray.tune.experiment import Trial
 
+    from tauray.sweep.plan import SweepPlan
+
 logger = logging.getLogger(__name__)
 
 
@@ -50,6 +52,9 @@ class MlflowTrialLogger(Callback):
         space: the search space's name (tag ``tauray.space``).
         log_models: log the model of each trial that runs all its epochs (from its last
             checkpoint); the sweep adds the best trial's if ASHA stopped it early.
+        objective: the sweep's objective ``(metric, mode)``: each trial also logs
+            ``objective/best`` and ``objective/at_first_rung`` (:mod:`tauray.ui_layout`).
+        first_rung: the early-stopping scheduler's first rung in epochs (None: no early stopping).
     """
 
     def __init__(
@@ -60,12 +65,16 @@ class MlflowTrialLogger(Callback):
         space: str,
         *,
         log_models: bool = True,
+        objective: tuple[str, str] | None = None,
+        first_rung: int | None = None,
     ) -> None:
         self.recorder = recorder
         self.ledger = ledger
         self.parent_run_id = parent_run_id
         self.space = space
         self.log_models = log_models
+        self.objective = objective
+        self.first_rung = first_rung
         self.run_ids: dict[str, str] = {}
         self.model_uris: dict[str, str] = {}
         # Per trial, per metric: the last step MLflow has. Loaded from MLflow the first time
@@ -76,6 +85,23 @@ class MlflowTrialLogger(Callback):
         #: :meth:`SweepRecorder.end_lost_runs`).
         self.lost_run_ids: list[str] = []
         self.errors = 0
+
+    @classmethod
+    def for_plan(
+        cls, plan: SweepPlan, recorder: SweepRecorder, ledger: TrialLedger, parent_run_id: str
+    ) -> MlflowTrialLogger:
+        """The logger of a planned sweep: its space, objective, first rung and model logging."""
+        from tauray.sweep.search import early_stopping_rung
+
+        return cls(
+            recorder,
+            ledger,
+            parent_run_id,
+            plan.space.name,
+            log_models=plan.request.log_models,
+            objective=(plan.objective.metric, plan.objective.mode),
+            first_rung=early_stopping_rung(plan),
+        )
 
     @contextlib.contextmanager
     def guarded(self, what: str, trial_id: str | None = None) -> Iterator[None]:
@@ -139,13 +165,14 @@ class MlflowTrialLogger(Callback):
                 return  # worst values for the searcher, not measurements
             step = result_step(result)
             last = self._last_step.setdefault(trial.trial_id, {})
+            reported = epoch_metrics(result)
+            if self.objective is not None:
+                metric, mode = self.objective
+                history = self.ledger.record_for(trial).history.get(metric, [])
+                reported.update(ui_layout.objective_progress(history, mode, self.first_rung, step))
             # Only epochs MLflow does not have yet: a trial restarted from its checkpoint
             # (worker lost, sweep resumed) re-reports the epochs after that checkpoint.
-            values = {
-                key: value
-                for key, value in epoch_metrics(result).items()
-                if step > last.get(key, -1)
-            }
+            values = {key: value for key, value in reported.items() if step > last.get(key, -1)}
             if values:
                 self.recorder.log_metrics(run_id, values, step)
                 last.update(dict.fromkeys(values, step))
