@@ -22,9 +22,9 @@ One experiment per ``--experiment`` name holds the sweeps:
   ``tauray.sampled_params``, ``tauray.phase`` (``search``, or ``confirm`` with
   ``tauray.confirms``: the run id of the search trial it repeats) and ``tauray.status`` (a
   trial status; ``tauray.failure_reason``, ``tauray.failure_kind`` and
-  ``tauray.oom_batch_size_per_worker`` when it failed), the full resolved ``train_loop_config``
-  as dotted params (``temperature.mode``, ``optimizer.lr``, ...; only the sampled ``a/b``
-  values when the combination was invalid), every metric of the
+  ``tauray.oom_batch_size_per_worker`` when it failed), params (the searched values' short
+  keys and its config's dotted keys that apply to its method; only the sampled ``a/b`` values
+  when the combination was invalid), its config as ``config.yaml``, every metric of the
   training loop (:mod:`tauray_trainers.metrics`) at every epoch (step = epoch), and, when it
   ended without error, its model under ``model`` (tag ``tauray.model_uri``, or
   ``tauray.model_error``);
@@ -418,8 +418,8 @@ def trial_identity_tags(parent_run_id: str, trial_id: str) -> dict[str, str]:
 
 
 def trial_params(record: TrialRecord) -> dict[str, str]:
-    """A trial run's params: its full config, or its sampled values if the config is invalid."""
-    return config_params(record.config) if record.config else dict(record.sampled)
+    """A trial run's params as text (:func:`tauray.ui_layout.trial_params`)."""
+    return {key: param_text(value) for key, value in ui_layout.trial_params(record).items()}
 
 
 def trial_tags(
@@ -533,7 +533,7 @@ def trial_record(
     epoch: int,
     position: int,
 ) -> TrialRecord:
-    """A trial run read back as a :class:`TrialRecord`.
+    """A trial run read back as a :class:`TrialRecord` (its config: the params over defaults).
 
     Args:
         run_id: the run's id (the trial id when the run has no ``tauray.trial_id``).
@@ -547,14 +547,13 @@ def trial_record(
     of the search trial it repeats (the caller knows the runs' trial ids).
     """
     index_text = tags.get(TAG_TRIAL_INDEX, "")
-    config, config_error = config_from_params(params)
+    sampled_keys = [key for key in tags.get(TAG_SAMPLED, "").split(",") if key]
+    config, config_error = config_from_params(ui_layout.config_params(params, sampled_keys))
     sampled: dict[str, Any] = {}
-    for key in (key for key in tags.get(TAG_SAMPLED, "").split(",") if key):
-        dotted = key.replace("/", ".")
-        if key in params:
-            sampled[key] = param_value(dotted, params[key])
-        elif dotted in params:
-            sampled[key] = param_value(dotted, params[dotted])
+    for key in sampled_keys:
+        text = params.get(key, params.get(key.replace("/", ".")))
+        if text is not None:
+            sampled[key] = param_value(key.replace("/", "."), text)
     status = trial_status(tags, run_status)
     record = TrialRecord(
         trial_id=tags.get(TAG_TRIAL_ID) or run_id,

@@ -1,4 +1,4 @@
-"""How a sweep reads in the MLflow UI: run names, objective summaries.
+"""How a sweep reads in the MLflow UI: run names, objective summaries, short parameter keys.
 
 Part of the MLflow layout (:mod:`tauray.layout` uses it and documents the whole layout); what is
 here makes the runs table readable without changing how tauray finds its runs again (trials are
@@ -17,16 +17,25 @@ found by their tags, never by their names):
 - the parent run logs the sweep's objective under the trials' own key (the best trial's value,
   :func:`tauray.layout.result_metrics`) and :data:`OBJECTIVE_BEST_SO_FAR` with step = trial
   index: the best objective over the search trials up to that one (each trial's last value,
-  as the sweep ranks them), the optimisation history as a native MLflow chart.
+  as the sweep ranks them), the optimisation history as a native MLflow chart;
+- a trial's params are the values the space searched under short, distinct keys
+  (:func:`search_param_key`: ``temperature/value`` -> ``tau``, ``temperature/mode`` ->
+  ``tau_mode``, ``optimizer/lr`` -> ``lr``) beside the dotted keys of its config that apply to
+  its method (:func:`applies_to_method`: no ``dino.*`` for SimCLR, no text tower outside CLIP);
+  the full config is the run's :data:`CONFIG_FILE` artifact. A config read back from the params
+  (:func:`config_params`) is the method's keys over the defaults: the same training.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
 from tauray.trials import PHASE_CONFIRM, PHASE_SEARCH, TrialRecord
+from tauray_trainers.config import TRAIN_LOOP_CONFIG, TrainConfig, flatten
 
 #: A trial run's tag: the last epoch of a trial stopped early.
 TAG_STOPPED_AT_EPOCH = "tauray.stopped_at_epoch"
@@ -36,6 +45,8 @@ OBJECTIVE_BEST = "objective/best"
 OBJECTIVE_AT_FIRST_RUNG = "objective/at_first_rung"
 #: Parent-run metric: the best objective over the search trials so far, step = trial index.
 OBJECTIVE_BEST_SO_FAR = "objective/best_so_far"
+#: Every trial run's full ``train_loop_config`` as YAML.
+CONFIG_FILE = "config.yaml"
 
 # ---- run names -----------------------------------------------------------------------------------
 
@@ -145,3 +156,84 @@ def best_so_far(records: Iterable[TrialRecord], metric: str, mode: str) -> list[
         if best is not None:
             points.append((record.index, best))
     return points
+
+
+# ---- params --------------------------------------------------------------------------------------
+
+#: Config keys (dotted, or a section with a trailing dot) used by some methods only.
+_METHOD_ONLY: dict[str, tuple[str, ...]] = {
+    "dino.": ("dino",),
+    "model.dino_out_dim": ("dino",),
+    "model.text_": ("clip",),
+    "model.context_length": ("clip",),
+    "loss.name": ("clip",),
+    "loss.sigmoid_bias": ("clip",),
+}
+
+
+@cache
+def _config_keys() -> tuple[frozenset[str], Counter[str]]:
+    keys = frozenset(flatten(TrainConfig().to_dict(), separator="."))
+    return keys, Counter(key.rsplit(".", 1)[-1] for key in keys)
+
+
+def search_param_key(path: str) -> str:
+    """The short param key of a searched value (``a/b`` path, ``train_loop_config/`` optional).
+
+    ``temperature`` is written ``tau`` (``temperature/value`` -> ``tau``, ``temperature/mode`` ->
+    ``tau_mode``, ``dino/teacher_temperature`` -> ``teacher_tau``); otherwise the last part
+    (``optimizer/lr`` -> ``lr``) when no other config key ends so, else the parts joined by
+    ``_`` (``data/seed`` -> ``data_seed``). Distinct paths get distinct keys.
+    """
+    parts = path.removeprefix(f"{TRAIN_LOOP_CONFIG}/").split("/")
+    keys, leaves = _config_keys()
+    if parts[0] == "temperature" and len(parts) == 2:
+        return "tau" if parts[1] == "value" else f"tau_{parts[1]}"
+    short = [part.replace("temperature", "tau") for part in parts]
+    if len(parts) == 1 or (".".join(parts) in keys and leaves[parts[-1]] == 1):
+        return short[-1]
+    return "_".join(short)
+
+
+def search_params(sampled: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's searched values (``a/b`` keys) under their short keys."""
+    return {search_param_key(key): value for key, value in sorted(sampled.items())}
+
+
+def applies_to_method(key: str, method: str) -> bool:
+    """Whether a dotted config key matters to ``method`` (``dino.*`` only to DINO, ...)."""
+    for prefix, methods in _METHOD_ONLY.items():
+        if key.startswith(prefix):
+            return method in methods
+    return True
+
+
+def trial_params(record: TrialRecord) -> dict[str, Any]:
+    """A trial run's param values: the searched values under short keys and the config keys
+    that apply to its method (dotted) or, if its combination is invalid, its sampled values
+    (``a/b`` keys)."""
+    if not record.config:
+        return dict(record.sampled)
+    method = str(record.config["method"])
+    searched = {key.replace("/", ".") for key in record.sampled}
+    config = {
+        key: value
+        for key, value in flatten(record.config, separator=".").items()
+        if key in searched or applies_to_method(key, method)
+    }
+    return {**config, **search_params(record.sampled)}
+
+
+def config_params(params: Mapping[str, str], sampled_keys: Collection[str]) -> dict[str, str]:
+    """A trial run's params less the short keys of its searched values (``sampled_keys``, the
+    ``a/b`` paths): what :func:`tauray.layout.config_from_params` rebuilds its config from."""
+    keys, _ = _config_keys()
+    short = {search_param_key(key) for key in sampled_keys} - keys
+    return {key: text for key, text in params.items() if key not in short}
+
+
+def config_yaml(config: Mapping[str, Any]) -> str:
+    """:data:`CONFIG_FILE`'s text: the full nested config as YAML, in the schema's order."""
+    import yaml
+
+    return yaml.safe_dump(dict(config), sort_keys=False)

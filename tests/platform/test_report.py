@@ -26,7 +26,7 @@ import yaml
 from PIL import Image
 from ray.tune.experiment import Trial
 
-from tauray import cli
+from tauray import cli, layout
 from tauray.layout import TAG_SPACE, TAG_STORAGE, TAG_SWEEP, config_from_params, config_params
 from tauray.ranking import dominates, pareto_front
 from tauray.report import SweepReport, SweepRun, format_report, rank, text_scatter, write_report
@@ -561,6 +561,30 @@ def test_config_round_trips_through_mlflow_params(method: str) -> None:
     assert rebuilt["data"]["root"] == "123" and rebuilt["optimizer"]["lr"] == 1e-5
     broken, reason = config_from_params({**config_params(config), "optimizer.lr": "fast"})
     assert broken is None and "optimizer.lr" in (reason or "")
+
+
+@pytest.mark.parametrize("method", ["simclr", "clip", "dino"])
+def test_a_trial_config_rebuilds_from_its_method_params_and_short_keys(method: str) -> None:
+    config = build_config(
+        {
+            "method": method,
+            "temperature": {"mode": "fixed", "value": 0.3},
+            "optimizer": {"lr": 0.002},
+        }
+    ).to_dict()
+    sampled = {"temperature/mode": "fixed", "temperature/value": 0.3, "optimizer/lr": 0.002}
+    record = TrialRecord(trial_id="t", index=1, sampled=sampled, config=config)
+    params = layout.trial_params(record)
+    assert (params["tau"], params["tau_mode"], params["lr"]) == ("0.3", "fixed", "0.002")
+    assert any(key.startswith("dino.") for key in params) == (method == "dino")
+    assert any(key.startswith("model.text_") for key in params) == (method == "clip")
+    tags = layout.trial_tags(record, "space")
+    read = layout.trial_record(
+        run_id="r", run_status="FINISHED", tags=tags, params=params, metrics={}, epoch=0, position=1
+    )
+    assert read.config_error is None
+    assert read.config == config  # the keys not logged are the method-irrelevant defaults
+    assert read.sampled == sampled
 
 
 def test_text_scatter_puts_extremes_in_the_corners() -> None:

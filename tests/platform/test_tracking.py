@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+import yaml
 from ray.tune.experiment import Trial
 
 from tauray import layout, ui_layout
@@ -267,7 +268,7 @@ def _result(epoch: int, knn: float, temperature: float, checkpoint: str | None =
 
 
 def test_callback_writes_children_metrics_statuses_and_models(
-    recorder: SweepRecorder, monkeypatch: pytest.MonkeyPatch
+    recorder: SweepRecorder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     loaded_from: list[str] = []
 
@@ -328,6 +329,18 @@ def test_callback_writes_children_metrics_statuses_and_models(
     assert done_run.data.params["temperature.mode"] == "fixed"
     assert done_run.data.params["temperature.value"] == "0.1"
     assert done_run.data.params["data.max_train_samples"] == "64"
+    # The searched values under short keys; only the sections SimCLR uses; the whole config
+    # as an artifact.
+    assert (done_run.data.params["tau"], done_run.data.params["tau_mode"]) == ("0.1", "fixed")
+    assert not [key for key in done_run.data.params if key.startswith(("dino.", "model.text_"))]
+    config_file = mlflow.artifacts.download_artifacts(
+        run_id=done_run.info.run_id,
+        artifact_path=ui_layout.CONFIG_FILE,
+        dst_path=str(tmp_path),
+        tracking_uri=recorder.target.uri,
+    )
+    config = yaml.safe_load(Path(config_file).read_text())
+    assert config == ledger.records["aaaa0001"].config
     knn = client.get_metric_history(done_run.info.run_id, "val/knn_top1")
     assert [(m.step, m.value) for m in knn] == [(1, 0.30), (2, 0.40)]
     best = client.get_metric_history(done_run.info.run_id, ui_layout.OBJECTIVE_BEST)

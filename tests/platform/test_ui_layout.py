@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from tauray import ui_layout
 from tauray.trials import PHASE_CONFIRM, TrialRecord
-from tauray_trainers.config import build_config
+from tauray_trainers.config import build_config, flatten
 
 
 def _record(index: int = 2, **config: Any) -> TrialRecord:
@@ -87,3 +88,59 @@ def test_best_so_far_runs_over_search_trials_in_index_order() -> None:
     ]
     assert ui_layout.best_so_far(records, "val/x", "max") == [(2, 0.4), (3, 0.4), (4, 0.4)]
     assert ui_layout.best_so_far(records, "val/x", "min") == [(2, 0.4), (3, 0.3), (4, 0.3)]
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("temperature/value", "tau"),
+        ("train_loop_config/temperature/mode", "tau_mode"),
+        ("temperature/lr_multiplier", "tau_lr_multiplier"),
+        ("optimizer/lr", "lr"),
+        ("optimizer/weight_decay", "weight_decay"),
+        ("optimizer/warmup_epochs", "optimizer_warmup_epochs"),  # temperature has one too
+        ("batch_size_per_worker", "batch_size_per_worker"),
+        ("dino/teacher_temperature", "teacher_tau"),
+        ("data/seed", "data_seed"),  # the trainer's seed is `seed`
+        ("seed", "seed"),
+    ],
+)
+def test_searched_values_get_short_keys(path: str, key: str) -> None:
+    assert ui_layout.search_param_key(path) == key
+
+
+def test_every_config_key_gets_its_own_short_key() -> None:
+    paths = [key.replace(".", "/") for key in flatten(build_config().to_dict(), separator=".")]
+    keys = [ui_layout.search_param_key(path) for path in paths]
+    assert len(set(keys)) == len(keys)
+    assert max(len(key) for key in keys) <= 32
+
+
+def test_params_keep_only_what_the_method_uses() -> None:
+    sampled = {"temperature/mode": "fixed", "temperature/value": 0.2}
+    for method, absent, present in [
+        (
+            "simclr",
+            ("dino.", "model.text_", "loss.name", "model.dino_out_dim"),
+            ("loss.chunk_size",),
+        ),
+        ("clip", ("dino.", "model.dino_out_dim"), ("model.text_width", "loss.name")),
+        ("dino", ("model.text_", "loss.sigmoid_bias"), ("dino.teacher_temperature",)),
+    ]:
+        record = _record(method=method, temperature={"value": 0.2})
+        record.sampled = sampled
+        params = ui_layout.trial_params(record)
+        assert not [key for key in params if key.startswith(absent)], method
+        assert set(present) <= set(params), method
+        assert (params["tau"], params["tau_mode"]) == (0.2, "fixed")
+        assert params["temperature.value"] == 0.2
+        assert "tau" not in ui_layout.config_params({"tau": "0.2", "epochs": "2"}, sampled)
+    invalid = TrialRecord(trial_id="x", index=5, sampled={"temperature/value": 9.0}, config=None)
+    assert ui_layout.trial_params(invalid) == {"temperature/value": 9.0}
+
+
+def test_config_yaml_reads_back_as_the_config() -> None:
+    config = build_config({"method": "clip", "epochs": 3}).to_dict()
+    text = ui_layout.config_yaml(config)
+    assert yaml.safe_load(text) == config
+    assert text.startswith("method: clip\n")

@@ -136,6 +136,10 @@ class MlflowTrialLogger(Callback):
                 self.run_ids.get(record.confirms) if record.confirms else None,
             ),
         )
+        if created and record.config:
+            self.recorder.log_text(
+                run_id, ui_layout.config_yaml(record.config), ui_layout.CONFIG_FILE
+            )
         # A restored sweep continues after the epochs already logged.
         self._last_step[trial.trial_id] = {} if created else self.recorder.last_steps(run_id)
         self.run_ids[trial.trial_id] = run_id
