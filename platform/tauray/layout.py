@@ -24,7 +24,8 @@ One experiment per ``--experiment`` name holds the sweeps:
   trial status; ``tauray.failure_reason``, ``tauray.failure_kind`` and
   ``tauray.oom_batch_size_per_worker`` when it failed), params (the searched values' short
   keys and its config's dotted keys that apply to its method; only the sampled ``a/b`` values
-  when the combination was invalid), its config as ``config.yaml``, every metric of the
+  when the combination was invalid), its config as ``config.yaml``, its data as MLflow
+  datasets and MLflow's context tags (:mod:`tauray.run_context`), every metric of the
   training loop (:mod:`tauray_trainers.metrics`) at every epoch (step = epoch), and, when it
   ended without error, its model under ``model`` (tag ``tauray.model_uri``, or
   ``tauray.model_error``);

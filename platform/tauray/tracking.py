@@ -21,6 +21,7 @@ absolute (Ray workers run in other directories).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import subprocess
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tauray import layout
+from tauray.run_context import context_tags, dataset_inputs
 from tauray.tracking_stores import (
     FILE_STORE_ENV,
     check_database_server,
@@ -330,6 +332,11 @@ class SweepRecorder:
             )
         return existing.experiment_id
 
+    @functools.cached_property
+    def context_tags(self) -> dict[str, str]:
+        """MLflow's context tags of every run this recorder creates (:mod:`tauray.run_context`)."""
+        return context_tags()
+
     # ---- runs --------------------------------------------------------------------------------
 
     def start_sweep_run(
@@ -339,7 +346,7 @@ class SweepRecorder:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={layout.TAG_KIND: layout.KIND_SWEEP, **tags},
+            tags={layout.TAG_KIND: layout.KIND_SWEEP, **self.context_tags, **tags},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -369,7 +376,11 @@ class SweepRecorder:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={**layout.trial_identity_tags(parent_run_id, trial_id), **tags},
+            tags={
+                **layout.trial_identity_tags(parent_run_id, trial_id),
+                **self.context_tags,
+                **tags,
+            },
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id, True
@@ -493,6 +504,11 @@ class SweepRecorder:
 
     def end_run(self, run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def log_datasets(self, run_id: str, config: Mapping[str, Any]) -> None:
+        """Log a run's training and validation data (``config``: its full config) as MLflow
+        dataset inputs (:func:`tauray.run_context.dataset_inputs`)."""
+        self.client.log_inputs(run_id, datasets=dataset_inputs(config))
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)

@@ -341,6 +341,17 @@ def test_callback_writes_children_metrics_statuses_and_models(
     )
     config = yaml.safe_load(Path(config_file).read_text())
     assert config == ledger.records["aaaa0001"].config
+    # MLflow's context: the User, Source and Dataset columns.
+    assert done_run.data.tags["mlflow.source.name"] == "tauray tune"
+    assert done_run.data.tags["mlflow.user"]
+    inputs = {
+        item.dataset.name: {tag.key: tag.value for tag in item.tags}
+        for item in done_run.inputs.dataset_inputs
+    }
+    assert inputs == {
+        "digits-cluttered-train": {"mlflow.data.context": "train"},
+        "digits-cluttered-validation": {"mlflow.data.context": "validation"},
+    }
     knn = client.get_metric_history(done_run.info.run_id, "val/knn_top1")
     assert [(m.step, m.value) for m in knn] == [(1, 0.30), (2, 0.40)]
     best = client.get_metric_history(done_run.info.run_id, ui_layout.OBJECTIVE_BEST)

@@ -140,6 +140,7 @@ class MlflowTrialLogger(Callback):
             self.recorder.log_text(
                 run_id, ui_layout.config_yaml(record.config), ui_layout.CONFIG_FILE
             )
+            self.recorder.log_datasets(run_id, record.config)
         # A restored sweep continues after the epochs already logged.
         self._last_step[trial.trial_id] = {} if created else self.recorder.last_steps(run_id)
         self.run_ids[trial.trial_id] = run_id
