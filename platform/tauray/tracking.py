@@ -505,6 +505,10 @@ class SweepRecorder:
     def end_run(self, run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def describe_experiment(self, markdown: str) -> None:
+        """Set the experiment's description (MLflow's ``mlflow.note.content`` tag)."""
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", markdown)
+
     def log_datasets(self, run_id: str, config: Mapping[str, Any]) -> None:
         """Log a run's training and validation data (``config``: its full config) as MLflow
         dataset inputs (:func:`tauray.run_context.dataset_inputs`)."""

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
-from tauray import layout, ui_layout
+from tauray import layout
 from tauray.ranking import rank_trials
 from tauray.run_file import best_config_yaml
 from tauray.storage import StoragePath, local_folder
@@ -46,6 +46,7 @@ from tauray.sweep.console import (
     quiet_ray_tune,
     write_stderr,
 )
+from tauray.sweep.describe import describe_sweep
 from tauray.sweep.ledger import TrialLedger
 from tauray.sweep.mlflow_logger import MlflowTrialLogger
 from tauray.sweep.plan import SweepPlan, SweepRequest, runs_in_trial
@@ -584,13 +585,13 @@ def _finish(
             metrics.update(layout.champion_metrics(confirmation.champion.stats))
         with mlflow_logger.guarded("log the sweep's results"):
             recorder.log_metrics(parent_run_id, metrics, step=0)
-            history = ui_layout.best_so_far(records, objective.metric, objective.mode)
-            recorder.log_metric_history(parent_run_id, ui_layout.OBJECTIVE_BEST_SO_FAR, history)
             if confirmation is not None:
                 csv_text = confirmation.csv_text(mlflow_logger.run_ids)
                 recorder.log_text(parent_run_id, csv_text, layout.CONFIRMATION_FILE)
                 recorder.set_tags(parent_run_id, {layout.TAG_VERDICT: confirmation.verdict})
             recorder.log_artifacts(parent_run_id, list(plots.paths.values()), layout.PLOTS_FOLDER)
+        with mlflow_logger.guarded("describe the sweep"):
+            describe_sweep(recorder, plan, parent_run_id, records, best, best_run_id, champion)
     plot_paths = {name: plots_dir / path.name for name, path in plots.paths.items()}
     if mlflow_logger.errors > errors_before:
         logger.warning("some MLflow writes failed at the end of the sweep (see above)")
