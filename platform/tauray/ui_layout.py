@@ -34,6 +34,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
+from tauray.ranking import RANKABLE
 from tauray.trials import PHASE_CONFIRM, PHASE_SEARCH, TrialRecord
 from tauray_trainers.config import TRAIN_LOOP_CONFIG, TrainConfig, flatten
 
@@ -144,13 +145,14 @@ def objective_progress(
 
 def best_so_far(records: Iterable[TrialRecord], metric: str, mode: str) -> list[tuple[int, float]]:
     """The parent run's :data:`OBJECTIVE_BEST_SO_FAR` points: ``(trial index, best value)`` for
-    every search trial from the first one with a value on (a failed trial repeats the best)."""
+    every search trial from the first one that ranks on (a trial that does not rank, such as a
+    failed one, repeats the best so far; :func:`tauray.ranking.rank_trials`)."""
     points: list[tuple[int, float]] = []
     best: float | None = None
     for record in sorted(records, key=lambda each: each.index):
         if record.phase != PHASE_SEARCH:
             continue
-        value = record.value(metric)
+        value = record.value(metric) if record.status in RANKABLE else None
         if value is not None:
             best = value if best is None else float(_better(mode)(best, value))
         if best is not None:

@@ -72,22 +72,32 @@ def test_objective_columns_keep_the_best_and_the_first_rung() -> None:
     assert ui_layout.objective_progress([], "max", 1, 1) == {}
 
 
-def test_best_so_far_runs_over_search_trials_in_index_order() -> None:
-    def trial(index: int, value: float | None, phase: str = "search") -> TrialRecord:
+def test_best_so_far_runs_over_ranked_search_trials_in_index_order() -> None:
+    def trial(
+        index: int, value: float | None, phase: str = "search", status: str = "completed"
+    ) -> TrialRecord:
         metrics = {} if value is None else {"val/x": value}
         record = TrialRecord(trial_id=str(index), index=index, sampled={}, config=None)
         record.metrics, record.phase = metrics, phase
+        record.status = status  # type: ignore[assignment]
         return record
 
     records = [
-        trial(3, 0.3),
-        trial(1, None),
+        trial(3, 0.3, status="stopped"),
+        trial(1, None, status="failed"),
         trial(2, 0.4),
         trial(4, 0.35),
         trial(5, 0.9, "confirm"),
+        trial(6, 0.95, status="failed"),  # logged a value before failing: never the best
     ]
-    assert ui_layout.best_so_far(records, "val/x", "max") == [(2, 0.4), (3, 0.4), (4, 0.4)]
-    assert ui_layout.best_so_far(records, "val/x", "min") == [(2, 0.4), (3, 0.3), (4, 0.3)]
+    best_max = [(2, 0.4), (3, 0.4), (4, 0.4), (6, 0.4)]
+    assert ui_layout.best_so_far(records, "val/x", "max") == best_max
+    assert ui_layout.best_so_far(records, "val/x", "min") == [
+        (2, 0.4),
+        (3, 0.3),
+        (4, 0.3),
+        (6, 0.3),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -26,12 +26,17 @@ def describe_sweep(
 ) -> None:
     """Log the best-so-far curve and write the parent run's and the experiment's descriptions.
 
+    A finished sweep resumed again (more trials) extends the curve; the descriptions are
+    rewritten.
+
     Args:
         champion: the registered model's URI and version, if one was registered.
     """
     objective = plan.objective
     history = ui_layout.best_so_far(records, objective.metric, objective.mode)
-    recorder.log_metric_history(parent_run_id, ui_layout.OBJECTIVE_BEST_SO_FAR, history)
+    logged = recorder.last_step(parent_run_id, ui_layout.OBJECTIVE_BEST_SO_FAR)  # resumed again
+    new = [(step, value) for step, value in history if logged is None or step > logged]
+    recorder.log_metric_history(parent_run_id, ui_layout.OBJECTIVE_BEST_SO_FAR, new)
     outcome = notes.SweepOutcome(
         sweep_name=plan.sweep_name,
         space=plan.space.name,
