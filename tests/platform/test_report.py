@@ -330,7 +330,7 @@ def test_single_objective_report_ranks_costs_and_writes_files(
 
 
 def test_a_finished_sweep_describes_itself_in_mlflow_and_still_reports(
-    mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+    mlflow_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     written = write_sweep(mlflow_uri, f"report-described-{uuid.uuid4().hex[:8]}", SINGLE)
     recorder, parent = written.recorder, written.parent_run_id
@@ -355,7 +355,9 @@ def test_a_finished_sweep_describes_itself_in_mlflow_and_still_reports(
     assert f"[{written.sweep_name}](#/experiments/{recorder.experiment_id}/runs/{parent})" in (
         description
     )
-    code, out, err = _run_report([written.experiment, "--tracking-uri", mlflow_uri], capsys)
+    code, out, err = _run_report(
+        [written.experiment, "--tracking-uri", mlflow_uri, "--output", str(tmp_path)], capsys
+    )
     assert code == 0, err
     assert f"#{best.index}" in out
 
