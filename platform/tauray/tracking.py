@@ -21,9 +21,9 @@ absolute (Ray workers run in other directories).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tauray import layout
 from tauray.layout import models as model_layout
+from tauray.run_context import context_tags, dataset_inputs, model_requirements
 from tauray.tracking_stores import (
     FILE_STORE_ENV,
     check_database_server,
@@ -263,46 +264,6 @@ def tracking_scope(target: TrackingTarget) -> Iterator[None]:
             os.environ[TRACKING_URI_ENV] = env_before
 
 
-def code_version() -> str:
-    """tauray's version, plus the git commit (and ``.dirty``) when run from a checkout."""
-    from tauray import __version__
-
-    package_dir = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(package_dir), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(package_dir), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-    if not sha:
-        return __version__
-    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
-
-
-def _model_requirements() -> list[str]:
-    """The pip requirements of a logged model: torch and what tauray_trainers imports."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    requirements = []
-    for package in ("torch", "torchvision", "numpy", "pydantic", "pyyaml"):
-        try:
-            requirements.append(f"{package}=={version(package).split('+', 1)[0]}")
-        except PackageNotFoundError:
-            requirements.append(package)
-    return requirements
-
-
 # ---- the writer ------------------------------------------------------------------------------
 
 
@@ -345,6 +306,11 @@ class SweepRecorder:
             )
         return existing.experiment_id
 
+    @functools.cached_property
+    def context_tags(self) -> dict[str, str]:
+        """MLflow's context tags of every run this recorder creates (:mod:`tauray.run_context`)."""
+        return context_tags()
+
     # ---- runs --------------------------------------------------------------------------------
 
     def start_sweep_run(
@@ -354,7 +320,7 @@ class SweepRecorder:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={layout.TAG_KIND: layout.KIND_SWEEP, **tags},
+            tags={layout.TAG_KIND: layout.KIND_SWEEP, **self.context_tags, **tags},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -384,7 +350,11 @@ class SweepRecorder:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={**layout.trial_identity_tags(parent_run_id, trial_id), **tags},
+            tags={
+                **layout.trial_identity_tags(parent_run_id, trial_id),
+                **self.context_tags,
+                **tags,
+            },
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id, True
@@ -402,6 +372,17 @@ class SweepRecorder:
 
         timestamp = int(time.time() * 1000)
         items = [Metric(key, float(value), timestamp, step) for key, value in values.items()]
+        for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
+
+    def log_metric_history(
+        self, run_id: str, key: str, points: Sequence[tuple[int, float]]
+    ) -> None:
+        """Log ``key`` at each ``(step, value)`` of ``points`` (a curve over steps)."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        items = [Metric(key, float(value), timestamp, step) for step, value in points]
         for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
 
@@ -492,8 +473,20 @@ class SweepRecorder:
         if items:
             self.client.log_batch(run_id, tags=items)
 
+    def rename_run(self, run_id: str, name: str) -> None:
+        self.client.update_run(run_id, name=name)
+
     def end_run(self, run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def describe_experiment(self, markdown: str) -> None:
+        """Set the experiment's description (MLflow's ``mlflow.note.content`` tag)."""
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", markdown)
+
+    def log_datasets(self, run_id: str, config: Mapping[str, Any]) -> None:
+        """Log a run's training and validation data (``config``: its full config) as MLflow
+        dataset inputs (:func:`tauray.run_context.dataset_inputs`)."""
+        self.client.log_inputs(run_id, datasets=dataset_inputs(config))
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
@@ -552,7 +545,7 @@ class SweepRecorder:
                 metadata=model_layout.model_metadata(card),
                 serialization_format="pickle",
                 code_paths=[str(Path(tauray_trainers.__file__).resolve().parent)],
-                pip_requirements=_model_requirements(),
+                pip_requirements=model_requirements(),
             )
         return info.model_uri
 

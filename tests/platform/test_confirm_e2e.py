@@ -47,6 +47,7 @@ from tauray.layout import (
     TAG_PHASE,
     TAG_STATUS,
     TAG_TRIAL_ID,
+    TAG_TRIAL_INDEX,
     TAG_VERDICT,
 )
 from tauray.sweep.confirm import CONFIRM_FILE
@@ -138,8 +139,13 @@ def test_search_and_confirmation_runs_are_tagged_children_of_the_sweep(
     repeated = [run.data.tags[TAG_CONFIRMS] for run in confirmation]
     assert set(repeated) <= set(search_ids) and len(set(repeated)) == TOP
     for run in confirmation:
-        original = search_ids[run.data.tags[TAG_CONFIRMS]].data.params
+        searched = search_ids[run.data.tags[TAG_CONFIRMS]]
+        original = searched.data.params
         params = run.data.params
+        # Its name says which search trial it repeats, under which seed.
+        index, searched_index = (int(r.data.tags[TAG_TRIAL_INDEX]) for r in (run, searched))
+        name = f"t{index:03d} confirm t{searched_index:03d} seed={params['seed']}"
+        assert run.info.run_name == name
         assert params["seed"] in ("1", "2") and original["seed"] == "0"
         assert params["data.seed"] == original["data.seed"]  # the same split
         assert params["temperature.mode"] == original["temperature.mode"]

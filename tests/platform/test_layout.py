@@ -191,7 +191,9 @@ def test_sweep_params_encode_what_the_report_decodes() -> None:
         "trials/failed": 0,
     }
     best = layout.result_metrics({"completed": 1, "stopped": 0, "failed": 0}, "val/x", None)
-    assert math.isnan(best["best/val/x"])
+    assert math.isnan(best["best/val/x"]) and math.isnan(best["val/x"])
+    best = layout.result_metrics({"completed": 1, "stopped": 0, "failed": 0}, "val/x", 0.25)
+    assert best["val/x"] == best["best/val/x"] == 0.25  # the trials' column, in the parent row
     assert layout.resumed_tags(dt.datetime(2026, 1, 2, 3, 4, 5)) == {
         layout.TAG_RESUMED: "2026-01-02T03:04:05",
         layout.TAG_STATUS: "running",
@@ -221,7 +223,7 @@ def test_a_trial_run_reads_back_as_the_record_that_wrote_it() -> None:
         **layout.ended_tags(written),
     }
     assert tags[layout.TAG_SAMPLED] == "optimizer/lr,temperature/value"
-    assert layout.trial_run_name(written) == "trial-007-abcd0001"
+    assert layout.trial_run_name(written) == "t007 fixed τ=0.200"
     read = layout.trial_record(
         run_id="run1",
         run_status="FINISHED",

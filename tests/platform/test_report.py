@@ -26,16 +26,17 @@ import yaml
 from PIL import Image
 from ray.tune.experiment import Trial
 
-from tauray import cli
+from tauray import cli, layout, notes, ui_layout
 from tauray.layout import TAG_SPACE, TAG_STORAGE, TAG_SWEEP, config_from_params, config_params
-from tauray.ranking import dominates, pareto_front
+from tauray.ranking import dominates, pareto_front, rank_trials
 from tauray.report import SweepReport, SweepRun, format_report, rank, text_scatter, write_report
 from tauray.run_file import load_run_file
 from tauray.sweep import driver
 from tauray.sweep import ledger as ledger_module
+from tauray.sweep.describe import describe_sweep
 from tauray.sweep.ledger import TrialLedger
 from tauray.sweep.mlflow_logger import MlflowTrialLogger
-from tauray.sweep.plan import SweepRequest, plan_sweep
+from tauray.sweep.plan import SweepPlan, SweepRequest, plan_sweep
 from tauray.tracking import SweepRecorder, resolve_tracking_target
 from tauray.trials import TrialRecord
 from tauray_spaces import Objective
@@ -66,6 +67,8 @@ class WrittenSweep:
     parent_run_id: str
     ledger: TrialLedger
     planned: dict[str, PlannedTrial]
+    recorder: SweepRecorder
+    plan: SweepPlan
 
 
 def _free_port() -> int:
@@ -151,7 +154,13 @@ def write_sweep(
     assert all(record.config is not None for record in ledger.records.values())
     recorder.end_run(parent, "FINISHED")
     return WrittenSweep(
-        experiment, plan.sweep_name, parent, ledger, {t.trial_id: t for t in planned}
+        experiment,
+        plan.sweep_name,
+        parent,
+        ledger,
+        {t.trial_id: t for t in planned},
+        recorder,
+        plan,
     )
 
 
@@ -318,6 +327,39 @@ def test_single_objective_report_ranks_costs_and_writes_files(
     assert by_id["aaaa0002"]["cost"]["cost/worker_seconds"] == pytest.approx(24.0)
     assert by_id["aaaa0003"]["epoch"] == 1
     assert (tmp_path / "report.txt").read_text().strip() == out.strip()
+
+
+def test_a_finished_sweep_describes_itself_in_mlflow_and_still_reports(
+    mlflow_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written = write_sweep(mlflow_uri, f"report-described-{uuid.uuid4().hex[:8]}", SINGLE)
+    recorder, parent = written.recorder, written.parent_run_id
+    records = written.ledger.ordered()
+    best = rank_trials(records, written.plan.objectives).best
+    assert best is not None
+    best_run_id = recorder.find_trial_run(parent, best.trial_id)
+    for _ in range(2):  # a finished sweep resumed again: rewritten, no point logged twice
+        describe_sweep(
+            recorder, written.plan, parent, records, best, best_run_id, ("models:/m@champion", "1")
+        )
+    client = recorder.client
+    curve = client.get_metric_history(parent, ui_layout.OBJECTIVE_BEST_SO_FAR)
+    expected = ui_layout.best_so_far(records, "val/knn_top1", "max")
+    assert [(entry.step, entry.value) for entry in curve] == expected
+    assert expected[-1][1] == best.value("val/knn_top1")
+    best_run = client.get_run(best_run_id or "")
+    note = client.get_run(parent).data.tags[notes.NOTE_TAG]
+    link = f"[{best_run.info.run_name}](#/experiments/{recorder.experiment_id}/runs/{best_run_id})"
+    assert link in note and "`models:/m@champion` (version 1)" in note
+    description = client.get_experiment(recorder.experiment_id).tags[notes.NOTE_TAG]
+    assert f"[{written.sweep_name}](#/experiments/{recorder.experiment_id}/runs/{parent})" in (
+        description
+    )
+    code, out, err = _run_report(
+        [written.experiment, "--tracking-uri", mlflow_uri, "--output", str(tmp_path)], capsys
+    )
+    assert code == 0, err
+    assert f"#{best.index}" in out
 
 
 def test_objective_override_gives_a_pareto_front_and_top_limits_the_table(
@@ -561,6 +603,30 @@ def test_config_round_trips_through_mlflow_params(method: str) -> None:
     assert rebuilt["data"]["root"] == "123" and rebuilt["optimizer"]["lr"] == 1e-5
     broken, reason = config_from_params({**config_params(config), "optimizer.lr": "fast"})
     assert broken is None and "optimizer.lr" in (reason or "")
+
+
+@pytest.mark.parametrize("method", ["simclr", "clip", "dino"])
+def test_a_trial_config_rebuilds_from_its_method_params_and_short_keys(method: str) -> None:
+    config = build_config(
+        {
+            "method": method,
+            "temperature": {"mode": "fixed", "value": 0.3},
+            "optimizer": {"lr": 0.002},
+        }
+    ).to_dict()
+    sampled = {"temperature/mode": "fixed", "temperature/value": 0.3, "optimizer/lr": 0.002}
+    record = TrialRecord(trial_id="t", index=1, sampled=sampled, config=config)
+    params = layout.trial_params(record)
+    assert (params["tau"], params["tau_mode"], params["lr"]) == ("0.3", "fixed", "0.002")
+    assert any(key.startswith("dino.") for key in params) == (method == "dino")
+    assert any(key.startswith("model.text_") for key in params) == (method == "clip")
+    tags = layout.trial_tags(record, "space")
+    read = layout.trial_record(
+        run_id="r", run_status="FINISHED", tags=tags, params=params, metrics={}, epoch=0, position=1
+    )
+    assert read.config_error is None
+    assert read.config == config  # the keys not logged are the method-irrelevant defaults
+    assert read.sampled == sampled
 
 
 def test_text_scatter_puts_extremes_in_the_corners() -> None:

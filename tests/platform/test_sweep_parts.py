@@ -161,6 +161,10 @@ def test_schedulers(tmp_path: Path) -> None:
     assert isinstance(none, FIFOScheduler)
     single_epoch, _ = search.build_scheduler(_plan(tmp_path, overrides=("epochs=1",)))
     assert isinstance(single_epoch, FIFOScheduler)
+    # The rung the trials' objective/at_first_rung column is logged at: none without stopping.
+    assert search.early_stopping_rung(_plan(tmp_path)) == 2
+    assert search.early_stopping_rung(_plan(tmp_path, scheduler="none")) is None
+    assert search.early_stopping_rung(_plan(tmp_path, overrides=("epochs=1",))) is None
     assert isinstance(long_asha, ASHAScheduler)
 
 

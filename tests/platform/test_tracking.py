@@ -16,9 +16,10 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+import yaml
 from ray.tune.experiment import Trial
 
-from tauray import layout
+from tauray import layout, ui_layout
 from tauray.layout import (
     CHAMPION_ALIAS,
     TAG_FAILURE_KIND,
@@ -309,7 +310,7 @@ def _result(epoch: int, knn: float, temperature: float, checkpoint: str | None =
 
 
 def test_callback_writes_children_metrics_statuses_and_models(
-    recorder: SweepRecorder, monkeypatch: pytest.MonkeyPatch
+    recorder: SweepRecorder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     loaded_from: list[str] = []
 
@@ -321,7 +322,14 @@ def test_callback_writes_children_metrics_statuses_and_models(
     monkeypatch.setattr(ledger_module, "_error_text", lambda trial: RAY_ERROR_TEXT)
     parent = recorder.start_sweep_run("sweep", {}, {})
     ledger = TrialLedger(FIXED)
-    logger = MlflowTrialLogger(recorder, ledger, parent, "simclr-temperature")
+    logger = MlflowTrialLogger(
+        recorder,
+        ledger,
+        parent,
+        "simclr-temperature",
+        objective=("val/knn_top1", "max"),
+        first_rung=1,
+    )
     callbacks = [ledger, logger]
 
     def emit(event: str, trial: Trial, **kwargs) -> None:
@@ -358,11 +366,40 @@ def test_callback_writes_children_metrics_statuses_and_models(
     assert done_run.data.tags[TAG_SPACE] == "simclr-temperature"
     assert done_run.data.tags[TAG_METHOD] == "simclr"
     assert done_run.data.tags[TAG_MODEL_URI] == logger.model_uris["aaaa0001"]
+    assert done_run.info.run_name == "t001 fixed τ=0.100"
+    assert ui_layout.TAG_STOPPED_AT_EPOCH not in done_run.data.tags
     assert done_run.data.params["temperature.mode"] == "fixed"
     assert done_run.data.params["temperature.value"] == "0.1"
     assert done_run.data.params["data.max_train_samples"] == "64"
+    # The searched values under short keys; only the sections SimCLR uses; the whole config
+    # as an artifact.
+    assert (done_run.data.params["tau"], done_run.data.params["tau_mode"]) == ("0.1", "fixed")
+    assert not [key for key in done_run.data.params if key.startswith(("dino.", "model.text_"))]
+    config_file = mlflow.artifacts.download_artifacts(
+        run_id=done_run.info.run_id,
+        artifact_path=ui_layout.CONFIG_FILE,
+        dst_path=str(tmp_path),
+        tracking_uri=recorder.target.uri,
+    )
+    config = yaml.safe_load(Path(config_file).read_text())
+    assert config == ledger.records["aaaa0001"].config
+    # MLflow's context: the User, Source and Dataset columns.
+    assert done_run.data.tags["mlflow.source.name"] == "tauray tune"
+    assert done_run.data.tags["mlflow.user"]
+    inputs = {
+        item.dataset.name: {tag.key: tag.value for tag in item.tags}
+        for item in done_run.inputs.dataset_inputs
+    }
+    assert inputs == {
+        "digits-cluttered-train": {"mlflow.data.context": "train"},
+        "digits-cluttered-validation": {"mlflow.data.context": "validation"},
+    }
     knn = client.get_metric_history(done_run.info.run_id, "val/knn_top1")
     assert [(m.step, m.value) for m in knn] == [(1, 0.30), (2, 0.40)]
+    best = client.get_metric_history(done_run.info.run_id, ui_layout.OBJECTIVE_BEST)
+    assert [(m.step, m.value) for m in best] == [(1, 0.30), (2, 0.40)]
+    at_rung = client.get_metric_history(done_run.info.run_id, ui_layout.OBJECTIVE_AT_FIRST_RUNG)
+    assert [(m.step, m.value) for m in at_rung] == [(1, 0.30)]
     assert [
         m.step for m in client.get_metric_history(done_run.info.run_id, "train/temperature")
     ] == [1, 2]
@@ -373,6 +410,14 @@ def test_callback_writes_children_metrics_statuses_and_models(
     assert stopped_run.data.tags[TAG_STATUS] == "stopped"
     assert stopped_run.data.tags[TAG_MODEL_URI] == stopped_uri
     assert stopped_run.info.status == "FINISHED"
+    assert stopped_run.info.run_name == "t002 learnable τ0=0.070 stopped@1"
+    assert stopped_run.data.tags[ui_layout.TAG_STOPPED_AT_EPOCH] == "1"
+    assert stopped_run.data.metrics[ui_layout.OBJECTIVE_AT_FIRST_RUNG] == 0.20
+    assert stopped_run.data.metrics[ui_layout.OBJECTIVE_BEST] == 0.20
+
+    recorder.log_metric_history(parent, ui_layout.OBJECTIVE_BEST_SO_FAR, [(1, 0.4), (2, 0.4)])
+    curve = client.get_metric_history(parent, ui_layout.OBJECTIVE_BEST_SO_FAR)
+    assert [(m.step, m.value) for m in curve] == [(1, 0.4), (2, 0.4)]
 
     failed_run = client.get_run(logger.run_ids["aaaa0003"])
     assert failed_run.info.status == "FAILED"
@@ -381,6 +426,7 @@ def test_callback_writes_children_metrics_statuses_and_models(
         "NonFiniteLossError: non-finite loss (nan) at step 7"
     )
     assert failed_run.data.tags[TAG_FAILURE_KIND] == "non_finite"
+    assert failed_run.info.run_name == "t003 fixed τ=0.020"
     assert TAG_MODEL_URI not in failed_run.data.tags
 
     children = client.search_runs(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import ray
 import torch
 from mlflow import MlflowClient
 
-from tauray import __version__
+from tauray import __version__, ui_layout
 from tauray.cli import main
 from tauray.layout import (
     CHAMPION_ALIAS,
@@ -51,6 +52,7 @@ from tauray_trainers.evaluation import knn_top1
 from tauray_trainers.loop import FAULT_INJECTION_ENV
 
 EXPERIMENT = "e2e-simclr"
+METRIC = "val/knn_top1"
 TRIALS = 3
 EPOCHS = 2
 
@@ -228,6 +230,68 @@ def test_one_child_run_per_trial_with_params_and_metrics_per_epoch(sweep: SweepR
         assert all(entry.value > 0 for entry in temperature)
         assert run.data.metrics["cost/samples_seen"] > 0
         assert 0.0 <= run.data.metrics["val/knn_top1"] <= 1.0
+
+
+@pytest.mark.ray
+def test_the_runs_table_reads_well(sweep: SweepRun) -> None:
+    """Names that say what differs, short searched keys, the objective's columns, the config
+    file, MLflow's context tags and datasets: what a person sees in the MLflow UI."""
+    client, parent = sweep.client, sweep.parent
+    assert sweep.children[0].info.run_name == "t001 fixed τ=0.100"  # the space's first baseline
+    assert sweep.children[1].info.run_name.startswith("t002 learnable τ0=0.070")
+    for run in sweep.children:
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert re.fullmatch(
+            r"t\d{3} (fixed τ=|learnable τ0=|cosine τ )\S+( \S+)?", run.info.run_name
+        )
+        if tags[TAG_STATUS] == "stopped":
+            epoch = tags[ui_layout.TAG_STOPPED_AT_EPOCH]
+            assert run.info.run_name.endswith(f" stopped@{epoch}")
+        else:
+            assert (
+                ui_layout.TAG_STOPPED_AT_EPOCH not in tags and "stopped@" not in run.info.run_name
+            )
+        assert params["tau_mode"] == params["temperature.mode"]
+        assert {"lr", "weight_decay", "batch_size_per_worker"} <= set(params)
+        assert not [key for key in params if key.startswith(("dino.", "model.text_", "loss.name"))]
+        assert tags["mlflow.user"] and tags["mlflow.source.name"] == "tauray tune"
+        assert tags["mlflow.source.git.commit"] == parent.data.tags["mlflow.source.git.commit"]
+        contexts = {
+            item.dataset.name: [tag.value for tag in item.tags]
+            for item in run.inputs.dataset_inputs
+        }
+        assert contexts == {
+            "digits-cluttered-train": ["train"],
+            "digits-cluttered-validation": ["validation"],
+        }
+        files = {item.path for item in client.list_artifacts(run.info.run_id)}
+        assert ui_layout.CONFIG_FILE in files
+        if tags[TAG_STATUS] == "failed":
+            continue
+        knn = [entry.value for entry in client.get_metric_history(run.info.run_id, METRIC)]
+        assert metrics[ui_layout.OBJECTIVE_BEST] == max(knn)
+        # --set epochs=2: the first rung is epoch 1, which every trial that ran reached.
+        assert metrics[ui_layout.OBJECTIVE_AT_FIRST_RUNG] == knn[0]
+    # The parent: the objective under the trials' key, the optimisation history, descriptions.
+    best_run_id = parent.data.tags[TAG_BEST_RUN]
+    assert parent.data.metrics[METRIC] == parent.data.metrics[f"best/{METRIC}"]
+    curve = client.get_metric_history(parent.info.run_id, ui_layout.OBJECTIVE_BEST_SO_FAR)
+    assert [entry.step for entry in curve] == sorted(entry.step for entry in curve)
+    assert {entry.step for entry in curve} <= {
+        int(run.data.tags[TAG_TRIAL_INDEX]) for run in sweep.children
+    }
+    assert curve[-1].value == parent.data.metrics[METRIC]
+    values = [entry.value for entry in curve]
+    assert values == sorted(values)  # max: the best so far never falls
+    link = f"(#/experiments/{sweep.experiment_id}/runs/{best_run_id})"
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("### Sweep ") and link in note
+    assert f"**{parent.data.metrics[METRIC]:.4g}**" in note
+    assert f"models:/{EXPERIMENT}@champion" in note
+    experiment = client.get_experiment(sweep.experiment_id)
+    description = experiment.tags["mlflow.note.content"]
+    assert f"(#/experiments/{sweep.experiment_id}/runs/{parent.info.run_id})" in description
+    assert link in description
 
 
 @pytest.mark.ray

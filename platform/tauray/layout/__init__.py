@@ -1,8 +1,7 @@
 """The MLflow layout of a sweep: every name tauray writes to MLflow, encoded and decoded here.
 
 The sweep driver writes through this module and ``tauray report`` reads through it, so the two
-cannot drift apart. It imports no Ray (and nothing that does): the report reads a sweep from a
-machine without a Ray cluster.
+cannot drift apart. It imports no Ray: the report reads a sweep without a Ray cluster.
 
 One experiment per ``--experiment`` name holds the sweeps:
 
@@ -12,29 +11,31 @@ One experiment per ``--experiment`` name holds the sweeps:
   ``tauray.best_run_id``), ``tauray.resumed`` when a session resumed it); params
   (:func:`sweep_params`, :func:`search_params`: ``space``, ``method``, ``objective``
   (``metric:mode`` texts, comma-separated), ``trials``, ``time_budget_s``, resources,
-  ``code_version``, the sampler, ...); at the end the metrics ``trials/*`` and
-  ``best/<objective>``, params ``best/<parameter>`` and artifacts ``best_config.yaml`` and
-  ``plots/*.png``; a sweep with a confirmation phase also ``champion/mean|sd|n|ci95_low|
-  ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``
+  ``code_version``, the sampler, ...); at the end the metrics ``trials/*``, ``<objective>``
+  and ``best/<objective>`` (the best value), params ``best/<parameter>``, artifacts
+  ``best_config.yaml`` and ``plots/*.png``; with a confirmation phase also ``champion/mean|sd|
+  n|ci95_low|ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``
   (:mod:`tauray.layout.confirmation`);
-- each **trial** is a child run (tag ``mlflow.parentRunId``, ``tauray.kind = trial``) with tags
+- each **trial** is a child run (tag ``mlflow.parentRunId``, ``tauray.kind = trial``; its name
+  and what makes it read well in the UI: :mod:`tauray.ui_layout`) with tags
   ``tauray.trial_id``, ``tauray.trial_index``, ``tauray.method``, ``tauray.space``,
   ``tauray.sampled_params``, ``tauray.phase`` (``search``, or ``confirm`` with
   ``tauray.confirms``: the run id of the search trial it repeats) and ``tauray.status`` (a
   trial status; ``tauray.failure_reason``, ``tauray.failure_kind`` and
-  ``tauray.oom_batch_size_per_worker`` when it failed), the full resolved ``train_loop_config``
-  as dotted params (``temperature.mode``, ``optimizer.lr``, ...; only the sampled ``a/b``
-  values when the combination was invalid), every metric of the
+  ``tauray.oom_batch_size_per_worker`` when it failed), params (the searched values' short
+  keys and its config's dotted keys that apply to its method; only the sampled ``a/b`` values
+  when the combination was invalid), its config as ``config.yaml``, its data as MLflow
+  datasets and MLflow's context tags (:mod:`tauray.run_context`), every metric of the
   training loop (:mod:`tauray_trainers.metrics`) at every epoch (step = epoch), and, when it
   ended without error, its model under ``model`` (tag ``tauray.model_uri``, or
   ``tauray.model_error``);
-- a ``tauray train`` run is a trial without a sweep (``tauray.kind = train``, no parent, the
-  resources as params; experiment ``tauray-train`` unless ``--experiment`` names another);
+- a ``tauray train`` run is a trial without a sweep (``tauray.kind = train``, no parent, its
+  resources as params; experiment ``tauray-train`` or ``--experiment``);
 - the best trial's model (with a confirmation phase: the champion configuration's best run's)
   is registered in the Model Registry with the alias ``champion``.
 
-A child run of a trial that a killed driver created but Ray Tune never saved is ended with
-``tauray.status = lost`` and ``tauray.lost_reason``: it is not a trial of the sweep.
+A child run a killed driver created but Ray Tune never saved is ended with ``tauray.status =
+lost`` and ``tauray.lost_reason``: it is not a trial of the sweep.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tauray import ui_layout
 from tauray.trials import PHASE_SEARCH, STATUS_WORDS, TrialRecord, TrialStatus, failure_kind
 from tauray_trainers import metrics as names
 from tauray_trainers.config import TrainConfig, build_config, flatten, set_path
@@ -363,7 +365,8 @@ def best_params(sampled: Mapping[str, Any]) -> dict[str, str]:
 def result_metrics(
     counts: Mapping[str, int], objective_metric: str | None = None, best_value: float | None = None
 ) -> dict[str, float]:
-    """The parent run's metrics at the end: trials per way they ended, ``best/<objective>``.
+    """The parent run's metrics at the end: trials per way they ended, the best trial's value of
+    the objective (as ``best/<objective>`` and as ``<objective>``).
 
     Args:
         counts: trials per status (:func:`tauray.trials.count_statuses`).
@@ -375,10 +378,9 @@ def result_metrics(
         METRIC_STOPPED: counts["stopped"],
         METRIC_FAILED: counts["failed"],
     }
-    if objective_metric is not None:
-        metrics[f"{BEST_PREFIX}{objective_metric}"] = (
-            best_value if best_value is not None else float("nan")
-        )
+    if objective_metric is not None:  # also under the trials' own key: one column in the UI
+        value = best_value if best_value is not None else float("nan")
+        metrics[f"{BEST_PREFIX}{objective_metric}"] = metrics[objective_metric] = value
     return metrics
 
 
@@ -407,9 +409,9 @@ def sweep_resources(params: Mapping[str, str]) -> tuple[int, float, float]:
 # ---- trial runs ----------------------------------------------------------------------------------
 
 
-def trial_run_name(record: TrialRecord) -> str:
-    """A trial run's name: ``trial-<index>-<trial id>``."""
-    return f"trial-{record.index:03d}-{record.trial_id}"
+def trial_run_name(record: TrialRecord, confirmed_index: int | None = None) -> str:
+    """A trial run's name (:func:`tauray.ui_layout.trial_run_name`: ``t002 fixed τ=0.100``)."""
+    return ui_layout.trial_run_name(record, confirmed_index)
 
 
 def trial_identity_tags(parent_run_id: str, trial_id: str) -> dict[str, str]:
@@ -418,8 +420,8 @@ def trial_identity_tags(parent_run_id: str, trial_id: str) -> dict[str, str]:
 
 
 def trial_params(record: TrialRecord) -> dict[str, str]:
-    """A trial run's params: its full config, or its sampled values if the config is invalid."""
-    return config_params(record.config) if record.config else dict(record.sampled)
+    """A trial run's params as text (:func:`tauray.ui_layout.trial_params`)."""
+    return {key: param_text(value) for key, value in ui_layout.trial_params(record).items()}
 
 
 def trial_tags(
@@ -533,7 +535,7 @@ def trial_record(
     epoch: int,
     position: int,
 ) -> TrialRecord:
-    """A trial run read back as a :class:`TrialRecord`.
+    """A trial run read back as a :class:`TrialRecord` (its config: the params over defaults).
 
     Args:
         run_id: the run's id (the trial id when the run has no ``tauray.trial_id``).
@@ -547,14 +549,13 @@ def trial_record(
     of the search trial it repeats (the caller knows the runs' trial ids).
     """
     index_text = tags.get(TAG_TRIAL_INDEX, "")
-    config, config_error = config_from_params(params)
+    sampled_keys = [key for key in tags.get(TAG_SAMPLED, "").split(",") if key]
+    config, config_error = config_from_params(ui_layout.config_params(params, sampled_keys))
     sampled: dict[str, Any] = {}
-    for key in (key for key in tags.get(TAG_SAMPLED, "").split(",") if key):
-        dotted = key.replace("/", ".")
-        if key in params:
-            sampled[key] = param_value(dotted, params[key])
-        elif dotted in params:
-            sampled[key] = param_value(dotted, params[dotted])
+    for key in sampled_keys:
+        text = params.get(key, params.get(key.replace("/", ".")))
+        if text is not None:
+            sampled[key] = param_value(key.replace("/", "."), text)
     status = trial_status(tags, run_status)
     record = TrialRecord(
         trial_id=tags.get(TAG_TRIAL_ID) or run_id,

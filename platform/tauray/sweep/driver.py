@@ -29,6 +29,7 @@ from ray import tune
 
 from tauray import layout
 from tauray.ranking import rank_trials
+from tauray.run_context import code_version
 from tauray.run_file import best_config_yaml
 from tauray.storage import StoragePath, local_folder
 from tauray.sweep.confirm import (
@@ -46,6 +47,7 @@ from tauray.sweep.console import (
     quiet_ray_tune,
     write_stderr,
 )
+from tauray.sweep.describe import describe_sweep
 from tauray.sweep.ledger import TrialLedger
 from tauray.sweep.mlflow_logger import MlflowTrialLogger
 from tauray.sweep.plan import SweepPlan, SweepRequest, runs_in_trial
@@ -62,7 +64,7 @@ from tauray.sweep.state import (
 )
 from tauray.sweep.summary import SweepSummary
 from tauray.sweep.trial import TrialSetup, tauray_trial, trial_name, trial_resources
-from tauray.tracking import SweepRecorder, code_version, tracking_scope
+from tauray.tracking import SweepRecorder, tracking_scope
 from tauray_trainers.config import TRAIN_LOOP_CONFIG
 
 if TYPE_CHECKING:
@@ -304,9 +306,7 @@ def _fit(
         f"up to {concurrency} trial(s) at once; {scheduler_text}"
     )
     ledger = ledger_factory(plan.fixed_config)
-    mlflow_logger = MlflowTrialLogger(
-        recorder, ledger, parent_run_id, plan.space.name, log_models=request.log_models
-    )
+    mlflow_logger = MlflowTrialLogger.for_plan(plan, recorder, ledger, parent_run_id)
     progress = ProgressPrinter(ledger, plan.objective, echo)
     setup = TrialSetup(
         fixed_config=plan.fixed_config,
@@ -591,6 +591,8 @@ def _finish(
                 recorder.log_text(parent_run_id, csv_text, layout.CONFIRMATION_FILE)
                 recorder.set_tags(parent_run_id, {layout.TAG_VERDICT: confirmation.verdict})
             recorder.log_artifacts(parent_run_id, list(plots.paths.values()), layout.PLOTS_FOLDER)
+        with mlflow_logger.guarded("describe the sweep"):
+            describe_sweep(recorder, plan, parent_run_id, records, best, best_run_id, champion)
     plot_paths = {name: plots_dir / path.name for name, path in plots.paths.items()}
     if mlflow_logger.errors > errors_before:
         logger.warning("some MLflow writes failed at the end of the sweep (see above)")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
-from tauray import layout
+from tauray import layout, ui_layout
 from tauray.sweep.ledger import TrialLedger
 from tauray.tracking import SweepRecorder
 from tauray.trials import INFEASIBLE, TrialRecord, epoch_metrics, result_step
@@ -20,6 +20,7 @@ from tauray.trials import INFEASIBLE, TrialRecord, epoch_metrics, result_step
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
+    from tauray.sweep.plan import SweepPlan
     from tauray_trainers.models import ExportedModel
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class MlflowTrialLogger(Callback):
         space: the search space's name (tag ``tauray.space``).
         log_models: log the model of each trial that runs all its epochs (from its last
             checkpoint); the sweep adds the best trial's if ASHA stopped it early.
+        objective: the sweep's objective ``(metric, mode)``: each trial also logs
+            ``objective/best`` and ``objective/at_first_rung`` (:mod:`tauray.ui_layout`).
+        first_rung: the early-stopping scheduler's first rung in epochs (None: no early stopping).
     """
 
     def __init__(
@@ -61,12 +65,16 @@ class MlflowTrialLogger(Callback):
         space: str,
         *,
         log_models: bool = True,
+        objective: tuple[str, str] | None = None,
+        first_rung: int | None = None,
     ) -> None:
         self.recorder = recorder
         self.ledger = ledger
         self.parent_run_id = parent_run_id
         self.space = space
         self.log_models = log_models
+        self.objective = objective
+        self.first_rung = first_rung
         self.run_ids: dict[str, str] = {}
         self.model_uris: dict[str, str] = {}
         # Per trial, per metric: the last step MLflow has. Loaded from MLflow the first time
@@ -77,6 +85,23 @@ class MlflowTrialLogger(Callback):
         #: :meth:`SweepRecorder.end_lost_runs`).
         self.lost_run_ids: list[str] = []
         self.errors = 0
+
+    @classmethod
+    def for_plan(
+        cls, plan: SweepPlan, recorder: SweepRecorder, ledger: TrialLedger, parent_run_id: str
+    ) -> MlflowTrialLogger:
+        """The logger of a planned sweep: its space, objective, first rung and model logging."""
+        from tauray.sweep.search import early_stopping_rung
+
+        return cls(
+            recorder,
+            ledger,
+            parent_run_id,
+            plan.space.name,
+            log_models=plan.request.log_models,
+            objective=(plan.objective.metric, plan.objective.mode),
+            first_rung=early_stopping_rung(plan),
+        )
 
     @contextlib.contextmanager
     def guarded(self, what: str, trial_id: str | None = None) -> Iterator[None]:
@@ -103,7 +128,7 @@ class MlflowTrialLogger(Callback):
         run_id, created = self.recorder.start_trial_run(
             self.parent_run_id,
             trial.trial_id,
-            run_name=layout.trial_run_name(record),
+            run_name=layout.trial_run_name(record, self._confirmed_index(record)),
             params=layout.trial_params(record),
             tags=layout.trial_tags(
                 record,
@@ -111,10 +136,19 @@ class MlflowTrialLogger(Callback):
                 self.run_ids.get(record.confirms) if record.confirms else None,
             ),
         )
+        if created and record.config:
+            self.recorder.log_text(
+                run_id, ui_layout.config_yaml(record.config), ui_layout.CONFIG_FILE
+            )
+            self.recorder.log_datasets(run_id, record.config)
         # A restored sweep continues after the epochs already logged.
         self._last_step[trial.trial_id] = {} if created else self.recorder.last_steps(run_id)
         self.run_ids[trial.trial_id] = run_id
         return run_id
+
+    def _confirmed_index(self, record: TrialRecord) -> int | None:
+        repeated = self.ledger.records.get(record.confirms) if record.confirms else None
+        return repeated.index if repeated is not None else None
 
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
@@ -136,13 +170,14 @@ class MlflowTrialLogger(Callback):
                 return  # worst values for the searcher, not measurements
             step = result_step(result)
             last = self._last_step.setdefault(trial.trial_id, {})
+            reported = epoch_metrics(result)
+            if self.objective is not None:
+                metric, mode = self.objective
+                history = self.ledger.record_for(trial).history.get(metric, [])
+                reported.update(ui_layout.objective_progress(history, mode, self.first_rung, step))
             # Only epochs MLflow does not have yet: a trial restarted from its checkpoint
             # (worker lost, sweep resumed) re-reports the epochs after that checkpoint.
-            values = {
-                key: value
-                for key, value in epoch_metrics(result).items()
-                if step > last.get(key, -1)
-            }
+            values = {key: value for key, value in reported.items() if step > last.get(key, -1)}
             if values:
                 self.recorder.log_metrics(run_id, values, step)
                 last.update(dict.fromkeys(values, step))
@@ -164,7 +199,8 @@ class MlflowTrialLogger(Callback):
         Called for every completed or early-stopped trial, including those the sweep's time
         budget stopped (Ray Tune ends the sweep without a completion event for them). A trial
         that ran all its epochs logs its model; an early-stopped one only if it turns out to be
-        the best (:meth:`log_model`, called at the end of the sweep).
+        the best (:meth:`log_model`, called at the end of the sweep), and is renamed
+        ``... stopped@<epoch>`` and tagged ``tauray.stopped_at_epoch``.
         """
         run_id = self.run_ids.get(record.trial_id)
         if run_id is None:
@@ -173,6 +209,10 @@ class MlflowTrialLogger(Callback):
             if self.log_models and record.status == "completed":
                 self.log_model(record)
             self.recorder.set_tags(run_id, layout.ended_tags(record))
+            if record.status == "stopped":
+                name = layout.trial_run_name(record, self._confirmed_index(record))
+                self.recorder.set_tags(run_id, ui_layout.stopped_tags(record.epoch))
+                self.recorder.rename_run(run_id, ui_layout.stopped_run_name(name, record.epoch))
             self.recorder.end_run(run_id, "FINISHED")
 
     def log_model(self, record: TrialRecord) -> str | None:

@@ -138,6 +138,14 @@ def first_rung(plan: SweepPlan) -> int:
     return max(1, min(max(base, past_warmup), plan.epochs // 2))
 
 
+def early_stopping_rung(plan: SweepPlan) -> int | None:
+    """The first epoch at which :func:`build_scheduler`'s scheduler compares trials (None: it
+    stops none: a multi-objective sweep, ``--scheduler none``, a single epoch)."""
+    if len(plan.objectives) > 1 or plan.request.scheduler == "none" or plan.epochs < 2:
+        return None
+    return first_rung(plan)
+
+
 def build_scheduler(plan: SweepPlan) -> tuple[Any, str]:
     """The early-stopping scheduler and its description.
 

@@ -1,0 +1,137 @@
+"""Where a run came from and what it trained on, in MLflow's own terms.
+
+Every run tauray creates carries MLflow's context tags (``mlflow.user``, ``mlflow.source.name``,
+``mlflow.source.type``, and ``mlflow.source.git.commit`` / ``.branch`` when tauray runs from a
+git checkout): the runs table's User and Source columns. A trial run also logs its training and
+validation data as MLflow datasets (``mlflow.data`` :class:`~mlflow.data.meta_dataset.MetaDataset`,
+inputs with ``mlflow.data.context`` = ``train`` / ``validation``): the Dataset column. The data
+are described, not loaded: the name, split and every setting that selects the images (so two
+runs on the same images show the same digest).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.entities import DatasetInput
+
+logger = logging.getLogger(__name__)
+
+#: The source name of the runs a sweep writes (the runs table's Source column).
+SOURCE_NAME = "tauray tune"
+#: ``mlflow.data.context`` of a trial's two data sets.
+TRAIN_CONTEXT = "train"
+VALIDATION_CONTEXT = "validation"
+# Data settings that change how images are read or augmented, not which images a split holds.
+_NOT_SELECTING = frozenset({"download", "loader_workers", "horizontal_flip", "crop_min_scale"})
+
+
+@cache
+def _git(package_dir: str) -> dict[str, str]:
+    from mlflow.utils import git_utils
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT
+
+    found = {
+        MLFLOW_GIT_COMMIT: git_utils.get_git_commit(package_dir),
+        MLFLOW_GIT_BRANCH: git_utils.get_git_branch(package_dir),
+    }
+    return {key: value for key, value in found.items() if value}
+
+
+def context_tags(source_name: str = SOURCE_NAME) -> dict[str, str]:
+    """MLflow's context tags of a run this process creates.
+
+    MLflow's own resolution (user, source type, and whatever its context providers add) with
+    ``source_name`` as the source, and the git commit and branch of tauray's checkout where
+    tauray runs from one (an installed wheel has none).
+    """
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME
+
+    try:
+        tags = dict(resolve_tags())
+    except Exception:  # a context provider failing never stops a sweep
+        logger.warning("MLflow could not resolve the run context", exc_info=True)
+        tags = {}
+    tags[MLFLOW_SOURCE_NAME] = source_name
+    tags.update(_git(str(Path(__file__).resolve().parent)))
+    return tags
+
+
+def data_description(config: Mapping[str, Any], context: str) -> dict[str, str]:
+    """What selects the images of one split of a run's data (``config``: its full config)."""
+    data = config["data"]
+    selecting = {
+        key: str(value)
+        for key, value in sorted(data.items())
+        if key not in _NOT_SELECTING and value is not None
+    }
+    return {**selecting, "split": context}
+
+
+def dataset_inputs(config: Mapping[str, Any]) -> list[DatasetInput]:
+    """A run's training and validation data as MLflow dataset inputs (for ``log_inputs``)."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for context in (TRAIN_CONTEXT, VALIDATION_CONTEXT):
+        description = data_description(config, context)
+        dataset = MetaDataset(
+            CodeDatasetSource(tags=description), name=f"{config['data']['name']}-{context}"
+        )
+        inputs.append(
+            DatasetInput(
+                dataset=dataset._to_mlflow_entity(),
+                tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)],
+            )
+        )
+    return inputs
+
+
+def code_version() -> str:
+    """tauray's version, plus the git commit (and ``.dirty``) when run from a checkout."""
+    from tauray import __version__
+
+    package_dir = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(package_dir), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(package_dir), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    if not sha:
+        return __version__
+    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+
+
+def model_requirements() -> list[str]:
+    """The pip requirements of a logged model: torch and what tauray_trainers imports."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = []
+    for package in ("torch", "torchvision", "numpy", "pydantic", "pyyaml"):
+        try:
+            requirements.append(f"{package}=={version(package).split('+', 1)[0]}")
+        except PackageNotFoundError:
+            requirements.append(package)
+    return requirements
