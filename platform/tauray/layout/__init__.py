@@ -31,8 +31,7 @@ One experiment per ``--experiment`` name holds the sweeps:
   ``tauray.model_error``);
 - a ``tauray train`` run is a trial without a sweep (``tauray.kind = train``, no parent, its
   resources as params; experiment ``tauray-train`` or ``--experiment``);
-- the best trial's model (with a confirmation phase: the champion configuration's best run's)
-  is registered in the Model Registry with the alias ``champion``.
+- the best trial's model (the champion configuration's best run's) is registered: ``champion``.
 
 A child run a killed driver created but Ray Tune never saved is ended with ``tauray.status =
 lost`` and ``tauray.lost_reason``: it is not a trial of the sweep.
