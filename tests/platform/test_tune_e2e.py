@@ -41,7 +41,7 @@ from tauray.layout import (
     TAG_STATUS,
     TAG_TRIAL_ID,
     TAG_TRIAL_INDEX,
-    config_from_params,
+    trial_record,
 )
 from tauray.layout.models import read_model_metadata
 from tauray.tracking import resolve_tracking_target, tracking_scope
@@ -347,8 +347,18 @@ def test_champion_scores_its_logged_knn_on_raw_validation_images(sweep: SweepRun
     trained size, no normalisation), reproduces the kNN top-1 its trial logged."""
     version = sweep.client.get_model_version_by_alias(EXPERIMENT, CHAMPION_ALIAS)
     run = sweep.client.get_run(version.run_id)
-    config, error = config_from_params(run.data.params)
-    assert config is not None, error
+    # The config as `tauray report` rebuilds it (params less the searched values' short keys).
+    record = trial_record(
+        run_id=run.info.run_id,
+        run_status=run.info.status,
+        tags=run.data.tags,
+        params=run.data.params,
+        metrics=run.data.metrics,
+        epoch=EPOCHS,
+        position=1,
+    )
+    config = record.config
+    assert config is not None, record.config_error
     with tracking_scope(resolve_tracking_target(sweep.uri, environ={})):
         model = mlflow.pytorch.load_model(f"models:/{EXPERIMENT}@{CHAMPION_ALIAS}")
     bundle = build_data(build_config(config))
