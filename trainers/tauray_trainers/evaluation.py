@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "alignment",
+    "as_labels",
     "as_matrix",
     "caption_groups",
     "class_embeddings",
@@ -72,7 +73,12 @@ def _normalized(name: str, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(as_matrix(name, x), dim=1)
 
 
-def _as_labels(name: str, labels: torch.Tensor, count: int) -> torch.Tensor:
+def as_labels(name: str, labels: torch.Tensor, count: int) -> torch.Tensor:
+    """``labels`` checked to be ``count`` integer class indices, as int64.
+
+    Raises:
+        TypeError, ValueError: naming ``name`` and what it got.
+    """
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
     if labels.shape != (count,):
@@ -138,8 +144,8 @@ def knn_top1(
             f"train_features and val_features differ in dimension: {train.shape[1]} vs "
             f"{val.shape[1]}"
         )
-    train_labels = _as_labels("train_labels", train_labels, train.shape[0]).to(train.device)
-    val_labels = _as_labels("val_labels", val_labels, val.shape[0]).to(val.device)
+    train_labels = as_labels("train_labels", train_labels, train.shape[0]).to(train.device)
+    val_labels = as_labels("val_labels", val_labels, val.shape[0]).to(val.device)
     for name, labels in (("train_labels", train_labels), ("val_labels", val_labels)):
         if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
             raise ValueError(
@@ -212,7 +218,7 @@ def zeroshot_top1(
             f"image and class text embeddings differ in dimension: {images.shape[1]} vs "
             f"{classes.shape[1]}"
         )
-    labels = _as_labels("labels", labels, images.shape[0]).to(images.device)
+    labels = as_labels("labels", labels, images.shape[0]).to(images.device)
     if int(labels.min()) < 0 or int(labels.max()) >= classes.shape[0]:
         raise ValueError(
             f"labels must lie in [0, {classes.shape[0]}), got [{int(labels.min())}, "
@@ -289,7 +295,7 @@ def recall_at_k(
     if groups is None:
         groups = torch.arange(count, device=images.device)
     else:
-        groups = _as_labels("groups", groups, count).to(images.device)
+        groups = as_labels("groups", groups, count).to(images.device)
     image_to_text = _hits(images, texts, groups, ks, chunk_size)
     text_to_image = _hits(texts, images, groups, ks, chunk_size)
     result: dict[str, float] = {}

@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tauray_trainers.evaluation import as_matrix
+from tauray_trainers.evaluation import as_labels, as_matrix
 
 __all__ = ["DEFAULT_WEIGHT_DECAY", "fit_linear_probe", "linear_probe_top1"]
 
@@ -57,12 +57,7 @@ def _matrix(name: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def _labels(name: str, labels: object, count: int, num_classes: int) -> torch.Tensor:
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.shape != (count,):
-        raise ValueError(f"{name} must have shape ({count},), got {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices, got {labels.dtype}")
+    labels = as_labels(name, labels, count)  # type: ignore[arg-type]
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(
             f"{name} must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
