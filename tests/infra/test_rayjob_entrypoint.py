@@ -117,7 +117,9 @@ def test_tauray_plans_the_entrypoints_sweep_without_complaint(sweep: str, tmp_pa
             if name in names and value is not None
         }
     )
-    plan = plan_sweep(request, cwd=tmp_path, environ=dict(ray_env), check_tracking=False)
+    # Ray's job supervisor runs the entrypoint with RAY_ADDRESS set to the cluster it belongs to.
+    environ = {**ray_env, "RAY_ADDRESS": "127.0.0.1:6379"}
+    plan = plan_sweep(request, cwd=tmp_path, environ=environ, check_tracking=False)
     assert plan.target.uri == ray_env["MLFLOW_TRACKING_URI"]
     assert plan.request.time_budget_s == float(option(entrypoint_words(sweep), "--time-budget")[0])
 

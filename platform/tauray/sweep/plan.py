@@ -215,7 +215,8 @@ def plan_sweep(
     Args:
         request: the sweep request.
         cwd: directory for relative paths and the embedded MLflow default (default: cwd).
-        environ: environment for ``MLFLOW_TRACKING_URI`` (default: ``os.environ``).
+        environ: environment for ``MLFLOW_TRACKING_URI`` and ``RAY_ADDRESS`` (a running
+            cluster: the local-fit check is then left to the cluster) (default: ``os.environ``).
         check_tracking: probe the tracking server (``/health``) before returning.
         now: the time that names the sweep (default: now).
 
@@ -302,7 +303,7 @@ def plan_sweep(
     check_storage_path(storage_text, "--storage-path", base)
     if request.address is not None:
         check_address(request.address)
-    elif not os.environ.get("RAY_ADDRESS"):
+    elif not (os.environ if environ is None else environ).get("RAY_ADDRESS"):
         check_local_fit(
             request.num_cpus,
             request.num_gpus,
