@@ -101,10 +101,13 @@ class RemotePath:
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do: an object store's folders exist through what is stored in them."""
 
-    def read_text(self, encoding: str = "utf-8") -> str:
+    def read_bytes(self) -> bytes:
         filesystem, path = self._fs()
         with filesystem.open_input_stream(path) as stream:
-            return stream.read().decode(encoding)
+            return bytes(stream.read())
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
 
     def write_text(self, text: str, encoding: str = "utf-8") -> int:
         """Store ``text`` (an object is replaced as a whole: a reader never sees half of it)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tauray import __version__
 from tauray.cli import main
 from tauray_trainers.config import TrainConfig, flatten
 
@@ -370,10 +372,81 @@ def _resume_cases() -> Iterator[Case]:
         ("undecodable", {state: b"\xff\xfe", f"{folder}/tuner.pkl": "x"}, "cannot read"),
         ("missing", {}, "no tauray sweep folder"),
     ]
+    # A state file as a sweep writes it, beside a Ray Tune state that is no complete pickle.
+    valid_state = json.dumps(
+        {"request": {"space": "simclr-temperature", "trials": 2}, "tauray_version": __version__}
+    )
+    tuner = f"{folder}/tuner.pkl"
+    documents += [
+        (f"tuner-{label}", {state: valid_state, tuner: data}, "tuner.pkl is damaged")
+        for label, data in (
+            ("empty", b""),
+            ("text", "not a pickle"),
+            ("truncated", pickle.dumps({"trials": list(range(50))})[:-7]),
+        )
+    ]
     for label, files, fragment in documents:
         yield Case(
             f"tune-resume-{label}", ("tune", "--resume", folder), ("--resume", fragment), files
         )
+
+
+def _jobs_cases() -> Iterator[Case]:
+    nobody = "http://127.0.0.1:1"  # a dashboard address nothing listens on: refused at once
+    mlflow = ("--tracking-uri", "http://127.0.0.1:5999")
+    job = ("--", "tauray", "tune", "--space", "simclr-temperature")
+    submit = ("submit", "--address", nobody, *mlflow)
+    cases: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+        ("job-bad-type", (*submit, *job, "--trials", "abc"), ("--trials", "abc")),
+        ("job-unknown-option", (*submit, *job, "--nosuch"), ("--nosuch",)),
+        ("job-unknown-command", (*submit, "--", "tauray", "nosuch"), ("nosuch",)),
+        ("job-no-command", (*submit, "--", "tauray"), ("names no command",)),
+        ("job-missing-value", (*submit, *job, "--set"), ("--set",)),
+        ("job-group-unknown", (*submit, "--", "tauray", "jobs", "nosuch"), ("nosuch",)),
+        ("pip-blank", (*submit, "--pip", " ", *job), ("--pip", "' '")),
+        ("env-no-equals", (*submit, "--env", "NOEQ", *job), ("--env", "NOEQ")),
+        ("env-digit-key", (*submit, "--env", "1A=x", *job), ("--env", "1A=x")),
+        ("env-empty-key", (*submit, "--env", "=x", *job), ("--env", "=x")),
+        ("submission-id-blank", (*submit, "--submission-id", " ", *job), ("--submission-id",)),
+        ("token-file-missing", (*submit, "--token-file", "t.txt", *job), ("--token-file", "t.txt")),
+        ("ipv6", ("submit", "--address", "http://[::1", *mlflow, *job), ("--address", "[::1")),
+        ("ftp", ("submit", "--address", "ftp://x", *mlflow, *job), ("--address", "ftp://x")),
+        ("port", ("submit", "--address", "http://127.0.0.1:99999", *mlflow, *job), ("99999",)),
+        (
+            "tracking-relative-sqlite",
+            ("submit", "--address", nobody, "--tracking-uri", "sqlite:///rel.db", *job),
+            ("--tracking-uri", "sqlite:///rel.db"),
+        ),
+        (
+            "tracking-relative-file",
+            ("submit", "--address", nobody, "--tracking-uri", "file:rel", *job),
+            ("--tracking-uri", "file:rel"),
+        ),
+        (
+            "tracking-differs",
+            (*submit, *job, "--tracking-uri", "http://10.0.0.1:5000"),
+            ("differs", "http://10.0.0.1:5000"),
+        ),
+        ("tracking-missing", ("submit", "--address", nobody, *job), ("--tracking-uri",)),
+        ("unreachable", (*submit, *job), ("127.0.0.1:1",)),
+    ]
+    for command in ("status", "logs", "stop"):
+        cases += [
+            (f"{command}-unreachable", ("jobs", command, "x", "--address", nobody), (nobody,)),
+            (f"{command}-ftp", ("jobs", command, "x", "--address", "ftp://x"), ("ftp://x",)),
+            (f"{command}-ipv6", ("jobs", command, "x", "--address", "http://[::1"), ("[::1",)),
+            (
+                f"{command}-token-file",
+                ("jobs", command, "x", "--address", nobody, "--token-file", "t.txt"),
+                ("--token-file", "t.txt"),
+            ),
+        ]
+    cases += [
+        ("list-port", ("jobs", "list", "--address", "http://127.0.0.1:99999"), ("99999",)),
+        ("unknown", ("jobs", "nosuch"), ("nosuch",)),
+    ]
+    for label, argv, expect in cases:
+        yield Case(f"jobs-{label}", argv, expect)
 
 
 def all_cases() -> list[Case]:
@@ -386,6 +459,7 @@ def all_cases() -> list[Case]:
         *_address_cases(),
         *_sweep_request_cases(),
         *_resume_cases(),
+        *_jobs_cases(),
     ]
     ids = [case.case_id for case in cases]
     duplicates = {case_id for case_id in ids if ids.count(case_id) > 1}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Optional
 
 import typer
+from typer._click import core as click_core  # typer 0.29 vendors click
+from typer._click import exceptions as click_errors
 
 from tauray import jobs as tauray_jobs
 from tauray.cli.common import CliError
@@ -43,6 +46,47 @@ def _jobs_errors_as_cli_errors() -> Iterator[None]:
         yield
     except tauray_jobs.JobsError as error:
         raise CliError(str(error)) from error
+
+
+def _check_job_command(root: click_core.Command, words: list[str]) -> None:
+    """Parse a ``tauray ...`` job command with this CLI, as the cluster will, without running it.
+
+    What parsing finds (an unknown option or command, a value of the wrong type, a missing
+    argument) is refused here, before the job is sent, instead of failing on the cluster a
+    minute later. What only running finds (a space file that exists on the cluster's image, a
+    value out of range) is checked there, when the job starts; ``tauray jobs logs`` shows that
+    line. Other commands (``python train.py``) are sent as they are.
+
+    Args:
+        root: the ``tauray`` click command (the root of the context ``submit`` runs in).
+        words: the job's command line.
+
+    Raises:
+        CliError: the tauray command does not parse (one line naming it and the reason).
+    """
+    if not words or words[0].rsplit("/", 1)[-1] != "tauray" or "--help" in words:
+        return
+    command, name, rest = root, "tauray", list(words[1:])
+    try:
+        # Down the command groups (tauray, tauray jobs) to the command the words name.
+        while isinstance(command, typer.core.TyperGroup) and rest and not rest[0].startswith("-"):
+            resolved, sub, rest = command.resolve_command(
+                command.make_context(name, list(rest)), rest
+            )
+            if sub is None or resolved is None:
+                break
+            command, name = sub, resolved
+        if isinstance(command, typer.core.TyperGroup) and not rest:
+            raise CliError(
+                f"the job's command {shlex.join(words)!r} names no command: e.g. "
+                "`tauray tune --space simclr-temperature`"
+            )
+        command.make_context(name, list(rest))
+    except click_errors.ClickException as error:
+        raise CliError(
+            f"the job's command {shlex.join(words)!r} does not parse: "
+            f"{' '.join(error.format_message().split())}"
+        ) from None
 
 
 def _connect(address: str | None, token_file: str | None) -> tauray_jobs.JobsClient:
@@ -79,6 +123,7 @@ def _follow_to_end(client: tauray_jobs.JobsClient, job_id: str) -> int:
 
 
 def submit_command(
+    ctx: typer.Context,
     command: Annotated[
         list[str],
         typer.Argument(
@@ -137,6 +182,7 @@ def submit_command(
     uploaded as a working_dir), with MLFLOW_TRACKING_URI in its environment.
     """
     url = tauray_jobs.resolve_address(address)
+    _check_job_command(ctx.find_root().command, command)
     request = tauray_jobs.build_submit_request(
         command,
         tracking_uri=tracking_uri,

@@ -72,11 +72,11 @@ def resolve_address(address: str | None, environ: Mapping[str, str] | None = Non
     text = address.strip()
     if "://" not in text:
         text = f"http://{text}"
-    parts = urlsplit(text)
     try:
+        parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        parts = parts._replace(netloc="")
+    except ValueError:  # a malformed port or IPv6 literal
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
             f"--address must be the Ray dashboard's URL, http(s)://HOST[:PORT] (default port of "

@@ -229,6 +229,11 @@ def build_submit_request(
             f"set {TRACKING_URI_ENV}; the job runs on the cluster, so it must be a server the "
             "cluster can reach, not a local file"
         )
+    blank = [item for item in pip if not item.strip()]
+    if blank:
+        raise ValueError(
+            f"--pip must name a requirement (e.g. 'torchvision==0.29.1'), got {blank[0]!r}"
+        )
     if submission_id is not None and not submission_id.strip():
         raise ValueError("--submission-id must not be empty")
     return SubmitRequest(

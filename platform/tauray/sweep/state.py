@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import pickletools
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -110,6 +111,28 @@ def find_sweep_dir(
     )
 
 
+def _check_tuner_state(path: StoragePath, target: str) -> None:
+    """Refuse a ``tuner.pkl`` that is no complete pickle before Ray starts for it.
+
+    The file is walked opcode by opcode (:func:`pickletools.genops`), which imports and runs
+    nothing: a truncated, empty or overwritten file fails here in one line, instead of in
+    ``Tuner.restore`` after a Ray session has started (:func:`restore_tuner` still reports a
+    pickle that is whole but not Ray Tune's).
+
+    Raises:
+        ValueError: the file cannot be read or is no complete pickle (one line naming it).
+    """
+    try:
+        data = path.read_bytes()
+        for _ in pickletools.genops(data):
+            pass
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"--resume {target!r}: {path} is damaged ({error}): Ray Tune cannot restore the "
+            "sweep from it; start the sweep again"
+        ) from None
+
+
 def read_sweep_file(sweep_dir: StoragePath) -> dict[str, Any]:
     """The document :func:`save_sweep_request` wrote, checked for shape.
 
@@ -151,6 +174,7 @@ def plan_resume(
     sweep_dir = find_sweep_dir(target, storage_path=storage_path, cwd=cwd)
     document = read_sweep_file(sweep_dir)
     check_folder_version(document.get(VERSION_KEY), sweep_dir)
+    _check_tuner_state(sweep_dir / TUNER_STATE, target)
     saved = dict(document["request"])
     for key, value in list(saved.items()):
         if isinstance(value, list):
