@@ -27,10 +27,10 @@ One experiment per ``--experiment`` name holds the sweeps:
   when the combination was invalid), its config as ``config.yaml``, its data as MLflow
   datasets and MLflow's context tags (:mod:`tauray.run_context`), every metric of the
   training loop (:mod:`tauray_trainers.metrics`) at every epoch (step = epoch), and, when it
-  ended without error, its model under ``model`` (tag ``tauray.model_uri``, or
-  ``tauray.model_error``);
+  ended without error, its model, named after it and carrying its final metrics
+  (:mod:`tauray.layout.models`; tag ``tauray.model_uri``, or ``tauray.model_error``);
 - a ``tauray train`` run is a trial without a sweep (``tauray.kind = train``, no parent, its
-  resources as params; experiment ``tauray-train`` or ``--experiment``);
+  resources as params, its data as datasets; experiment ``tauray-train`` or ``--experiment``);
 - the best trial's model (the champion configuration's best run's) is registered: ``champion``.
 
 A child run a killed driver created but Ray Tune never saved is ended with ``tauray.status =
@@ -101,8 +101,6 @@ LOST_REASON = (
 
 #: Model Registry alias of a sweep's best model.
 CHAMPION_ALIAS = "champion"
-#: Name of the logged model inside each trial's run.
-MODEL_NAME = "model"
 #: Artifacts of the parent run.
 BEST_CONFIG_FILE = "best_config.yaml"
 CONFIRMATION_FILE = "confirmation.csv"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
-from tauray import layout
+from tauray import layout, tracking_models
 from tauray.ranking import rank_trials
 from tauray.run_context import code_version
 from tauray.run_file import best_config_yaml
@@ -566,7 +566,7 @@ def _finish(
         model_uri = mlflow_logger.log_model(best) if plan.request.log_models else None
         if model_uri is not None:
             with mlflow_logger.guarded("register the champion model"):
-                version = recorder.register_champion(model_uri, plan.model_name)
+                version = tracking_models.register_champion(recorder, model_uri, plan.model_name)
                 champion = (
                     f"models:/{plan.model_name}@{layout.CHAMPION_ALIAS}",
                     str(version.version),
