@@ -181,6 +181,12 @@ def test_parent_run_describes_the_sweep(sweep: SweepRun) -> None:
     assert metrics["trials/completed"] + metrics["trials/stopped_early"] == TRIALS - 1
     best_run = sweep.client.get_run(parent.data.tags[TAG_BEST_RUN])
     assert metrics["best/val/knn_top1"] == best_run.data.metrics["val/knn_top1"]
+    # The data the registered champion trained on, on the sweep's run as on the best trial's.
+    data = [
+        {(item.dataset.name, item.dataset.digest) for item in run.inputs.dataset_inputs}
+        for run in (parent, best_run)
+    ]
+    assert data[0] == data[1] and len(data[0]) == 2
     assert all(
         best_run.data.params[key.removeprefix("best/").replace("/", ".")] == value
         for key, value in params.items()

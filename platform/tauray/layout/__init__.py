@@ -12,10 +12,10 @@ One experiment per ``--experiment`` name holds the sweeps:
   (:func:`sweep_params`, :func:`search_params`: ``space``, ``method``, ``objective``
   (``metric:mode`` texts, comma-separated), ``trials``, ``time_budget_s``, resources,
   ``code_version``, the sampler, ...); at the end the metrics ``trials/*``, ``<objective>``
-  and ``best/<objective>`` (the best value), params ``best/<parameter>``, artifacts
-  ``best_config.yaml`` and ``plots/*.png``; with a confirmation phase also ``champion/mean|sd|
-  n|ci95_low|ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``
-  (:mod:`tauray.layout.confirmation`);
+  and ``best/<objective>`` (the best value), params ``best/<parameter>``, the best trial's
+  data as MLflow datasets, artifacts ``best_config.yaml`` and ``plots/*.png``; with a
+  confirmation phase also ``champion/mean|sd|n|ci95_low|ci95_high``, the tag
+  ``tauray.confirmation_verdict`` and ``confirmation.csv`` (:mod:`tauray.layout.confirmation`);
 - each **trial** is a child run (tag ``mlflow.parentRunId``, ``tauray.kind = trial``; its name
   and what makes it read well in the UI: :mod:`tauray.ui_layout`) with tags
   ``tauray.trial_id``, ``tauray.trial_index``, ``tauray.method``, ``tauray.space``,
