@@ -7,10 +7,14 @@ real ``mlflow server`` (SQLite backend, served artifacts) on a loopback port. Tr
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -48,6 +52,7 @@ from tauray.tracking import (
 from tauray_trainers.config import build_config
 from tauray_trainers.models import EmbeddingModel, ExportedModel, ModelCard
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 FIXED = {
     "method": "simclr",
     "epochs": 2,
@@ -300,6 +305,20 @@ def test_model_is_logged_registered_and_loads_as_champion(recorder: SweepRecorde
 # ---- the Tune callback ----------------------------------------------------------------------
 
 
+def _run_readme_models_example(recorder: SweepRecorder) -> tuple[list[str], torch.nn.Module]:
+    """Run README.md's logged-models example on ``recorder``'s experiment: its printed lines
+    and the model it loads."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (block,) = [block for block in blocks if "search_logged_models" in block]
+    assert block.count('"tauray-demo"') == 1
+    block = block.replace('"tauray-demo"', repr(recorder.experiment_name))
+    namespace: dict[str, Any] = {}
+    out = io.StringIO()
+    with tracking_scope(recorder.target), contextlib.redirect_stdout(out):
+        exec(compile(block, str(README), "exec"), namespace)
+    return out.getvalue().splitlines(), namespace["best"]
+
+
 def _result(epoch: int, knn: float, temperature: float, checkpoint: str | None = None) -> dict:
     result = {
         "epoch": epoch,
@@ -450,6 +469,14 @@ def test_callback_writes_children_metrics_statuses_and_models(
         [recorder.experiment_id], filter_string="metrics.`val/knn_top1` > 0.3"
     )
     assert [model.name for model in better] == ["t001-fixed-tau=0p100"]
+    # The README's example lists them the same way and loads the best.
+    printed, best_model = _run_readme_models_example(recorder)
+    assert [line.split()[:3] for line in printed] == [
+        ["t001-fixed-tau=0p100", "0.4000", "τ"],
+        ["t002-learnable-tau0=0p070", "0.2000", "τ"],
+    ]
+    assert printed[0].endswith("τ 0.1000") and printed[1].endswith("τ 0.0800")
+    assert best_model(torch.rand(2, 1, 8, 8)).shape == (2, 4)
 
     stopped_run = client.get_run(logger.run_ids["aaaa0002"])
     assert stopped_run.data.tags[TAG_STATUS] == "stopped"
