@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The source name of the runs a sweep writes (the runs table's Source column).
+#: The source name of the runs a sweep writes, and of a ``tauray train`` run (the runs table's
+#: Source column).
 SOURCE_NAME = "tauray tune"
+TRAINING_SOURCE_NAME = "tauray train"
 #: ``mlflow.data.context`` of a trial's two data sets.
 TRAIN_CONTEXT = "train"
 VALIDATION_CONTEXT = "validation"

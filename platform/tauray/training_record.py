@@ -1,11 +1,12 @@
 """``tauray train``'s MLflow run: laid out as a sweep trial, so the two compare side by side.
 
 The layout is :mod:`tauray.layout`'s (the trial's params encoder, metric names, status tags)
-and the writes are :class:`tauray.tracking.SweepRecorder`'s: params and the training and
-validation data as MLflow datasets when the run starts, every epoch's metrics (τ among them) at
-step = epoch as rank 0 reports them, then the self-contained model from the last checkpoint,
-named after the run and carrying its final metrics (:mod:`tauray.tracking_models`),
-``tauray.status`` and the run's end (FINISHED, FAILED, or KILLED when interrupted). The
+and the writes are :class:`tauray.tracking.SweepRecorder`'s: MLflow's context tags (source
+``tauray train``), params, ``config.yaml`` and the training and validation data as MLflow
+datasets when the run starts, every epoch's metrics (τ among them) at step = epoch as rank 0
+reports them, then the self-contained model from the last checkpoint, named after the run and
+carrying its final metrics (:mod:`tauray.tracking_models`), ``tauray.status`` and the run's end
+(FINISHED, FAILED, or KILLED when interrupted). The
 tracking URI follows ``tauray tune``'s rules (:func:`tauray.tracking.resolve_tracking_target`)
 and is checked before Ray starts.
 """
@@ -16,8 +17,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from tauray import layout, tracking_models
+from tauray import layout, tracking_models, ui_layout
 from tauray.layout import models as model_layout
+from tauray.run_context import TRAINING_SOURCE_NAME, context_tags
 from tauray.tracking import (
     SweepRecorder,
     TrackingTarget,
@@ -57,12 +59,17 @@ class TrainingRunRecord:
         run = client.create_run(
             self.recorder.experiment_id,
             run_name=run_name,
-            tags=layout.training_run_tags(config.method),
+            tags={
+                **context_tags(TRAINING_SOURCE_NAME),
+                **layout.training_run_tags(config.method),
+            },
         )
         self.run_id: str = run.info.run_id
         self.run_name = run_name
         self.config = config.to_dict()
         self.recorder.log_params(self.run_id, layout.training_run_params(self.config, **resources))
+        config_file = ui_layout.config_yaml(self.config)
+        self.recorder.log_text(self.run_id, config_file, ui_layout.CONFIG_FILE)
         self.recorder.log_datasets(self.run_id, self.config)
         self._last_step = -1
 

@@ -586,7 +586,7 @@ def test_callback_survives_an_unreachable_server(monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_training_run_logs_its_data_and_a_model_named_after_it(
-    server_target: TrackingTarget, monkeypatch: pytest.MonkeyPatch
+    server_target: TrackingTarget, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(training_record, "_load_exported", lambda path: _tiny_model())
     config = build_config({**FIXED, "temperature": {"mode": "learnable", "value": 0.07}})
@@ -605,6 +605,15 @@ def test_a_training_run_logs_its_data_and_a_model_named_after_it(
     client = record.recorder.client
     run = client.get_run(record.run_id)
     assert run.info.status == "FINISHED" and run.data.tags[TAG_MODEL_URI] == model_uri
+    # A trial's context: the User and Source columns, the full config as config.yaml.
+    assert run.data.tags["mlflow.source.name"] == "tauray train" and run.data.tags["mlflow.user"]
+    config_file = mlflow.artifacts.download_artifacts(
+        run_id=record.run_id,
+        artifact_path=ui_layout.CONFIG_FILE,
+        dst_path=str(tmp_path),
+        tracking_uri=server_target.uri,
+    )
+    assert yaml.safe_load(Path(config_file).read_text()) == config.to_dict()
     inputs = {
         item.dataset.name: [tag.value for tag in item.tags] for item in run.inputs.dataset_inputs
     }
