@@ -2,10 +2,10 @@
 
 What a sweep writes (tags, params, metrics, artifacts) is :mod:`tauray.layout`'s; this module
 decides the tracking URI, checks it before Ray starts, and holds the writer
-(:class:`SweepRecorder`; the logged models' writes, through it, are
-:mod:`tauray.tracking_models`'). Only the sweep driver writes to MLflow (through its Ray Tune
-callback, :class:`tauray.sweep.mlflow_logger.MlflowTrialLogger`): the workers never open the
-tracking store, so a SQLite file has one writer.
+(:class:`SweepRecorder`; :mod:`tauray.tracking_models` writes the logged models through it).
+Only the sweep driver writes to MLflow (through its Ray Tune callback,
+:class:`tauray.sweep.mlflow_logger.MlflowTrialLogger`): the workers never open the tracking
+store, so a SQLite file has one writer.
 
 An interrupted sweep (Ctrl-C) ends its parent run and the runs of its unfinished trials as
 KILLED; ``tauray tune --resume`` reopens the same runs. A driver killed outright (SIGKILL, a lost

@@ -6,9 +6,8 @@ and the writes are :class:`tauray.tracking.SweepRecorder`'s: MLflow's context ta
 datasets when the run starts, every epoch's metrics (τ among them) at step = epoch as rank 0
 reports them, then the self-contained model from the last checkpoint, named after the run and
 carrying its final metrics (:mod:`tauray.tracking_models`), ``tauray.status`` and the run's end
-(FINISHED, FAILED, or KILLED when interrupted). The
-tracking URI follows ``tauray tune``'s rules (:func:`tauray.tracking.resolve_tracking_target`)
-and is checked before Ray starts.
+(FINISHED, FAILED, or KILLED when interrupted). The tracking URI follows ``tauray tune``'s
+rules (:func:`tauray.tracking.resolve_tracking_target`) and is checked before Ray starts.
 """
 
 from __future__ import annotations
