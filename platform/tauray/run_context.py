@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlflow.entities import DatasetInput
+    from mlflow.entities import Dataset, DatasetInput
 
 logger = logging.getLogger(__name__)
 
-#: The source name of the runs a sweep writes (the runs table's Source column).
+#: The source name of the runs a sweep writes, and of a ``tauray train`` run (the runs table's
+#: Source column).
 SOURCE_NAME = "tauray tune"
+TRAINING_SOURCE_NAME = "tauray train"
 #: ``mlflow.data.context`` of a trial's two data sets.
 TRAIN_CONTEXT = "train"
 VALIDATION_CONTEXT = "validation"
@@ -75,26 +77,31 @@ def data_description(config: Mapping[str, Any], context: str) -> dict[str, str]:
     return {**selecting, "split": context}
 
 
-def dataset_inputs(config: Mapping[str, Any]) -> list[DatasetInput]:
-    """A run's training and validation data as MLflow dataset inputs (for ``log_inputs``)."""
+def datasets(config: Mapping[str, Any]) -> dict[str, Dataset]:
+    """A run's training and validation data as MLflow datasets, by ``mlflow.data.context``
+    (their names and digests also tag the final metrics linked to a logged model)."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    inputs = []
+    found = {}
     for context in (TRAIN_CONTEXT, VALIDATION_CONTEXT):
         description = data_description(config, context)
         dataset = MetaDataset(
             CodeDatasetSource(tags=description), name=f"{config['data']['name']}-{context}"
         )
-        inputs.append(
-            DatasetInput(
-                dataset=dataset._to_mlflow_entity(),
-                tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)],
-            )
-        )
-    return inputs
+        found[context] = dataset._to_mlflow_entity()
+    return found
+
+
+def dataset_inputs(config: Mapping[str, Any]) -> list[DatasetInput]:
+    """A run's training and validation data as MLflow dataset inputs (for ``log_inputs``)."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    return [
+        DatasetInput(dataset=dataset, tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)])
+        for context, dataset in datasets(config).items()
+    ]
 
 
 def code_version() -> str:

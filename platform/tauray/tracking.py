@@ -2,9 +2,10 @@
 
 What a sweep writes (tags, params, metrics, artifacts) is :mod:`tauray.layout`'s; this module
 decides the tracking URI, checks it before Ray starts, and holds the writer
-(:class:`SweepRecorder`). Only the sweep driver writes to MLflow (through its Ray Tune callback,
-:class:`tauray.sweep.mlflow_logger.MlflowTrialLogger`): the workers never open the tracking store,
-so a SQLite file has one writer.
+(:class:`SweepRecorder`; :mod:`tauray.tracking_models` writes the logged models through it).
+Only the sweep driver writes to MLflow (through its Ray Tune callback,
+:class:`tauray.sweep.mlflow_logger.MlflowTrialLogger`): the workers never open the tracking
+store, so a SQLite file has one writer.
 
 An interrupted sweep (Ctrl-C) ends its parent run and the runs of its unfinished trials as
 KILLED; ``tauray tune --resume`` reopens the same runs. A driver killed outright (SIGKILL, a lost
@@ -34,8 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tauray import layout
-from tauray.layout import models as model_layout
-from tauray.run_context import context_tags, dataset_inputs, model_requirements
+from tauray.run_context import context_tags, dataset_inputs
 from tauray.tracking_stores import (
     FILE_STORE_ENV,
     check_database_server,
@@ -45,9 +45,7 @@ from tauray.tracking_stores import (
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
-
-    from tauray_trainers.models import ExportedModel
+    from mlflow.entities import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +266,8 @@ def tracking_scope(target: TrackingTarget) -> Iterator[None]:
 
 
 class SweepRecorder:
-    """Every MLflow write of one sweep: the experiment, parent run, child runs, models, registry.
+    """Every MLflow write of one sweep: the experiment, parent run, child runs (the models and
+    the registry: :mod:`tauray.tracking_models`, through this recorder).
 
     Args:
         target: where runs go (see :func:`resolve_tracking_target`).
@@ -366,14 +365,18 @@ class SweepRecorder:
         for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[start : start + _MAX_PARAMS_PER_BATCH])
 
+    def log_metric_items(self, run_id: str, items: Sequence[Metric]) -> None:
+        """Log MLflow metrics as they are (their steps, times, models, data sets)."""
+        for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
+
     def log_metrics(self, run_id: str, values: Mapping[str, float], step: int) -> None:
         """Log ``values`` at ``step`` (NaN and inf are kept: they say what happened)."""
         from mlflow.entities import Metric
 
         timestamp = int(time.time() * 1000)
         items = [Metric(key, float(value), timestamp, step) for key, value in values.items()]
-        for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
+        self.log_metric_items(run_id, items)
 
     def log_metric_history(
         self, run_id: str, key: str, points: Sequence[tuple[int, float]]
@@ -382,9 +385,9 @@ class SweepRecorder:
         from mlflow.entities import Metric
 
         timestamp = int(time.time() * 1000)
-        items = [Metric(key, float(value), timestamp, step) for step, value in points]
-        for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=items[start : start + _MAX_METRICS_PER_BATCH])
+        self.log_metric_items(
+            run_id, [Metric(key, float(value), timestamp, step) for step, value in points]
+        )
 
     def last_step(self, run_id: str, metric: str) -> int | None:
         """The highest step logged for ``metric`` in a run (to skip re-reported epochs)."""
@@ -494,88 +497,3 @@ class SweepRecorder:
     def log_artifacts(self, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:
         for path in paths:
             self.client.log_artifact(run_id, str(path), artifact_path)
-
-    # ---- models ------------------------------------------------------------------------------
-
-    def log_model(
-        self, run_id: str, exported: ExportedModel, *, name: str = layout.MODEL_NAME
-    ) -> str:
-        """Log a self-contained embedding model to a run; return the model URI.
-
-        The model (:class:`tauray_trainers.models.EmbeddingModel`) takes images as a user holds
-        them, uint8 in [0, 255] or float in [0, 1], and normalises them itself. It is logged in
-        MLflow's ``pickle`` format with tauray_trainers' source as ``code_paths`` (MLflow puts
-        it on the path when loading): a ``pt2`` graph (``torch.export``) fixes the input dtype
-        when exported (fed uint8, a float32 export fails with "Tensor dtype mismatch!
-        Expected: Float, Got: unsigned char") and cannot carry CLIP's tokenizer. The signature
-        names the tensors (:mod:`tauray.layout.models`); the input example is the checkpoint's
-        real validation images; the metadata is the model's card. (MLflow's PyTorch pyfunc
-        rejects the dict its schema enforcement makes of a named tensor input, so MLflow warns
-        that it could not validate the serving example: load the model with
-        ``mlflow.pytorch.load_model``.)
-
-        Raises:
-            mlflow.exceptions.MlflowException: if logging fails.
-        """
-        import mlflow
-        import numpy as np
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        import tauray_trainers
-
-        card = exported.card
-        image_shape = (-1, card.channels, card.image_size, card.image_size)
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), image_shape, model_layout.INPUT_NAME)]),
-            outputs=Schema(
-                [
-                    TensorSpec(
-                        np.dtype(np.float32), (-1, card.embedding_dim), model_layout.OUTPUT_NAME
-                    )
-                ]
-            ),
-        )
-        with tracking_scope(self.target), mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(
-                exported.model,
-                name=name,
-                signature=signature,
-                input_example=exported.example.detach().cpu().numpy().astype(np.float32),
-                metadata=model_layout.model_metadata(card),
-                serialization_format="pickle",
-                code_paths=[str(Path(tauray_trainers.__file__).resolve().parent)],
-                pip_requirements=model_requirements(),
-            )
-        return info.model_uri
-
-    def register_champion(self, model_uri: str, name: str) -> ModelVersion:
-        """Register ``model_uri`` as a new version of ``name`` and point ``@champion`` at it.
-
-        The version's description (from the model's metadata) says what it takes and returns and
-        the preprocessing it contains (:func:`tauray.layout.models.model_description`).
-
-        The champion already being ``model_uri`` (a finished sweep resumed again) keeps its
-        version: no second version of the same model.
-        """
-        import mlflow
-
-        try:
-            current = self.client.get_model_version_by_alias(name, layout.CHAMPION_ALIAS)
-        except Exception:  # no such model, or no champion yet
-            current = None
-        if current is not None and current.source == model_uri:
-            return current
-        with tracking_scope(self.target):
-            version = mlflow.register_model(model_uri, name)
-        self.client.set_registered_model_alias(name, layout.CHAMPION_ALIAS, version.version)
-        with tracking_scope(self.target):
-            metadata = mlflow.models.get_model_info(model_uri).metadata
-        self.client.update_model_version(
-            name, version.version, description=model_layout.model_description(metadata, model_uri)
-        )
-        if not self.client.get_registered_model(name).description:
-            self.client.update_registered_model(
-                name, description=model_layout.REGISTERED_MODEL_DESCRIPTION
-            )
-        return version

@@ -1,11 +1,13 @@
 """``tauray train``'s MLflow run: laid out as a sweep trial, so the two compare side by side.
 
 The layout is :mod:`tauray.layout`'s (the trial's params encoder, metric names, status tags)
-and the writes are :class:`tauray.tracking.SweepRecorder`'s: params when the run starts, every
-epoch's metrics (τ among them) at step = epoch as rank 0 reports them, then the self-contained
-model from the last checkpoint, ``tauray.status`` and the run's end (FINISHED, FAILED, or KILLED
-when interrupted). The tracking URI follows ``tauray tune``'s rules
-(:func:`tauray.tracking.resolve_tracking_target`) and is checked before Ray starts.
+and the writes are :class:`tauray.tracking.SweepRecorder`'s: MLflow's context tags (source
+``tauray train``), params, ``config.yaml`` and the training and validation data as MLflow
+datasets when the run starts, every epoch's metrics (τ among them) at step = epoch as rank 0
+reports them, then the self-contained model from the last checkpoint, named after the run and
+carrying its final metrics (:mod:`tauray.tracking_models`), ``tauray.status`` and the run's end
+(FINISHED, FAILED, or KILLED when interrupted). The tracking URI follows ``tauray tune``'s
+rules (:func:`tauray.tracking.resolve_tracking_target`) and is checked before Ray starts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from tauray import layout
+from tauray import layout, tracking_models, ui_layout
+from tauray.layout import models as model_layout
+from tauray.run_context import TRAINING_SOURCE_NAME, context_tags
 from tauray.tracking import (
     SweepRecorder,
     TrackingTarget,
@@ -54,12 +58,18 @@ class TrainingRunRecord:
         run = client.create_run(
             self.recorder.experiment_id,
             run_name=run_name,
-            tags=layout.training_run_tags(config.method),
+            tags={
+                **context_tags(TRAINING_SOURCE_NAME),
+                **layout.training_run_tags(config.method),
+            },
         )
         self.run_id: str = run.info.run_id
-        self.recorder.log_params(
-            self.run_id, layout.training_run_params(config.to_dict(), **resources)
-        )
+        self.run_name = run_name
+        self.config = config.to_dict()
+        self.recorder.log_params(self.run_id, layout.training_run_params(self.config, **resources))
+        config_file = ui_layout.config_yaml(self.config)
+        self.recorder.log_text(self.run_id, config_file, ui_layout.CONFIG_FILE)
+        self.recorder.log_datasets(self.run_id, self.config)
         self._last_step = -1
 
     @classmethod
@@ -103,17 +113,29 @@ class TrainingRunRecord:
         self._last_step = step
 
     def finish(self, checkpoint_path: str | None) -> str | None:
-        """Log the model from the last checkpoint, tag the run completed, end it; return the
-        model URI (None, with ``tauray.model_error``, when it could not be logged)."""
+        """Log the model from the last checkpoint (named after the run, its final metrics
+        linked), tag the run completed, end it; return the model URI (None, with
+        ``tauray.model_error``, when it could not be logged)."""
         model_uri = None
         if checkpoint_path is not None:
             try:
-                model_uri = self.recorder.log_model(self.run_id, _load_exported(checkpoint_path))
+                model_uri = tracking_models.log_model(
+                    self.recorder,
+                    self.run_id,
+                    _load_exported(checkpoint_path),
+                    name=model_layout.logged_model_name(self.run_name),
+                )
             except Exception as error:
                 logger.exception("MLflow: could not log the model of run %s", self.run_id)
                 self.recorder.set_tags(self.run_id, layout.model_error_tags(error))
             else:
                 self.recorder.set_tags(self.run_id, layout.model_tags(model_uri))
+                try:
+                    tracking_models.link_final_metrics(
+                        self.recorder, self.run_id, model_uri, self.config
+                    )
+                except Exception:
+                    logger.exception("MLflow: could not link run %s's metrics", self.run_id)
         self.recorder.set_tags(self.run_id, {layout.TAG_STATUS: "completed"})
         self.recorder.end_run(self.run_id, "FINISHED")
         return model_uri

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tauray import layout
+from tauray.layout import models
 from tauray.trials import TrialRecord
 from tauray_spaces import Objective
 from tauray_trainers.config import build_config
@@ -273,3 +274,84 @@ def test_search_filters_quote_values() -> None:
         "tags.`mlflow.parentRunId` = 'p' and tags.`tauray.trial_id` = 't' "
         "and attributes.status = 'RUNNING'"
     )
+
+
+# ---- the Models tab ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("run_name", "model_name"),
+    [
+        ("t002 fixed τ=0.100", "t002-fixed-tau=0p100"),
+        ("t010 learnable τ0=0.182", "t010-learnable-tau0=0p182"),
+        ("t004 cosine τ 0.500→0.030", "t004-cosine-tau-0p500-to-0p030"),
+        ("t003 dino τs=0.100 τt=0.040", "t003-dino-taus=0p100-taut=0p040"),
+        ("t012 confirm t003 seed=2", "t012-confirm-t003-seed=2"),
+        ("t007 step τ0=0.100 ×0.5", "t007-step-tau0=0p100-x0p5"),
+        ("t001 fixed τ=1e-05", "t001-fixed-tau=1e-05"),
+        ("cli-clip", "cli-clip"),
+        ("my.run/v2: 'best'", "my-run-v2-best"),
+        ("τ?", "tau"),
+        ("???", models.FALLBACK_MODEL_NAME),
+    ],
+)
+def test_logged_model_names_are_the_run_names_in_what_mlflow_accepts(
+    run_name: str, model_name: str
+) -> None:
+    from mlflow.utils.validation import _validate_logged_model_name
+
+    assert models.logged_model_name(run_name) == model_name
+    _validate_logged_model_name(model_name)  # MLflow's own rule: raises on / : . % " '
+
+
+def test_a_trials_model_is_named_after_its_run_without_stopped() -> None:
+    record = _record("stopped")
+    assert layout.trial_run_name(record) == "t007 fixed τ=0.200"
+    assert models.trial_model_name(record) == "t007-fixed-tau=0p200"
+    assert len(models.logged_model_name("x" * 600)) == models.MAX_MODEL_NAME_LENGTH
+
+
+def test_validation_metrics_and_the_objective_columns_name_the_validation_data() -> None:
+    assert models.metric_data_context("val/knn_top1") == "validation"
+    assert models.metric_data_context("train/temperature") is None
+    assert models.metric_data_context("cost/samples_seen", "val/knn_top1") is None
+    assert models.metric_data_context("objective/best", "val/linear_top1") == "validation"
+    assert models.metric_data_context("rung/predicted_final", "val/knn_top1") == "validation"
+    assert models.metric_data_context("objective/best", "cost/cpu_seconds") is None
+    assert models.metric_data_context("objective/best") is None
+
+
+def test_final_model_metrics_keep_the_last_entry_its_step_and_time() -> None:
+    from mlflow.entities import Dataset, Metric
+
+    validation = Dataset("digits-validation", "abc123", "code", "{}")
+    histories = {
+        "val/knn_top1": [Metric("val/knn_top1", 0.3, 100, 1), Metric("val/knn_top1", 0.4, 90, 2)],
+        "train/temperature": [
+            Metric("train/temperature", 0.10, 100, 2),
+            Metric("train/temperature", 0.08, 120, 2),  # re-logged later at the same step
+        ],
+        "objective/best": [Metric("objective/best", 0.4, 90, 2)],
+        "empty": [],
+    }
+    linked = models.final_model_metrics(
+        histories, "m-1", {"validation": validation}, "val/knn_top1"
+    )
+    got = {
+        m.key: (m.value, m.step, m.timestamp, m.model_id, m.dataset_name, m.dataset_digest)
+        for m in linked
+    }
+    assert got == {
+        "objective/best": (0.4, 2, 90, "m-1", "digits-validation", "abc123"),
+        "train/temperature": (0.08, 2, 120, "m-1", None, None),
+        "val/knn_top1": (0.4, 2, 90, "m-1", "digits-validation", "abc123"),
+    }
+
+
+def test_logged_model_ids_come_from_logged_model_uris_only() -> None:
+    assert models.logged_model_id("models:/m-0123abcd") == "m-0123abcd"
+    for uri in ("models:/demo/3", "models:/demo@champion", "runs:/abc/model", "models:/"):
+        with pytest.raises(ValueError, match="models:/<model_id>") as caught:
+            models.logged_model_id(uri)
+        assert repr(uri) in str(caught.value)
+    assert models.champion_model_tags("demo", 3) == {models.TAG_CHAMPION: "models:/demo/3"}

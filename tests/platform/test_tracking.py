@@ -7,10 +7,14 @@ real ``mlflow server`` (SQLite backend, served artifacts) on a loopback port. Tr
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -19,7 +23,7 @@ import torch
 import yaml
 from ray.tune.experiment import Trial
 
-from tauray import layout, ui_layout
+from tauray import layout, tracking_models, training_record, ui_layout
 from tauray.layout import (
     CHAMPION_ALIAS,
     TAG_FAILURE_KIND,
@@ -33,7 +37,7 @@ from tauray.layout import (
     TAG_TRIAL_ID,
     config_params,
 )
-from tauray.layout.models import read_model_metadata
+from tauray.layout.models import TAG_CHAMPION, read_model_metadata
 from tauray.sweep import ledger as ledger_module
 from tauray.sweep import mlflow_logger
 from tauray.sweep.ledger import TrialLedger
@@ -45,8 +49,10 @@ from tauray.tracking import (
     resolve_tracking_target,
     tracking_scope,
 )
+from tauray_trainers.config import build_config
 from tauray_trainers.models import EmbeddingModel, ExportedModel, ModelCard
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 FIXED = {
     "method": "simclr",
     "epochs": 2,
@@ -245,14 +251,21 @@ def test_model_is_logged_registered_and_loads_as_champion(recorder: SweepRecorde
     parent = recorder.start_sweep_run("sweep", {}, {})
     run_id, _ = recorder.start_trial_run(parent, "t1", "trial-001", {}, {})
     exported = _tiny_model()
-    model_uri = recorder.log_model(run_id, exported)
+    model_uri = tracking_models.log_model(recorder, run_id, exported, name="t001-fixed-tau=0p100")
     name = f"champ-{uuid.uuid4().hex[:8]}"
-    version = recorder.register_champion(model_uri, name)
+    version = tracking_models.register_champion(recorder, model_uri, name)
     assert recorder.client.get_model_version_by_alias(name, CHAMPION_ALIAS).version == (
         version.version
     )
+    # The champion's logged model keeps its trial's name and says which version it became.
+    logged = recorder.client.get_logged_model(model_uri.removeprefix("models:/"))
+    assert logged.name == "t001-fixed-tau=0p100" and logged.source_run_id == run_id
+    assert logged.tags[TAG_CHAMPION] == f"models:/{name}/{version.version}"
     # The same model again (a finished sweep resumed again): the same version, no new one.
-    assert recorder.register_champion(model_uri, name).version == version.version
+    again = tracking_models.register_champion(recorder, model_uri, name)
+    assert again.version == version.version
+    with pytest.raises(ValueError, match="models:/<model_id>"):
+        tracking_models.register_champion(recorder, f"models:/{name}/1", name)
     assert len(recorder.client.search_model_versions(f"name='{name}'")) == 1
     champion_uri = f"models:/{name}@{CHAMPION_ALIAS}"
     with tracking_scope(recorder.target):
@@ -290,6 +303,20 @@ def test_model_is_logged_registered_and_loads_as_champion(recorder: SweepRecorde
 
 
 # ---- the Tune callback ----------------------------------------------------------------------
+
+
+def _run_readme_models_example(recorder: SweepRecorder) -> tuple[list[str], torch.nn.Module]:
+    """Run README.md's logged-models example on ``recorder``'s experiment: its printed lines
+    and the model it loads."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (block,) = [block for block in blocks if "search_logged_models" in block]
+    assert block.count('"tauray-demo"') == 1
+    block = block.replace('"tauray-demo"', repr(recorder.experiment_name))
+    namespace: dict[str, Any] = {}
+    out = io.StringIO()
+    with tracking_scope(recorder.target), contextlib.redirect_stdout(out):
+        exec(compile(block, str(README), "exec"), namespace)
+    return out.getvalue().splitlines(), namespace["best"]
 
 
 def _result(epoch: int, knn: float, temperature: float, checkpoint: str | None = None) -> dict:
@@ -406,6 +433,51 @@ def test_callback_writes_children_metrics_statuses_and_models(
     assert "time_total_s" not in done_run.data.metrics
     assert "epoch" not in done_run.data.metrics
 
+    # The Models tab: each model named after its trial, its run's final values linked to it
+    # (the validation metrics with the validation data set), sortable by the objective.
+    found = client.search_logged_models(
+        [recorder.experiment_id],
+        order_by=[{"field_name": f"metrics.{ui_layout.OBJECTIVE_BEST}", "ascending": False}],
+    )
+    assert [model.name for model in found] == ["t001-fixed-tau=0p100", "t002-learnable-tau0=0p070"]
+    assert [model.model_uri for model in found] == [logger.model_uris["aaaa0001"], stopped_uri]
+    assert [model.source_run_id for model in found] == [
+        logger.run_ids["aaaa0001"],
+        logger.run_ids["aaaa0002"],
+    ]
+    validation = "digits-cluttered-validation"
+    linked = {m.key: (m.value, m.step, m.dataset_name) for m in found[0].metrics}
+    assert linked == {
+        "val/knn_top1": (0.40, 2, validation),
+        ui_layout.OBJECTIVE_BEST: (0.40, 2, validation),
+        ui_layout.OBJECTIVE_AT_FIRST_RUNG: (0.30, 1, validation),
+        "train/loss": (3.0, 2, None),
+        "train/temperature": (0.1, 2, None),
+        "cost/samples_seen": (128.0, 2, None),
+    }
+    digests = {item.dataset.name: item.dataset.digest for item in done_run.inputs.dataset_inputs}
+    assert {m.dataset_digest for m in found[0].metrics if m.dataset_name} == {digests[validation]}
+    stopped_linked = {m.key: (m.value, m.step) for m in found[1].metrics}
+    assert stopped_linked["val/knn_top1"] == (0.20, 1)
+    assert stopped_linked["train/temperature"] == (0.08, 1)
+    ascending = client.search_logged_models(
+        [recorder.experiment_id],
+        order_by=[{"field_name": "metrics.val/knn_top1", "ascending": True}],
+    )
+    assert [model.name for model in ascending] == [model.name for model in reversed(found)]
+    better = client.search_logged_models(
+        [recorder.experiment_id], filter_string="metrics.`val/knn_top1` > 0.3"
+    )
+    assert [model.name for model in better] == ["t001-fixed-tau=0p100"]
+    # The README's example lists them the same way and loads the best.
+    printed, best_model = _run_readme_models_example(recorder)
+    assert [line.split()[:3] for line in printed] == [
+        ["t001-fixed-tau=0p100", "0.4000", "τ"],
+        ["t002-learnable-tau0=0p070", "0.2000", "τ"],
+    ]
+    assert printed[0].endswith("τ 0.1000") and printed[1].endswith("τ 0.0800")
+    assert best_model(torch.rand(2, 1, 8, 8)).shape == (2, 4)
+
     stopped_run = client.get_run(logger.run_ids["aaaa0002"])
     assert stopped_run.data.tags[TAG_STATUS] == "stopped"
     assert stopped_run.data.tags[TAG_MODEL_URI] == stopped_uri
@@ -508,3 +580,54 @@ def test_callback_survives_an_unreachable_server(monkeypatch: pytest.MonkeyPatch
     logger.on_trial_result(0, [], trial, _result(1, 0.1, 0.1))
     assert logger.errors == 2
     assert ledger.records["bbbb0001"].status == "running"
+
+
+# ---- a `tauray train` run ---------------------------------------------------------------------
+
+
+def test_a_training_run_logs_its_data_and_a_model_named_after_it(
+    server_target: TrackingTarget, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(training_record, "_load_exported", lambda path: _tiny_model())
+    config = build_config({**FIXED, "temperature": {"mode": "learnable", "value": 0.07}})
+    experiment = f"train-{uuid.uuid4().hex[:8]}"
+    record = training_record.TrainingRunRecord(
+        server_target,
+        experiment,
+        config,
+        "train-simclr-20260102-030405-000006",
+        {"workers": 2, "gpus_per_worker": 0.0, "cpus_per_worker": 1.0},
+    )
+    record.epoch(_result(1, 0.30, 0.07))
+    record.epoch(_result(2, 0.45, 0.05))
+    model_uri = record.finish("/ckpt/final")
+    assert model_uri is not None
+    client = record.recorder.client
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[TAG_MODEL_URI] == model_uri
+    # A trial's context: the User and Source columns, the full config as config.yaml.
+    assert run.data.tags["mlflow.source.name"] == "tauray train" and run.data.tags["mlflow.user"]
+    config_file = mlflow.artifacts.download_artifacts(
+        run_id=record.run_id,
+        artifact_path=ui_layout.CONFIG_FILE,
+        dst_path=str(tmp_path),
+        tracking_uri=server_target.uri,
+    )
+    assert yaml.safe_load(Path(config_file).read_text()) == config.to_dict()
+    inputs = {
+        item.dataset.name: [tag.value for tag in item.tags] for item in run.inputs.dataset_inputs
+    }
+    assert inputs == {
+        "digits-cluttered-train": ["train"],
+        "digits-cluttered-validation": ["validation"],
+    }
+    (logged,) = client.search_logged_models([record.recorder.experiment_id])
+    assert logged.name == "train-simclr-20260102-030405-000006"
+    assert logged.model_uri == model_uri and logged.source_run_id == record.run_id
+    linked = {m.key: (m.value, m.step, m.dataset_name) for m in logged.metrics}
+    assert linked["val/knn_top1"] == (0.45, 2, "digits-cluttered-validation")
+    assert linked["train/temperature"] == (0.05, 2, None)
+    assert [m.step for m in client.get_metric_history(record.run_id, "val/knn_top1")] == [1, 2]
+    with tracking_scope(server_target):
+        loaded = mlflow.pytorch.load_model(model_uri)
+    assert loaded(torch.rand(2, 1, 8, 8)).shape == (2, 4)

@@ -239,6 +239,9 @@ def _assert_recorded_as_a_trial(uri: str, saved: dict[str, Any], out: str) -> No
     tags = run.data.tags
     assert (tags[TAG_KIND], tags[TAG_METHOD], tags[TAG_STATUS]) == ("train", "clip", "completed")
     assert TAG_PARENT_RUN_ID not in tags
+    assert tags["mlflow.source.name"] == "tauray train" and tags["mlflow.user"]
+    files = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert "config.yaml" in files
     assert run.data.params == {
         **config_params(saved["config"]),
         "workers_per_trial": "2",
@@ -252,7 +255,23 @@ def _assert_recorded_as_a_trial(uri: str, saved: dict[str, Any], out: str) -> No
     assert final.value == pytest.approx(saved["metrics"][names.VAL_ZEROSHOT_TOP1])
     assert run.data.metrics["cost/samples_seen"] == saved["metrics"]["cost/samples_seen"]
     assert f"MLflow run {run.info.run_id}" in out
+    # Its data as MLflow datasets; its model named after the run, the final values linked.
+    contexts = {
+        item.dataset.name: [tag.value for tag in item.tags] for item in run.inputs.dataset_inputs
+    }
+    assert contexts == {"digits-train": ["train"], "digits-validation": ["validation"]}
     model_uri = tags[TAG_MODEL_URI]
+    (logged,) = client.search_logged_models([experiment.experiment_id])
+    assert (logged.name, logged.model_uri, logged.source_run_id) == (
+        "cli-clip",
+        model_uri,
+        run.info.run_id,
+    )
+    linked = {metric.key: metric for metric in logged.metrics}
+    assert linked[names.VAL_ZEROSHOT_TOP1].value == final.value
+    assert linked[names.VAL_ZEROSHOT_TOP1].step == 5
+    assert linked[names.VAL_ZEROSHOT_TOP1].dataset_name == "digits-validation"
+    assert linked[names.TRAIN_TEMPERATURE].value == run.data.metrics[names.TRAIN_TEMPERATURE]
     with tracking_scope(resolve_tracking_target(uri, environ={})):
         info = mlflow.models.get_model_info(model_uri)
         model = mlflow.pytorch.load_model(model_uri)

@@ -43,7 +43,12 @@ from tauray.layout import (
     TAG_TRIAL_INDEX,
     trial_record,
 )
-from tauray.layout.models import read_model_metadata
+from tauray.layout.models import (
+    TAG_CHAMPION,
+    logged_model_id,
+    logged_model_name,
+    read_model_metadata,
+)
 from tauray.tracking import resolve_tracking_target, tracking_scope
 from tauray.training import prepare_run
 from tauray_trainers.config import build_config
@@ -176,6 +181,12 @@ def test_parent_run_describes_the_sweep(sweep: SweepRun) -> None:
     assert metrics["trials/completed"] + metrics["trials/stopped_early"] == TRIALS - 1
     best_run = sweep.client.get_run(parent.data.tags[TAG_BEST_RUN])
     assert metrics["best/val/knn_top1"] == best_run.data.metrics["val/knn_top1"]
+    # The data the registered champion trained on, on the sweep's run as on the best trial's.
+    data = [
+        {(item.dataset.name, item.dataset.digest) for item in run.inputs.dataset_inputs}
+        for run in (parent, best_run)
+    ]
+    assert data[0] == data[1] and len(data[0]) == 2
     assert all(
         best_run.data.params[key.removeprefix("best/").replace("/", ".")] == value
         for key, value in params.items()
@@ -304,10 +315,52 @@ def test_completed_trials_and_the_best_one_logged_their_models(sweep: SweepRun) 
     ]
     assert with_models
     for run in with_models:
-        model_id = run.data.tags[TAG_MODEL_URI].removeprefix("models:/")
-        logged = sweep.client.get_logged_model(model_id)
+        logged = sweep.client.get_logged_model(logged_model_id(run.data.tags[TAG_MODEL_URI]))
         assert logged.source_run_id == run.info.run_id
-        assert logged.name == "model"
+        # Named after the trial's run as it started (a stopped one's without `stopped@N`).
+        stopped_at = run.data.tags.get(ui_layout.TAG_STOPPED_AT_EPOCH)
+        started_as = run.info.run_name.removesuffix(f" stopped@{stopped_at}")
+        assert logged.name == logged_model_name(started_as)
+        assert re.fullmatch(
+            r"t\d{3}-(fixed-tau=|learnable-tau0=|cosine-tau-)[0-9a-z=p-]+", logged.name
+        )
+
+
+@pytest.mark.ray
+def test_the_models_tab_lists_the_trials_models_with_their_final_metrics(sweep: SweepRun) -> None:
+    """What the experiment's Models tab shows: one model per trial that logged one, each
+    named after its trial and carrying its run's final values (the validation metrics with
+    the validation data set), sorted by the objective; the champion's tagged as such."""
+    client = sweep.client
+    by_objective = client.search_logged_models(
+        [sweep.experiment_id], order_by=[{"field_name": f"metrics.{METRIC}", "ascending": False}]
+    )
+    runs = {run.info.run_id: run for run in sweep.children}
+    with_models = [run for run in sweep.children if TAG_MODEL_URI in run.data.tags]
+    assert sorted(model.source_run_id for model in by_objective) == sorted(
+        run.info.run_id for run in with_models
+    )
+    names = [model.name for model in by_objective]
+    assert len(set(names)) == len(names)
+    final = []
+    for model in by_objective:
+        run = runs[model.source_run_id]
+        assert model.model_uri == run.data.tags[TAG_MODEL_URI]
+        linked = {metric.key: metric for metric in model.metrics}
+        for key in (METRIC, ui_layout.OBJECTIVE_BEST, "val/linear_top1", "train/temperature"):
+            assert linked[key].value == pytest.approx(run.data.metrics[key]), key
+        last_epoch = max(entry.step for entry in client.get_metric_history(run.info.run_id, METRIC))
+        assert linked[METRIC].step == last_epoch
+        assert linked[METRIC].dataset_name == "digits-cluttered-validation"
+        assert linked[ui_layout.OBJECTIVE_BEST].dataset_name == "digits-cluttered-validation"
+        assert linked["train/temperature"].dataset_name is None
+        final.append(linked[METRIC].value)
+    assert final == sorted(final, reverse=True)
+    version = client.get_model_version_by_alias(EXPERIMENT, CHAMPION_ALIAS)
+    best_run = client.get_run(sweep.parent.data.tags[TAG_BEST_RUN])
+    champion = client.get_logged_model(logged_model_id(best_run.data.tags[TAG_MODEL_URI]))
+    assert champion.tags[TAG_CHAMPION] == f"models:/{EXPERIMENT}/{version.version}"
+    assert [model.name for model in by_objective if TAG_CHAMPION in model.tags] == [champion.name]
 
 
 @pytest.mark.ray

@@ -12,10 +12,10 @@ One experiment per ``--experiment`` name holds the sweeps:
   (:func:`sweep_params`, :func:`search_params`: ``space``, ``method``, ``objective``
   (``metric:mode`` texts, comma-separated), ``trials``, ``time_budget_s``, resources,
   ``code_version``, the sampler, ...); at the end the metrics ``trials/*``, ``<objective>``
-  and ``best/<objective>`` (the best value), params ``best/<parameter>``, artifacts
-  ``best_config.yaml`` and ``plots/*.png``; with a confirmation phase also ``champion/mean|sd|
-  n|ci95_low|ci95_high``, the tag ``tauray.confirmation_verdict`` and ``confirmation.csv``
-  (:mod:`tauray.layout.confirmation`);
+  and ``best/<objective>`` (the best value), params ``best/<parameter>``, the best trial's
+  data as MLflow datasets, artifacts ``best_config.yaml`` and ``plots/*.png``; with a
+  confirmation phase also ``champion/mean|sd|n|ci95_low|ci95_high``, the tag
+  ``tauray.confirmation_verdict`` and ``confirmation.csv`` (:mod:`tauray.layout.confirmation`);
 - each **trial** is a child run (tag ``mlflow.parentRunId``, ``tauray.kind = trial``; its name
   and what makes it read well in the UI: :mod:`tauray.ui_layout`) with tags
   ``tauray.trial_id``, ``tauray.trial_index``, ``tauray.method``, ``tauray.space``,
@@ -27,10 +27,10 @@ One experiment per ``--experiment`` name holds the sweeps:
   when the combination was invalid), its config as ``config.yaml``, its data as MLflow
   datasets and MLflow's context tags (:mod:`tauray.run_context`), every metric of the
   training loop (:mod:`tauray_trainers.metrics`) at every epoch (step = epoch), and, when it
-  ended without error, its model under ``model`` (tag ``tauray.model_uri``, or
-  ``tauray.model_error``);
+  ended without error, its model, named after it and carrying its final metrics
+  (:mod:`tauray.layout.models`; tag ``tauray.model_uri``, or ``tauray.model_error``);
 - a ``tauray train`` run is a trial without a sweep (``tauray.kind = train``, no parent, its
-  resources as params; experiment ``tauray-train`` or ``--experiment``);
+  resources as params, its data as datasets; experiment ``tauray-train`` or ``--experiment``);
 - the best trial's model (the champion configuration's best run's) is registered: ``champion``.
 
 A child run a killed driver created but Ray Tune never saved is ended with ``tauray.status =
@@ -101,8 +101,6 @@ LOST_REASON = (
 
 #: Model Registry alias of a sweep's best model.
 CHAMPION_ALIAS = "champion"
-#: Name of the logged model inside each trial's run.
-MODEL_NAME = "model"
 #: Artifacts of the parent run.
 BEST_CONFIG_FILE = "best_config.yaml"
 CONFIRMATION_FILE = "confirmation.csv"

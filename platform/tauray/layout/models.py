@@ -6,15 +6,30 @@ embeddings out, the data set's normalisation inside. Its signature names the ten
 (:data:`INPUT_NAME` float32 ``[-1, C, H, W]`` -> :data:`OUTPUT_NAME` float32 ``[-1, D]``), its
 input example is a few real validation images, and its MLflow metadata (the ``metadata`` of
 the ``MLmodel`` file) is :func:`model_metadata`'s, read back by :func:`read_model_metadata`.
+
+In the experiment's Models tab (MLflow's logged models) each model is named after the run it
+came from (:func:`logged_model_name`: ``t002-fixed-tau=0p100`` for the trial run
+``t002 fixed τ=0.100``, a ``tauray train`` run's name for its model) and carries its run's final
+metrics (:func:`metric_data_context` says which were measured on the validation data), so the
+tab lists, compares and sorts the models by the sweep's objective. The champion's logged model
+also carries :data:`TAG_CHAMPION`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tauray import ui_layout
+from tauray.run_context import VALIDATION_CONTEXT
+from tauray_trainers import metrics as names
+
 if TYPE_CHECKING:
+    from mlflow.entities import Dataset, Metric
+
+    from tauray.trials import TrialRecord
     from tauray_trainers.models import ModelCard
 
 #: Names of the signature's input and output tensors.
@@ -102,3 +117,130 @@ REGISTERED_MODEL_DESCRIPTION = (
     "embeddings, with the training data's normalisation inside; its description and metadata "
     "give the method, data set, size, mean/std and final τ."
 )
+
+
+# ---- the Models tab ------------------------------------------------------------------------------
+
+#: A champion's logged model's tag: the registered version it became (``models:/NAME/VERSION``).
+TAG_CHAMPION = "tauray.champion"
+#: The name of a model whose run name leaves nothing to name it by.
+FALLBACK_MODEL_NAME = "model"
+#: Longest logged-model name written (MLflow's SQL stores keep 500 characters).
+MAX_MODEL_NAME_LENGTH = 200
+#: Prefix of the metrics the loop measures on the validation split.
+VALIDATION_PREFIX = "val/"
+# Metrics derived from a sweep's objective: measured where the objective is.
+_OBJECTIVE_COLUMNS = frozenset(
+    {ui_layout.OBJECTIVE_BEST, ui_layout.OBJECTIVE_AT_FIRST_RUNG, names.RUNG_PREDICTED_FINAL}
+)
+_WORDS = (("τ", "tau"), ("→", "-to-"), ("×", "x"))
+_DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_=-]+")
+
+
+def logged_model_name(run_name: str) -> str:
+    """The name of the model a run logs, made from the run's name.
+
+    MLflow refuses a logged model's name holding ``/ : . % " '`` and puts the name in
+    ``runs:/<run_id>/<name>`` URIs, so the name keeps ASCII letters, digits, ``_``, ``-`` and
+    ``=``: ``τ`` becomes ``tau``, ``→`` ``-to-``, ``×`` ``x``, a decimal point ``p``, anything
+    else (spaces, other dots) ``-``. ``t002 fixed τ=0.100`` -> ``t002-fixed-tau=0p100``,
+    ``t004 cosine τ 0.500→0.030`` -> ``t004-cosine-tau-0p500-to-0p030``. Cut at
+    :data:`MAX_MODEL_NAME_LENGTH`; :data:`FALLBACK_MODEL_NAME` when nothing is left.
+    """
+    text = run_name
+    for symbol, word in _WORDS:
+        text = text.replace(symbol, word)
+    text = _NOT_ALLOWED.sub("-", _DECIMAL_POINT.sub("p", text))
+    text = re.sub(r"-{2,}", "-", text).strip("-")[:MAX_MODEL_NAME_LENGTH].rstrip("-")
+    return text or FALLBACK_MODEL_NAME
+
+
+def trial_model_name(record: TrialRecord, confirmed_index: int | None = None) -> str:
+    """A trial's model name: its run's name as the trial started (no ``stopped@``), as
+    :func:`logged_model_name` writes it (``t012 confirm t003 seed=2`` ->
+    ``t012-confirm-t003-seed=2``)."""
+    return logged_model_name(ui_layout.trial_run_name(record, confirmed_index))
+
+
+def metric_data_context(key: str, objective_metric: str | None = None) -> str | None:
+    """The data a run's final metric, linked to its logged model, was measured on.
+
+    ``validation`` (:data:`~tauray.run_context.VALIDATION_CONTEXT`) for the loop's ``val/``
+    metrics and for the columns derived from a sweep objective that is one
+    (``objective/best``, ``objective/at_first_rung``, ``rung/predicted_final``); None for the
+    rest (τ, learning rate, costs, the training loss). The Models tab groups a model's metric
+    columns by data set (``Dataset: <name>``, ``No dataset``).
+    """
+    measured = key
+    if key in _OBJECTIVE_COLUMNS:
+        if objective_metric is None:
+            return None
+        measured = objective_metric
+    return VALIDATION_CONTEXT if measured.startswith(VALIDATION_PREFIX) else None
+
+
+def logged_model_id(model_uri: str) -> str:
+    """The logged model's id in a ``models:/<model_id>`` URI (what ``log_model`` returns and
+    the run's ``tauray.model_uri`` tag holds).
+
+    Raises:
+        ValueError: a registry URI (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``) or any
+            other URI.
+    """
+    model_id = model_uri.removeprefix("models:/")
+    if model_id == model_uri or not model_id or "/" in model_id or "@" in model_id:
+        raise ValueError(
+            f"model_uri {model_uri!r} is not a logged model's URI: expected "
+            "models:/<model_id>, as log_model returns it"
+        )
+    return model_id
+
+
+def champion_model_tags(registered_name: str, version: str | int) -> dict[str, str]:
+    """The champion's logged-model tags: the registered version it became (MLflow's own
+    ``mlflow.modelVersions`` tag lists it too, as JSON)."""
+    return {TAG_CHAMPION: f"models:/{registered_name}/{version}"}
+
+
+def final_model_metrics(
+    histories: Mapping[str, Sequence[Metric]],
+    model_id: str,
+    datasets: Mapping[str, Dataset],
+    objective_metric: str | None = None,
+) -> list[Metric]:
+    """The metrics that link a run's final values to the model it logged.
+
+    Args:
+        histories: each metric's history in the run (``MlflowClient.get_metric_history``).
+        model_id: the logged model's id.
+        datasets: the run's data sets by context (:func:`tauray.run_context.datasets`).
+        objective_metric: the sweep's objective (None for a ``tauray train`` run).
+
+    Returns:
+        Per metric its last entry (the highest step, then the latest), with that step and
+        timestamp: MLflow writes a model's metric to its run too, and the same key, step, time
+        and value add no second point to the run's curve. A metric measured on a data set
+        (:func:`metric_data_context`) names that data set.
+    """
+    from mlflow.entities import Metric
+
+    linked = []
+    for key, history in sorted(histories.items()):
+        if not history:
+            continue
+        last = max(history, key=lambda entry: (entry.step, entry.timestamp))
+        context = metric_data_context(key, objective_metric)
+        dataset = datasets.get(context) if context is not None else None
+        linked.append(
+            Metric(
+                key,
+                last.value,
+                last.timestamp,
+                last.step,
+                model_id=model_id,
+                dataset_name=dataset.name if dataset is not None else None,
+                dataset_digest=dataset.digest if dataset is not None else None,
+            )
+        )
+    return linked

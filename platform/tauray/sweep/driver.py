@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
-from tauray import layout
+from tauray import layout, tracking_models
 from tauray.ranking import rank_trials
 from tauray.run_context import code_version
 from tauray.run_file import best_config_yaml
@@ -491,7 +491,7 @@ def _finish(
     *,
     interrupted: bool = False,
 ) -> SweepSummary:
-    """The sweep's results: best config file, champion, plots, and the parent run's metrics.
+    """The sweep's results: best config and datasets, champion, plots, the parent's metrics.
 
     An interrupted sweep only writes its best configuration so far (a local file): the parent
     run gets metrics, plots and the champion when the resumed sweep ends.
@@ -561,12 +561,13 @@ def _finish(
     if interrupted:
         return summary(champion=None)
     if best is not None and best_config is not None:
-        with mlflow_logger.guarded("log best_config.yaml"):
+        with mlflow_logger.guarded("log best_config.yaml and the best trial's datasets"):
             recorder.log_text(parent_run_id, text, layout.BEST_CONFIG_FILE)
+            recorder.log_datasets(parent_run_id, best_config)
         model_uri = mlflow_logger.log_model(best) if plan.request.log_models else None
         if model_uri is not None:
             with mlflow_logger.guarded("register the champion model"):
-                version = recorder.register_champion(model_uri, plan.model_name)
+                version = tracking_models.register_champion(recorder, model_uri, plan.model_name)
                 champion = (
                     f"models:/{plan.model_name}@{layout.CHAMPION_ALIAS}",
                     str(version.version),

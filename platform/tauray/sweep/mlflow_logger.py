@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
-from tauray import layout, ui_layout
+from tauray import layout, tracking_models, ui_layout
+from tauray.layout import models as model_layout
 from tauray.sweep.ledger import TrialLedger
 from tauray.tracking import SweepRecorder
 from tauray.trials import INFEASIBLE, TrialRecord, epoch_metrics, result_step
@@ -218,6 +219,8 @@ class MlflowTrialLogger(Callback):
     def log_model(self, record: TrialRecord) -> str | None:
         """Log a trial's embedding model from its last checkpoint; return the model URI.
 
+        The model is named after the trial (:func:`tauray.layout.models.trial_model_name`) and
+        carries the run's final metrics (:func:`tauray.tracking_models.link_final_metrics`).
         Returns the URI logged before, if any; None (and a ``tauray.model_error`` tag on the
         run) when the trial has no checkpoint or the model cannot be exported.
         """
@@ -227,8 +230,11 @@ class MlflowTrialLogger(Callback):
         if run_id is None or not record.checkpoint_path:
             return None
         try:
-            model_uri = self.recorder.log_model(
-                run_id, _load_embedding_model(record.checkpoint_path)
+            model_uri = tracking_models.log_model(
+                self.recorder,
+                run_id,
+                _load_embedding_model(record.checkpoint_path),
+                name=model_layout.trial_model_name(record, self._confirmed_index(record)),
             )
         except Exception as error:
             self.errors += 1
@@ -239,6 +245,12 @@ class MlflowTrialLogger(Callback):
         self.model_uris[record.trial_id] = model_uri
         with self.guarded("tag the model", record.trial_id):
             self.recorder.set_tags(run_id, layout.model_tags(model_uri))
+        if record.config:
+            with self.guarded("link the final metrics to the model", record.trial_id):
+                objective = self.objective[0] if self.objective is not None else None
+                tracking_models.link_final_metrics(
+                    self.recorder, run_id, model_uri, record.config, objective
+                )
         return model_uri
 
     def on_trial_error(
