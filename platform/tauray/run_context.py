@@ -34,15 +34,40 @@ VALIDATION_CONTEXT = "validation"
 _NOT_SELECTING = frozenset({"download", "loader_workers", "horizontal_flip", "crop_min_scale"})
 
 
+def _run_git(package_dir: str, *args: str) -> str:
+    """What ``git -C package_dir ARGS`` prints (stripped); '' where git or a checkout is missing."""
+    try:
+        return subprocess.run(
+            ["git", "-C", package_dir, *args],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 @cache
-def _git(package_dir: str) -> dict[str, str]:
-    from mlflow.utils import git_utils
+def _checkout(package_dir: str) -> tuple[str, str, bool]:
+    """The commit, branch and dirty flag of the git checkout tauray runs from ('' outside one).
+
+    One lookup per process: the context tags of every run and the sweep's ``code_version``
+    param read it. Dirty means tracked files differ from the commit (untracked ones don't count).
+    """
+    commit = _run_git(package_dir, "rev-parse", "HEAD")
+    if not commit:
+        return "", "", False
+    branch = _run_git(package_dir, "rev-parse", "--abbrev-ref", "HEAD")
+    dirty = bool(_run_git(package_dir, "status", "--porcelain", "--untracked-files=no"))
+    return commit, "" if branch == "HEAD" else branch, dirty
+
+
+def _git_tags() -> dict[str, str]:
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT
 
-    found = {
-        MLFLOW_GIT_COMMIT: git_utils.get_git_commit(package_dir),
-        MLFLOW_GIT_BRANCH: git_utils.get_git_branch(package_dir),
-    }
+    commit, branch, _ = _checkout(str(Path(__file__).resolve().parent))
+    found = {MLFLOW_GIT_COMMIT: commit, MLFLOW_GIT_BRANCH: branch}
     return {key: value for key, value in found.items() if value}
 
 
@@ -62,7 +87,7 @@ def context_tags(source_name: str = SOURCE_NAME) -> dict[str, str]:
         logger.warning("MLflow could not resolve the run context", exc_info=True)
         tags = {}
     tags[MLFLOW_SOURCE_NAME] = source_name
-    tags.update(_git(str(Path(__file__).resolve().parent)))
+    tags.update(_git_tags())
     return tags
 
 
@@ -108,27 +133,10 @@ def code_version() -> str:
     """tauray's version, plus the git commit (and ``.dirty``) when run from a checkout."""
     from tauray import __version__
 
-    package_dir = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(package_dir), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(package_dir), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    commit, _, dirty = _checkout(str(Path(__file__).resolve().parent))
+    if not commit:
         return __version__
-    if not sha:
-        return __version__
-    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+    return f"{__version__}+g{commit[:12]}{'.dirty' if dirty else ''}"
 
 
 def model_requirements() -> list[str]:
