@@ -14,7 +14,7 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_USER,
 )
 
-from tauray import run_context
+from tauray import __version__, run_context
 from tauray_trainers.config import build_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +29,9 @@ def test_context_tags_name_the_user_the_command_and_the_commit() -> None:
     ).stdout.strip()
     if head:  # run from a checkout (a wheel has no commit to name)
         assert tags[MLFLOW_GIT_COMMIT] == head
+        assert run_context.code_version().split(".dirty")[0] == f"{__version__}+g{head[:12]}"
+    else:
+        assert run_context.code_version() == __version__
 
 
 def test_a_run_logs_its_two_splits_with_a_digest_of_what_selects_them() -> None:
