@@ -103,7 +103,7 @@ def test_tiled_peak_is_two_blocks_and_a_few_linear_tensors(
     cls: type[torch.nn.Module], views: int
 ) -> None:
     # Blocks (k x k) are 8x a (rows x D) tensor here, so a third block would break the bound;
-    # the earlier design (n x k tiles, three alive at once) peaked at 200 of them for ClipLoss.
+    # n_local x k tiles (three alive at once) would peak at about 200 of them for ClipLoss.
     n, dim, chunk = 4096, 8, 512
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, dim, generator=generator, requires_grad=True)

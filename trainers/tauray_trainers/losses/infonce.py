@@ -29,9 +29,10 @@ keys, their gradient, the n x D query gradient and a few vectors. The queries ar
 the rows of each block are scaled by 1/(τ |a_i|) instead of forming normalised or scaled image
 copies. Measured with ``benchmarks/loss_memory_breakdown.py`` (16,384 pairs on 2 gloo ranks,
 D = 512, k = 1024): the backward's peak is 88 MiB of torch allocations per rank, the gathered
-texts (32) + their gradient (32) + the image gradient (16) + two blocks (8), against 240 MiB
-with n_local x k tiles, three of them alive at once, and the normalised, scaled and positive-pair
-copies autograd kept. Gradients match the untiled path to float64 round-off.
+texts (32) + their gradient (32) + the image gradient (16) + two blocks (8); tiles of
+n_local x k (32 MiB each, three alive in the backward) with normalised, scaled and positive-pair
+copies kept by autograd peak at 240 MiB there. Gradients match the untiled path to float64
+round-off.
 """
 
 from __future__ import annotations
