@@ -9,7 +9,8 @@ test_losses.py):
 (b) gradient of each rank's local embeddings = W x the single-process gradient of those rows;
 (c) temperature (and SigLIP bias) gradient averaged over ranks = single-process gradient.
 
-Shards are equal in some cases and unequal in others (the loss must not assume drop_last).
+Shards are equal in some cases and unequal in others (the loss must not assume drop_last), and
+some cases make the gather's backward reduce-scatter in many small pieces.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Case:
     tau: float
     chunk_size: int | None = None
     bias: float = 0.0
+    # Bytes per reduce-scatter call in the gather's backward (None: the default).
+    piece_bytes: int | None = None
 
 
 EQUAL = {1: (8,), 2: (4, 4), 3: (3, 3, 3)}
@@ -51,10 +54,12 @@ CASES = [
     Case("clip-uneven", "clip", UNEQUAL, 0.1),
     *(Case(f"clip-tiled{k}", "clip", EQUAL, 0.05, chunk_size=k) for k in (1, 3)),
     Case("clip-tiled-uneven", "clip", UNEQUAL, 0.3, chunk_size=4),
+    Case("clip-tiled-uneven-pieces", "clip", UNEQUAL, 0.3, chunk_size=2, piece_bytes=1),
     *(Case(f"ntxent-tau{t}", "ntxent", EQUAL, t) for t in (0.01, 0.5)),
     Case("ntxent-uneven", "ntxent", UNEQUAL, 0.2),
     Case("ntxent-tiled", "ntxent", EQUAL, 0.07, chunk_size=5),
     Case("ntxent-tiled-uneven", "ntxent", UNEQUAL, 1.0, chunk_size=2),
+    Case("ntxent-uneven-pieces", "ntxent", UNEQUAL, 0.2, piece_bytes=400),
     Case("siglip", "siglip", EQUAL, 0.1, bias=-10.0),
     Case("siglip-uneven", "siglip", UNEQUAL, 0.01, bias=1.5),
     Case("dino", "dino", EQUAL, 0.1),
@@ -74,6 +79,16 @@ def global_inputs(case: Case, total: int) -> list[torch.Tensor]:
 
 def run_case(case: Case, inputs: list[torch.Tensor]) -> dict[str, np.ndarray]:
     """Loss and gradients of one case on the given rows (the shard, or the whole batch)."""
+    default_piece_bytes = distributed.REDUCE_SCATTER_PIECE_BYTES
+    if case.piece_bytes is not None:
+        distributed.REDUCE_SCATTER_PIECE_BYTES = case.piece_bytes
+    try:
+        return _run_case(case, inputs)
+    finally:
+        distributed.REDUCE_SCATTER_PIECE_BYTES = default_piece_bytes
+
+
+def _run_case(case: Case, inputs: list[torch.Tensor]) -> dict[str, np.ndarray]:
     leaves = [x.clone().requires_grad_() for x in inputs]
     tau = torch.tensor(case.tau, dtype=torch.float64, requires_grad=True)
     extra: dict[str, torch.Tensor] = {}

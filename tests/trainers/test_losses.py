@@ -19,6 +19,7 @@ from tauray_trainers.losses import (
     SigLipLoss,
     logsumexp_rows_and_columns,
 )
+from tauray_trainers.losses._checks import NORM_EPS, normalize_rows
 
 TEMPERATURES = [0.01, 0.07, 0.5, 1.0]
 SHAPES = [(1, 3), (5, 3), (16, 32), (33, 7)]
@@ -216,6 +217,36 @@ def test_tiled_backward_passes_gradcheck() -> None:
     assert torch.autograd.gradcheck(lambda x, y, t: NTXentLoss(3)(x, y, temperature=t), (a, b, tau))
     rows_only = lambda q, k: logsumexp_rows_and_columns(q, k, 2)[0]  # noqa: E731
     assert torch.autograd.gradcheck(rows_only, (a, b))
+
+
+@pytest.mark.parametrize("cls", [ClipLoss, NTXentLoss])
+@pytest.mark.parametrize("which", ["first", "second", "both"])
+def test_tiled_gradients_with_a_float_temperature_and_one_input_requiring_grad(
+    cls: type[torch.nn.Module], which: str
+) -> None:
+    """The tiled backward skips the gradients nobody asked for and still matches untiled."""
+    first, second = make(11, 6, seed=60, scale=2.0), make(11, 6, seed=61)
+    wanted = {"first": [first], "second": [second], "both": [first, second]}[which]
+    for x in (first, second):
+        x.requires_grad_(any(x is w for w in wanted))
+    tiled = cls(chunk_size=4)(first, second, temperature=0.15)
+    plain = cls()(first, second, temperature=0.15)
+    assert_close(tiled, plain)
+    for got, want in zip(grads(tiled, wanted), grads(plain, wanted), strict=True):
+        assert_close(got, want)
+
+
+def test_normalize_rows_matches_functional_normalize_including_tiny_rows() -> None:
+    x = make(6, 4, seed=70)
+    with torch.no_grad():
+        x[1] = 0.0  # a zero row: the norm is clamped at eps
+        x[2] *= 1e-14  # below eps: the norm is the constant eps
+    x2 = x.detach().clone().requires_grad_()
+    weights = torch.linspace(-2, 3, 24, dtype=torch.float64).reshape(6, 4)
+    ours = normalize_rows(x)
+    reference = torch.nn.functional.normalize(x2, dim=1, eps=NORM_EPS)
+    assert_close(ours, reference)
+    assert_close(grads((ours * weights).sum(), [x])[0], grads((reference * weights).sum(), [x2])[0])
 
 
 def test_readme_two_by_two_example() -> None:

@@ -22,6 +22,7 @@ For the loop: :func:`state_divergence` measures whether the ranks still hold the
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,9 @@ __all__ = [
 # torch >= 2.14 names the single-tensor collectives *_single; older releases *_tensor.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+REDUCE_SCATTER_PIECE_BYTES = 4 * 2**20
+"""Largest input of one reduce-scatter call in :func:`all_gather_with_grad`'s backward."""
 
 # Buffers that legitimately differ between ranks until synchronised (batch-norm statistics).
 _PER_RANK_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -128,19 +132,30 @@ def _gather_padded(x: torch.Tensor, sizes: list[int], group: Any) -> torch.Tenso
 def _reduce_scatter_padded(
     grad: torch.Tensor, sizes: list[int], rank_: int, group: Any
 ) -> torch.Tensor:
-    """Sum ``grad`` (rows of all ranks) over ranks and return this rank's rows."""
-    largest = max(sizes)
-    grad = grad.contiguous()
-    if all(s == largest for s in sizes):
-        laid_out = grad
-    else:
-        laid_out = grad.new_zeros((len(sizes) * largest, *grad.shape[1:]))
-        start = 0
-        for r, s in enumerate(sizes):
-            laid_out[r * largest : r * largest + s] = grad[start : start + s]
-            start += s
-    mine = torch.empty((largest, *grad.shape[1:]), dtype=grad.dtype, device=grad.device)
-    _reduce_scatter_single(mine, laid_out, group=group)
+    """Sum ``grad`` (rows of all ranks) over ranks and return this rank's rows.
+
+    Works through pieces of at most :data:`REDUCE_SCATTER_PIECE_BYTES` (all ranks' rows of one
+    piece together): gloo's reduce-scatter copies its whole input into one flat buffer, so one
+    call on ``grad`` would hold a second full-size copy of it; pieces bound that copy, and the
+    layout with padding that uneven shards need, to the piece size.
+    """
+    world, largest = len(sizes), max(sizes)
+    row_numel = math.prod(grad.shape[1:])
+    piece = max(1, REDUCE_SCATTER_PIECE_BYTES // max(1, world * row_numel * grad.element_size()))
+    piece = min(piece, largest)
+    starts = [sum(sizes[:r]) for r in range(world)]
+    mine = grad.new_empty((largest, *grad.shape[1:]))
+    flat = grad.new_empty(world * piece * row_numel)
+    for first in range(0, largest, piece):
+        count = min(piece, largest - first)
+        laid_out = flat[: world * count * row_numel].view(world, count, *grad.shape[1:])
+        for r, size in enumerate(sizes):
+            present = max(0, min(count, size - first))
+            laid_out[r, :present] = grad[starts[r] + first : starts[r] + first + present]
+            laid_out[r, present:] = 0
+        _reduce_scatter_single(
+            mine[first : first + count], laid_out.view(world * count, *grad.shape[1:]), group=group
+        )
     return mine[: sizes[rank_]]
 
 

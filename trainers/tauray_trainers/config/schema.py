@@ -127,7 +127,9 @@ class LossConfig(_Section):
         "infonce", description="CLIP only: InfoNCE (ClipLoss) or pairwise sigmoid (SigLipLoss)."
     )
     chunk_size: int | None = Field(
-        None, ge=1, description="Tiled loss: logits held at once are n_local x chunk_size."
+        None,
+        ge=1,
+        description="Tiled loss: logits held at once are two chunk_size x chunk_size blocks.",
     )
     sigmoid_bias: float = Field(-10.0, description="Initial learnable bias of the sigmoid loss.")
 

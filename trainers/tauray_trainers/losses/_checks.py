@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 Scalar = float | torch.Tensor
 
@@ -56,9 +58,21 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
+NORM_EPS = 1e-12
+"""Smallest row norm divided by, as in ``torch.nn.functional.normalize``."""
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """L2-normalise rows in the loss's compute dtype (cosine similarity)."""
-    return F.normalize(x.to(compute_dtype(x)), dim=1)
+    return F.normalize(x.to(compute_dtype(x)), dim=1, eps=NORM_EPS)
+
+
+def scaled_inverse_norms(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale / max(|x_i|, eps)`` per row: ``normalize(x) * scale == x * result[:, None]``.
+
+    Lets a loss scale its similarity rows instead of materialising a normalised copy of ``x``.
+    """
+    return scale / torch.linalg.vector_norm(x, dim=1).clamp_min(NORM_EPS)
 
 
 def as_scalar_tensor(
@@ -90,3 +104,48 @@ def as_scalar_tensor(
 def logit_scale(temperature: Scalar, like: torch.Tensor, name: str = "temperature") -> torch.Tensor:
     """``1 / temperature`` as a 0-dim tensor (keeps the temperature's gradient)."""
     return as_scalar_tensor(temperature, name, like).reciprocal()
+
+
+ROW_BLOCK_ELEMENTS = 2**18
+"""Elements per block of :func:`row_dots`' temporary (1 MiB in float32)."""
+
+
+def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(dim=1)`` for ``(m, D)`` tensors, a block of rows at a time.
+
+    The product is formed for at most :data:`ROW_BLOCK_ELEMENTS` elements at once instead of a
+    whole ``(m, D)`` temporary. No autograd (used inside backward passes).
+    """
+    out = a.new_empty(a.shape[0])
+    step = max(1, ROW_BLOCK_ELEMENTS // max(1, a.shape[1]))
+    for start in range(0, a.shape[0], step):
+        stop = start + step
+        torch.sum(a[start:stop] * b[start:stop], dim=1, out=out[start:stop])
+    return out
+
+
+class _NormalizeRows(torch.autograd.Function):
+    """``x / max(|x_i|, eps)`` per row, whose backward allocates one ``(m, D)`` tensor (its
+    result) where autograd through ``F.normalize`` allocates four."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        norms = torch.linalg.vector_norm(x, dim=1)
+        inverse = norms.clamp_min(NORM_EPS).reciprocal_()
+        ctx.save_for_backward(x, inverse, norms >= NORM_EPS)
+        return x * inverse[:, None]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        # d/dx of x/|x|: (g - y (y . g)) / |x|, y = x/|x|; below eps the norm is the constant eps.
+        x, inverse, unclamped = ctx.saved_tensors
+        out = x * inverse[:, None]
+        along = row_dots(out, grad).mul_(unclamped)
+        return out.mul_(along.neg_()[:, None]).add_(grad).mul_(inverse[:, None])
+
+
+def normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    """:func:`normalize` (same values and gradients) with a lighter backward (see
+    :class:`_NormalizeRows`); first-order gradients only."""
+    return _NormalizeRows.apply(x.to(compute_dtype(x)))
