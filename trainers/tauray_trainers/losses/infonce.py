@@ -44,6 +44,7 @@ from tauray_trainers.losses._checks import (
     logit_scale,
     normalize,
 )
+from tauray_trainers.losses._groups import check_groups, group_sums
 
 logger = logging.getLogger(__name__)
 
@@ -173,14 +174,20 @@ class ClipLoss(nn.Module):
             matrix products efficient while memory stays linear in the global batch.
 
     Call:
-        ``loss(image_emb, text_emb, temperature=t)`` with ``image_emb`` and ``text_emb`` of
-        shape ``(n_local, D)`` (row i of each is a pair) and ``t`` a float > 0 or a 0-dim
-        tensor (learnable τ keeps its gradient). Returns a 0-dim tensor: this rank's share, whose
-        mean over ranks is the loss of the whole global batch.
+        ``loss(image_emb, text_emb, temperature=t, groups=g)`` with ``image_emb`` and
+        ``text_emb`` of shape ``(n_local, D)`` (row i of each is a pair), ``t`` a float > 0 or a
+        0-dim tensor (learnable τ keeps its gradient) and ``g`` None or int ``(n_local,)``.
+        Without groups only the pairs (i, i) are positives (CLIP). With groups every pair of the
+        global batch whose rows share a group id is a positive and each row's (and column's)
+        target is uniform over its group (UniCL, Yang et al. CVPR 2022; see
+        :mod:`tauray_trainers.losses._groups`): captions made from class names describe every
+        image of their class. Returns a 0-dim tensor: this rank's share, whose mean over ranks
+        is the loss of the whole global batch.
 
     Raises:
         TypeError / ValueError: on a bad ``chunk_size``, embeddings that are not paired
-            ``(n, D)`` floating point tensors, or a temperature that is not > 0.
+            ``(n, D)`` floating point tensors, a temperature that is not > 0, or groups that are
+            not integers with one id per row.
     """
 
     def __init__(self, chunk_size: int | None = None) -> None:
@@ -191,11 +198,17 @@ class ClipLoss(nn.Module):
         return f"chunk_size={self.chunk_size}"
 
     def forward(
-        self, image_emb: torch.Tensor, text_emb: torch.Tensor, temperature: Scalar
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        temperature: Scalar,
+        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_embeddings("image_emb", image_emb)
         check_embeddings("text_emb", text_emb)
         check_same_shape("image_emb", image_emb, "text_emb", text_emb)
+        if groups is not None:
+            groups = check_groups(groups, image_emb.shape[0], image_emb.device)
         images, texts = normalize(image_emb), normalize(text_emb)
         scale = logit_scale(temperature, images)
         queries = images * scale
@@ -215,7 +228,13 @@ class ClipLoss(nn.Module):
             # (W, N) partial column log-sum-exps; gradient flows back to every rank's rows.
             partials = distributed.all_gather_with_grad(columns[None, :], [1] * world)
             columns = torch.logsumexp(partials, dim=0)
-        positives = (queries * texts).sum(dim=1)
+        if groups is None:
+            positives = (queries * texts).sum(dim=1)
+        else:
+            # Rows and columns share one positive term: the group's mean text (see _groups).
+            all_groups = distributed.gather_no_grad(groups, sizes)
+            sums, counts = group_sums(all_texts, all_groups, groups)
+            positives = (queries * sums).sum(dim=1) / counts
         own_columns = columns[offset : offset + n_local]
         summed = rows.sum() + own_columns.sum() - 2.0 * positives.sum()
         return summed * (world / (2.0 * total))
