@@ -130,6 +130,14 @@ class LossConfig(_Section):
         None, ge=1, description="Tiled loss: logits held at once are n_local x chunk_size."
     )
     sigmoid_bias: float = Field(-10.0, description="Initial learnable bias of the sigmoid loss.")
+    positives: Literal["groups", "pairs"] = Field(
+        "groups",
+        description="CLIP only. groups: every caption of an image's caption group is a positive "
+        "(UniCL, Yang et al. 2022): for captions made from class names the class, so the other "
+        "captions of the class in the batch are not pushed away as negatives; for a data set's "
+        "own captions, identical texts. pairs: only the image's own caption (CLIP's loss). "
+        "With class captions, pairs leaves about B/C false negatives per row (C classes).",
+    )
 
 
 class DinoConfig(_Section):
