@@ -167,6 +167,16 @@ def test_flips_are_off_for_digits_and_configurable() -> None:
     assert v2.GaussianBlur in types and v2.RandomGrayscale not in types  # 1 channel
 
 
+def test_clip_images_get_crops_only() -> None:
+    clip = _bundle("clip", max_train_samples=8)
+    types = _transform_types(clip.train.transform)
+    assert types[0] is v2.RandomResizedCrop
+    assert not {v2.ColorJitter, v2.GaussianBlur, v2.RandomGrayscale} & set(types)
+    assert v2.RandomHorizontalFlip not in types  # digits
+    flipped = _bundle("clip", max_train_samples=8, horizontal_flip=True)
+    assert v2.RandomHorizontalFlip in _transform_types(flipped.train.transform)
+
+
 def _crop_scale(transform: v2.Compose) -> tuple[float, float]:
     crops = [t for t in transform.transforms if isinstance(t, v2.RandomResizedCrop)]
     assert len(crops) == 1

@@ -53,8 +53,8 @@ class DataConfig(_Section):
         gt=0.0,
         le=1.0,
         description="Smallest area share of SimCLR/CLIP random resized crops (augmentation "
-        "strength). None: 0.5 for the digits data sets (the digit covers a fifth of a cluttered "
-        "canvas; smaller crops often miss it), 0.2 otherwise.",
+        "strength; CLIP's only augmentation). None: 0.5 for the digits data sets (the digit "
+        "covers a fifth of a cluttered canvas; smaller crops often miss it), 0.2 otherwise.",
     )
     seed: int = Field(0, description="Seed of the bundled data's generation and split.")
 
