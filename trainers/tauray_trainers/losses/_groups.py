@@ -11,6 +11,12 @@ cross-entropy is ``logsumexp_j s_ij - mean_{k in group(i)} s_ik``; the log-sum-e
 ungrouped one. Because a group is an equivalence class, the positive terms of all rows and of all
 columns both sum to ``sum_i a_i . mean_{k in group(i)} b_k / τ``: one mean text embedding per
 group serves both directions, and, computed from the gathered texts, it is exact under DDP.
+
+Measured (CLIP on the bundled cluttered digits, 10 classes x 8 caption templates, batch 64, so
+about 5.4 other captions of the image's class per row; small CNN, τ 0.1, 10 epochs, seeds 0-2):
+zero-shot top-1 0.348 / 0.304 / 0.627 with only the pairs as positives, 0.749 / 0.802 / 0.877
+with class groups (SimCLR's augmentation in both); with crop-only augmentation 0.702 (pairs)
+and 0.897 (groups) at seed 0. See benchmarks/README.md, "CLIP on the cluttered digits".
 """
 
 from __future__ import annotations
