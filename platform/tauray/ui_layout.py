@@ -170,6 +170,7 @@ _METHOD_ONLY: dict[str, tuple[str, ...]] = {
     "model.context_length": ("clip",),
     "loss.name": ("clip",),
     "loss.sigmoid_bias": ("clip",),
+    "loss.positives": ("clip",),
 }
 
 

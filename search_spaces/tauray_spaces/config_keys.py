@@ -174,6 +174,7 @@ SECTIONS: frozenset[str] = frozenset(
 METHOD_ONLY_KEYS: dict[str, str] = {
     "loss/name": "clip",
     "loss/sigmoid_bias": "clip",
+    "loss/positives": "clip",
     "model/text_width": "clip",
     "model/text_layers": "clip",
     "model/text_heads": "clip",

@@ -113,8 +113,11 @@ def test_temperature_spaces_sample_each_mode_with_only_its_parameters(name: str)
     space = get_space(name)
     results = run_study(space)
     common = {"optimizer/lr", "optimizer/weight_decay", "batch_size_per_worker"}
+    batches, lowest_tau = (32, 64, 128), 0.02
     if name == "clip-temperature":
         common.add("loss/name")
+        # Batches of 128 and τ < 0.05 stay on CLIP's early plateau for a 6-epoch trial.
+        batches, lowest_tau = (16, 32, 64), 0.05
     own = {
         "fixed": {"temperature/mode", "temperature/value"},
         "learnable": {
@@ -142,10 +145,10 @@ def test_temperature_spaces_sample_each_mode_with_only_its_parameters(name: str)
         assert keys == expected, (mode, keys ^ expected)
         assert config.method == space.method and config.epochs == 6
         assert config.temperature.mode == mode
-        assert config.batch_size_per_worker in (32, 64, 128)
+        assert config.batch_size_per_worker in batches
         assert _within(config.optimizer.lr, 1e-4, 3e-3)
         if mode in ("fixed", "learnable"):
-            assert _within(config.temperature.value, 0.02, 1.0)
+            assert _within(config.temperature.value, lowest_tau, 1.0)
         if mode == "learnable":
             assert _within(config.temperature.lr_multiplier, 0.1, 10.0)
             assert _within(config.temperature.frozen_epochs, 0.0, 2.0)
@@ -173,6 +176,7 @@ def test_clip_sigmoid_bias_only_with_the_sigmoid_loss() -> None:
     baseline = results[0][1]
     assert (baseline.loss.name, baseline.temperature.mode) == ("infonce", "learnable")
     assert baseline.temperature.value == 0.07
+    assert all(config.loss.positives == "groups" for _, config in results)
 
 
 def test_dino_space_searches_the_teacher_and_student_temperatures() -> None:

@@ -167,6 +167,16 @@ def test_flips_are_off_for_digits_and_configurable() -> None:
     assert v2.GaussianBlur in types and v2.RandomGrayscale not in types  # 1 channel
 
 
+def test_clip_images_get_crops_only() -> None:
+    clip = _bundle("clip", max_train_samples=8)
+    types = _transform_types(clip.train.transform)
+    assert types[0] is v2.RandomResizedCrop
+    assert not {v2.ColorJitter, v2.GaussianBlur, v2.RandomGrayscale} & set(types)
+    assert v2.RandomHorizontalFlip not in types  # digits
+    flipped = _bundle("clip", max_train_samples=8, horizontal_flip=True)
+    assert v2.RandomHorizontalFlip in _transform_types(flipped.train.transform)
+
+
 def _crop_scale(transform: v2.Compose) -> tuple[float, float]:
     crops = [t for t in transform.transforms if isinstance(t, v2.RandomResizedCrop)]
     assert len(crops) == 1
@@ -196,11 +206,12 @@ def test_clip_samples_captions_from_the_class_templates() -> None:
     for epoch in range(4):
         bundle.train.set_epoch(epoch)  # type: ignore[attr-defined]
         for index in range(20):
-            image, tokens = bundle.train[index]
+            image, tokens, group = bundle.train[index]
             assert image.shape == (1, 32, 32) and tokens.shape == (64,)
             assert tokens.dtype == torch.int64
             caption = tokenizer.decode(tokens)
             assert caption in bundle.class_prompts[int(labels[index])]
+            assert group == int(labels[index])  # every prompt of a class describes its images
             seen.add(caption)
     assert len(seen) > 20  # several templates are drawn, not one per class
     image, label, tokens = bundle.val[4]
@@ -429,10 +440,11 @@ def test_image_folder_with_a_seeded_split(tmp_path: Path) -> None:
     assert bundle.class_names == ("cat", "dog", "pickup_truck")
     assert bundle.channels == 3 and bundle.mean == (0.485, 0.456, 0.406)
     assert "a photo of a pickup truck." in bundle.class_prompts[2]
-    image, tokens = bundle.train[0]
+    image, tokens, group = bundle.train[0]
     assert image.shape == (3, 32, 32)
     label = int(bundle.train.source.labels[0])  # type: ignore[attr-defined]
     assert bundle.tokenizer.decode(tokens) in bundle.class_prompts[label]
+    assert group == label
     val_image, val_label, _ = bundle.val[0]
     assert val_image.shape == (3, 32, 32) and 0 <= val_label < 3
 
@@ -471,13 +483,34 @@ def test_csv_manifest_with_own_captions_and_labels(tmp_path: Path) -> None:
     assert (len(bundle.train), len(bundle.val)) == (7, 3)
     assert bundle.class_names == ("green", "red") and bundle.num_classes == 2
     source = bundle.train.source  # type: ignore[attr-defined]
+    groups = []
     for index in range(len(bundle.train)):
-        image, tokens = bundle.train[index]
+        image, tokens, group = bundle.train[index]
+        groups.append(group)
         assert image.shape == (3, 32, 32)
         assert bundle.tokenizer.decode(tokens) == source.captions[index]
         number = int(source.paths[index].stem)
         assert source.captions[index] == f"picture number {number}, a test"
         assert int(source.labels[index]) == {"red": 1, "green": 0}[["red", "green"][number % 2]]
+    # Own captions are grouped by their text, not by the label: all differ here.
+    assert groups == list(range(len(bundle.train)))
+
+
+def test_identical_own_captions_share_a_group(tmp_path: Path) -> None:
+    rows = _manifest_rows(tmp_path, labelled=False)
+    for i, row in enumerate(rows):
+        row["caption"] = ["a red square", "a blue dot", "a red square", "two lines"][i % 4]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    bundle = _bundle("clip", name="manifest", root=str(path), val_fraction=0.1)
+    source = bundle.train.source  # type: ignore[attr-defined]
+    by_caption: dict[str, set[int]] = {}
+    for index in range(len(bundle.train)):
+        _, tokens, group = bundle.train[index]
+        by_caption.setdefault(bundle.tokenizer.decode(tokens), set()).add(group)
+        assert bundle.tokenizer.decode(tokens) == source.captions[index]
+    assert len(by_caption) == 3 and all(len(ids) == 1 for ids in by_caption.values())
+    assert len({next(iter(ids)) for ids in by_caption.values()}) == 3
 
 
 def test_jsonl_manifest_without_labels(tmp_path: Path) -> None:

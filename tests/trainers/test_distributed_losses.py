@@ -44,6 +44,7 @@ class Case:
     bias: float = 0.0
     # Bytes per reduce-scatter call in the gather's backward (None: the default).
     piece_bytes: int | None = None
+    grouped: bool = False  # positives are the pairs that share a group id (UniCL)
 
 
 EQUAL = {1: (8,), 2: (4, 4), 3: (3, 3, 3)}
@@ -60,21 +61,30 @@ CASES = [
     Case("ntxent-tiled", "ntxent", EQUAL, 0.07, chunk_size=5),
     Case("ntxent-tiled-uneven", "ntxent", UNEQUAL, 1.0, chunk_size=2),
     Case("ntxent-uneven-pieces", "ntxent", UNEQUAL, 0.2, piece_bytes=400),
+    Case("clip-grouped", "clip", EQUAL, 0.07, grouped=True),
+    Case("clip-grouped-tiled-uneven", "clip", UNEQUAL, 0.2, chunk_size=2, grouped=True),
     Case("siglip", "siglip", EQUAL, 0.1, bias=-10.0),
     Case("siglip-uneven", "siglip", UNEQUAL, 0.01, bias=1.5),
+    Case("siglip-grouped-uneven", "siglip", UNEQUAL, 0.1, bias=-2.0, grouped=True),
     Case("dino", "dino", EQUAL, 0.1),
     Case("dino-uneven", "dino", UNEQUAL, 0.3),
 ]
 
 
 def global_inputs(case: Case, total: int) -> list[torch.Tensor]:
-    """The whole batch of a case, identical in every process (seeded, float64)."""
+    """The whole batch of a case, identical in every process (seeded, float64; grouped cases
+    end with int64 group ids, three groups spread over the ranks)."""
     generator = torch.Generator().manual_seed(sum(map(ord, case.name)))
     if case.loss == "dino":
         count, dim = DINO_STUDENT_CROPS + 2, DINO_DIM  # student crops, then teacher crops
     else:
         count, dim = 2, DIM
-    return [torch.randn(total, dim, generator=generator, dtype=torch.float64) for _ in range(count)]
+    inputs = [
+        torch.randn(total, dim, generator=generator, dtype=torch.float64) for _ in range(count)
+    ]
+    if case.grouped:
+        inputs.append(torch.randint(0, 3, (total,), generator=generator))
+    return inputs
 
 
 def run_case(case: Case, inputs: list[torch.Tensor]) -> dict[str, np.ndarray]:
@@ -89,16 +99,19 @@ def run_case(case: Case, inputs: list[torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def _run_case(case: Case, inputs: list[torch.Tensor]) -> dict[str, np.ndarray]:
-    leaves = [x.clone().requires_grad_() for x in inputs]
+    groups = inputs[-1] if case.grouped else None
+    leaves = [x.clone().requires_grad_() for x in inputs if x.is_floating_point()]
     tau = torch.tensor(case.tau, dtype=torch.float64, requires_grad=True)
     extra: dict[str, torch.Tensor] = {}
     if case.loss == "clip":
-        loss = ClipLoss(case.chunk_size)(leaves[0], leaves[1], temperature=tau)
+        loss = ClipLoss(case.chunk_size)(leaves[0], leaves[1], temperature=tau, groups=groups)
     elif case.loss == "ntxent":
         loss = NTXentLoss(case.chunk_size)(leaves[0], leaves[1], temperature=tau)
     elif case.loss == "siglip":
         extra["bias"] = torch.tensor(case.bias, dtype=torch.float64, requires_grad=True)
-        loss = SigLipLoss()(leaves[0], leaves[1], temperature=tau, bias=extra["bias"])
+        loss = SigLipLoss()(
+            leaves[0], leaves[1], temperature=tau, bias=extra["bias"], groups=groups
+        )
     else:
         dino = DINOLoss(DINO_DIM, center_momentum=0.8).double()
         dino.center.copy_(torch.linspace(-1, 1, DINO_DIM, dtype=torch.float64)[None, :])

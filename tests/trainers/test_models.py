@@ -137,9 +137,20 @@ def test_text_tower_rejects_bad_shapes() -> None:
 def test_clip_shared_space_and_zero_shot_classes(loss_name: str) -> None:
     model, config = make("clip", loss={"name": loss_name}, model={"context_length": 32})
     tokenizer = ByteTokenizer(context_length=32)
-    batch = (images(4), tokenizer(["one", "two", "three", "four"]))
+    groups = torch.tensor([1, 1, 3, 4])  # two captions of one class
+    batch = (images(4), tokenizer(["one", "a one", "three", "four"]), groups)
     loss, stats = model(batch, 0)
     loss.backward()
+    # The batch's groups reach the loss by default (loss.positives=groups); pairs ignores them.
+    pairs_model, _ = make(
+        "clip", loss={"name": loss_name, "positives": "pairs"}, model={"context_length": 32}
+    )
+    pairs_loss, _ = pairs_model(batch, 0)
+    assert not torch.allclose(pairs_loss, loss)
+    assert torch.allclose(pairs_loss, pairs_model(batch[:2], 0)[0])
+    assert torch.allclose(pairs_loss, model((*batch[:2], torch.arange(4)), 0)[0])
+    with pytest.raises(ValueError, match=r"loss\.positives='groups' needs .*this batch has 2"):
+        model(batch[:2], 0)
     assert torch.isfinite(loss)
     assert model.text.token_embedding.weight.grad.abs().sum() > 0
     assert model.image_projection.weight.grad.abs().sum() > 0

@@ -53,8 +53,8 @@ class DataConfig(_Section):
         gt=0.0,
         le=1.0,
         description="Smallest area share of SimCLR/CLIP random resized crops (augmentation "
-        "strength). None: 0.5 for the digits data sets (the digit covers a fifth of a cluttered "
-        "canvas; smaller crops often miss it), 0.2 otherwise.",
+        "strength; CLIP's only augmentation). None: 0.5 for the digits data sets (the digit "
+        "covers a fifth of a cluttered canvas; smaller crops often miss it), 0.2 otherwise.",
     )
     seed: int = Field(0, description="Seed of the bundled data's generation and split.")
 
@@ -132,6 +132,14 @@ class LossConfig(_Section):
         description="Tiled loss: logits held at once are two chunk_size x chunk_size blocks.",
     )
     sigmoid_bias: float = Field(-10.0, description="Initial learnable bias of the sigmoid loss.")
+    positives: Literal["groups", "pairs"] = Field(
+        "groups",
+        description="CLIP only. groups: every caption of an image's caption group is a positive "
+        "(UniCL, Yang et al. 2022): for captions made from class names the class, so the other "
+        "captions of the class in the batch are not pushed away as negatives; for a data set's "
+        "own captions, identical texts. pairs: only the image's own caption (CLIP's loss). "
+        "With class captions, pairs leaves about B/C false negatives per row (C classes).",
+    )
 
 
 class DinoConfig(_Section):

@@ -27,6 +27,7 @@ from tauray_trainers.data.sources import (
 from tauray_trainers.data.tokenizer import ByteTokenizer
 from tauray_trainers.data.transforms import (
     SIMCLR_CROP_SCALE,
+    clip_transform,
     dino_transforms,
     eval_geometry,
     eval_transform,
@@ -211,7 +212,7 @@ def build_data(config: TrainConfig) -> DataBundle:
     are split at random with ``data.val_fraction`` and ``data.seed``; CIFAR-10 and STL-10 use their
     own train/test splits. ``data.max_train_samples`` / ``max_val_samples`` keep a seeded random
     subset. Training augmentations are seeded by ``config.seed`` (per epoch and sample). CLIP's
-    images get the SimCLR pipeline too (crop, jitter, blur), which regularises small data sets.
+    images get CLIP's own augmentation, random resized crops only (:func:`clip_transform`).
 
     Args:
         config: the run's configuration.
@@ -265,9 +266,7 @@ def build_data(config: TrainConfig) -> DataBundle:
     elif config.method == "clip":
         train = CaptionedImages(
             train_source,
-            simclr_transform(
-                data.image_size, channels, mean, std, flip=flip, crop_scale=crop_scale
-            ),
+            clip_transform(data.image_size, channels, mean, std, flip=flip, crop_scale=crop_scale),
             tokenizer,
             prompts,
             config.seed,

@@ -5,6 +5,11 @@ template and class: ``class_prompts(...)[c]`` lists class ``c``'s captions in te
 training samples one of them per image (see :mod:`tauray_trainers.data.views`); zero-shot
 classification embeds all of them and averages per class (Radford et al. 2021, prompt
 ensembling).
+
+Every caption of class ``c`` describes every image of class ``c``: a batch of B images over C
+classes holds about B/C captions of each image's class, not one. The training set marks them as
+one caption group (the class) so that the loss counts them as positives rather than negatives
+(``loss.positives``, :mod:`tauray_trainers.losses._groups`).
 """
 
 from __future__ import annotations

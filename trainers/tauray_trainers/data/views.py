@@ -121,7 +121,14 @@ class MultiCrop(AugmentedDataset):
 
 
 class _Captions:
-    """Caption tokens of a sample: its own caption, or one of its class's prompts."""
+    """Caption tokens of a sample (its own caption, or one of its class's prompts) and its
+    caption group.
+
+    The group says which captions describe the sample: for captions made from class prompts it
+    is the class (every prompt of class c describes every image of class c), for own captions
+    the caption's text (identical captions share a group, numbered in order of first
+    appearance, so every rank holding the same source numbers them alike).
+    """
 
     def __init__(
         self,
@@ -132,7 +139,11 @@ class _Captions:
         self.tokenizer = tokenizer
         self.own = source.captions
         self.prompt_tokens: list[torch.Tensor] = []
-        if self.own is None:
+        self.own_groups: list[int] = []
+        if self.own is not None:
+            numbers: dict[str, int] = {}
+            self.own_groups = [numbers.setdefault(text, len(numbers)) for text in self.own]
+        else:
             if not class_prompts:
                 raise ValueError("a source without captions needs class prompts to caption it")
             labels = source.labels
@@ -149,13 +160,18 @@ class _Captions:
         choices = self.prompt_tokens[label]
         return choices[draw(len(choices))]
 
+    def group(self, index: int, label: int) -> int:
+        return self.own_groups[index] if self.own is not None else int(label)
+
 
 class CaptionedImages(AugmentedDataset):
-    """CLIP's training input: ``dataset[i] -> (image, tokens)``.
+    """CLIP's training input: ``dataset[i] -> (image, tokens, group)``.
 
     ``image`` is one augmented float ``[C, H, W]`` view, ``tokens`` int64 ``[context_length]``:
     the sample's own caption (manifests), else one of its class's prompts, drawn per
-    ``(seed, epoch, index)``.
+    ``(seed, epoch, index)``. ``group`` (int) is the caption group the losses may treat as
+    positives (``loss.positives``): the class for class-prompt captions, else the caption's
+    text.
     """
 
     def __init__(
@@ -170,12 +186,12 @@ class CaptionedImages(AugmentedDataset):
         self.transform = transform
         self.captions = _Captions(source, tokenizer, class_prompts)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         image, label = self.source[index]
         with self._rng(index):
             view = self.transform(image)
             tokens = self.captions.tokens(index, label, lambda n: int(torch.randint(n, ()).item()))
-        return view, tokens
+        return view, tokens, self.captions.group(index, label)
 
 
 class LabelledImages(Dataset):

@@ -58,6 +58,7 @@ from tauray_trainers.losses._checks import (
     row_dots,
     scaled_inverse_norms,
 )
+from tauray_trainers.losses._groups import check_groups, group_sums
 
 logger = logging.getLogger(__name__)
 
@@ -336,14 +337,20 @@ class ClipLoss(nn.Module):
             few keeps matrix products efficient while memory stays linear in the global batch.
 
     Call:
-        ``loss(image_emb, text_emb, temperature=t)`` with ``image_emb`` and ``text_emb`` of
-        shape ``(n_local, D)`` (row i of each is a pair) and ``t`` a float > 0 or a 0-dim
-        tensor (learnable τ keeps its gradient). Returns a 0-dim tensor: this rank's share, whose
-        mean over ranks is the loss of the whole global batch.
+        ``loss(image_emb, text_emb, temperature=t, groups=g)`` with ``image_emb`` and
+        ``text_emb`` of shape ``(n_local, D)`` (row i of each is a pair), ``t`` a float > 0 or a
+        0-dim tensor (learnable τ keeps its gradient) and ``g`` None or int ``(n_local,)``.
+        Without groups only the pairs (i, i) are positives (CLIP). With groups every pair of the
+        global batch whose rows share a group id is a positive and each row's (and column's)
+        target is uniform over its group (UniCL, Yang et al. CVPR 2022; see
+        :mod:`tauray_trainers.losses._groups`): captions made from class names describe every
+        image of their class. Returns a 0-dim tensor: this rank's share, whose mean over ranks
+        is the loss of the whole global batch.
 
     Raises:
         TypeError / ValueError: on a bad ``chunk_size``, embeddings that are not paired
-            ``(n, D)`` floating point tensors, or a temperature that is not > 0.
+            ``(n, D)`` floating point tensors, a temperature that is not > 0, or groups that are
+            not integers with one id per row.
     """
 
     def __init__(self, chunk_size: int | None = None) -> None:
@@ -354,11 +361,17 @@ class ClipLoss(nn.Module):
         return f"chunk_size={self.chunk_size}"
 
     def forward(
-        self, image_emb: torch.Tensor, text_emb: torch.Tensor, temperature: Scalar
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        temperature: Scalar,
+        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_embeddings("image_emb", image_emb)
         check_embeddings("text_emb", text_emb)
         check_same_shape("image_emb", image_emb, "text_emb", text_emb)
+        if groups is not None:
+            groups = check_groups(groups, image_emb.shape[0], image_emb.device)
         # Images are not normalised as a copy: their similarity rows are scaled by 1/(τ |a_i|).
         images = image_emb.to(compute_dtype(image_emb))
         row_scale = scaled_inverse_norms(images, logit_scale(temperature, images))
@@ -374,10 +387,21 @@ class ClipLoss(nn.Module):
 
         own = torch.arange(offset, offset + n_local, device=images.device)
         rows, partial_columns, picked = _reductions(
-            images, row_scale, all_texts, self.chunk_size, positive_columns=own, with_columns=True
+            images,
+            row_scale,
+            all_texts,
+            self.chunk_size,
+            positive_columns=own if groups is None else None,
+            with_columns=True,
         )
         columns = typing.cast(torch.Tensor, partial_columns)
-        positives = typing.cast(torch.Tensor, picked)
+        if groups is None:
+            positives = typing.cast(torch.Tensor, picked)
+        else:
+            # Rows and columns share one positive term: the group's mean text (see _groups).
+            all_groups = distributed.gather_no_grad(groups, sizes)
+            sums, counts = group_sums(all_texts, all_groups, groups)
+            positives = row_scale * (images * sums).sum(dim=1) / counts
         if world > 1:
             # (W, N) partial column log-sum-exps; gradient flows back to every rank's rows.
             partials = distributed.all_gather_with_grad(columns[None, :], [1] * world)

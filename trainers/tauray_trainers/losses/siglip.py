@@ -20,6 +20,7 @@ from tauray_trainers.losses._checks import (
     logit_scale,
     normalize,
 )
+from tauray_trainers.losses._groups import check_groups, group_sums
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,17 @@ class SigLipLoss(nn.Module):
     10) and b = -10; both are usually learnable and are passed in on every call.
 
     Call:
-        ``loss(image_emb, text_emb, temperature=t, bias=b)`` with ``(n_local, D)`` embeddings
-        (row i of each is a pair; any norm, cosine similarity is used), ``t`` a float > 0 or a
-        0-dim tensor and ``b`` a float or a 0-dim tensor. Returns a 0-dim tensor.
+        ``loss(image_emb, text_emb, temperature=t, bias=b, groups=g)`` with ``(n_local, D)``
+        embeddings (row i of each is a pair; any norm, cosine similarity is used), ``t`` a float
+        > 0 or a 0-dim tensor, ``b`` a float or a 0-dim tensor and ``g`` None or int
+        ``(n_local,)``: with groups, ``label_ij`` is +1 for every pair of the global batch whose
+        rows share a group id (captions that describe both images, as in UniCL, Yang et al.
+        CVPR 2022), not only for (i, i). Returns a 0-dim tensor.
 
     Raises:
         TypeError / ValueError: on embeddings that are not paired ``(n, D)`` floating point
-            tensors, a temperature that is not > 0 or a non-finite bias.
+            tensors, a temperature that is not > 0, a non-finite bias, or groups that are not
+            integers with one id per row.
     """
 
     def forward(
@@ -53,10 +58,13 @@ class SigLipLoss(nn.Module):
         text_emb: torch.Tensor,
         temperature: Scalar,
         bias: Scalar = 0.0,
+        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
         check_embeddings("image_emb", image_emb)
         check_embeddings("text_emb", text_emb)
         check_same_shape("image_emb", image_emb, "text_emb", text_emb)
+        if groups is not None:
+            groups = check_groups(groups, image_emb.shape[0], image_emb.device)
         images, texts = normalize(image_emb), normalize(text_emb)
         scale = logit_scale(temperature, images)
         shift = as_scalar_tensor(bias, "bias", images, positive=False)
@@ -66,7 +74,13 @@ class SigLipLoss(nn.Module):
         all_texts = distributed.all_gather_with_grad(texts, sizes)
 
         logits = torch.addmm(shift, images * scale, all_texts.T)
-        positives = (images * texts).sum(dim=1) * scale + shift
+        if groups is None:
+            positives = (images * texts).sum(dim=1) * scale + shift
+        else:
+            # Sum of z_ij over the texts j of row i's group: its summed text, count x bias.
+            all_groups = distributed.gather_no_grad(groups, sizes)
+            sums, counts = group_sums(all_texts, all_groups, groups)
+            positives = (images * sums).sum(dim=1) * scale + counts * shift
         # Every pair as a negative, -logsigmoid(-z); then for the positives swap that for
         # -logsigmoid(z), which is smaller by exactly z. (F.softplus is not used: above its
         # threshold it returns z itself, off by up to e^-20.)

@@ -117,6 +117,7 @@ def build_model(
             loss_kind=config.loss.name,
             sigmoid_bias=config.loss.sigmoid_bias,
             tokenizer=tokenizer,
+            positives=config.loss.positives,
         )
 
     if config.method == "dino":
