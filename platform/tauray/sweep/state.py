@@ -174,7 +174,6 @@ def plan_resume(
     sweep_dir = find_sweep_dir(target, storage_path=storage_path, cwd=cwd)
     document = read_sweep_file(sweep_dir)
     check_folder_version(document.get(VERSION_KEY), sweep_dir)
-    _check_tuner_state(sweep_dir / TUNER_STATE, target)
     saved = dict(document["request"])
     for key, value in list(saved.items()):
         if isinstance(value, list):
@@ -186,6 +185,7 @@ def plan_resume(
         raise ValueError(
             f"--resume {target!r}: {sweep_dir / SWEEP_FILE} is damaged: {error}"
         ) from None
+    _check_tuner_state(sweep_dir / TUNER_STATE, target)
     request = dataclasses.replace(
         request,
         tracking_uri=tracking_uri or document.get("tracking_uri") or request.tracking_uri,
