@@ -403,6 +403,8 @@ def _jobs_cases() -> Iterator[Case]:
         ("job-no-command", (*submit, "--", "tauray"), ("names no command",)),
         ("job-missing-value", (*submit, *job, "--set"), ("--set",)),
         ("job-group-unknown", (*submit, "--", "tauray", "jobs", "nosuch"), ("nosuch",)),
+        ("job-eager-version", (*submit, "--", "tauray", "--version"), ("127.0.0.1:1",)),
+        ("job-eager-help", (*submit, *job, "--help"), ("127.0.0.1:1",)),
         ("pip-blank", (*submit, "--pip", " ", *job), ("--pip", "' '")),
         ("env-no-equals", (*submit, "--env", "NOEQ", *job), ("--env", "NOEQ")),
         ("env-digit-key", (*submit, "--env", "1A=x", *job), ("--env", "1A=x")),

@@ -48,6 +48,11 @@ def _jobs_errors_as_cli_errors() -> Iterator[None]:
         raise CliError(str(error)) from error
 
 
+# Options whose callbacks print and exit while a command line is parsed: a job command holding
+# one is sent unchecked (parsing it here would print the version or help instead of submitting).
+_EAGER_OPTIONS = frozenset({"--help", "--version"})
+
+
 def _check_job_command(root: click_core.Command, words: list[str]) -> None:
     """Parse a ``tauray ...`` job command with this CLI, as the cluster will, without running it.
 
@@ -64,7 +69,7 @@ def _check_job_command(root: click_core.Command, words: list[str]) -> None:
     Raises:
         CliError: the tauray command does not parse (one line naming it and the reason).
     """
-    if not words or words[0].rsplit("/", 1)[-1] != "tauray" or "--help" in words:
+    if not words or words[0].rsplit("/", 1)[-1] != "tauray" or _EAGER_OPTIONS & set(words):
         return
     command, name, rest = root, "tauray", list(words[1:])
     try:
