@@ -1,11 +1,11 @@
 """One training job on Ray Train: build the ``TorchTrainer``, run it, follow its epochs.
 
 :func:`build_trainer` is shared by ``tauray train`` and the sweep driver (which calls it from a
-Ray Tune function trainable with ``TuneReportCallback``); :func:`run_training` is ``tauray
-train``: it reads the run's config (a YAML file, ``--set`` overrides), validates it before Ray
-starts, runs the job on a local Ray or a running cluster, prints one line per epoch, records it
-in MLflow as a sweep trial is recorded (:mod:`tauray.training_record`) and returns the final
-metrics and checkpoint path.
+Ray Tune function trainable that forwards its reports to Ray Tune); :func:`run_training` is
+``tauray train``: it reads the run's config (a YAML file, ``--set`` overrides), validates it
+before Ray starts, runs the job on a local Ray or a running cluster, prints one line per epoch,
+records it in MLflow as a sweep trial is recorded (:mod:`tauray.training_record`) and returns
+the final metrics and checkpoint path.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def build_trainer(
         gpus_per_worker: GPUs reserved per worker (0 = CPU training).
         run_name: Ray Train run name; must be unique per run (reusing it resumes that run).
         storage_path: where checkpoints and results go (shared storage on multi-node clusters).
-        callbacks: ``ray.train.UserCallback`` instances (e.g. Tune's ``TuneReportCallback``).
+        callbacks: ``ray.train.UserCallback`` instances (the sweep's trial queues its reports).
         max_failures: worker-group restarts from the latest checkpoint before giving up.
         cpus_per_worker: CPUs reserved per worker.
         worker_env: extra environment variables for the workers.

@@ -26,7 +26,8 @@ from tauray_trainers import metrics as names
 from tauray_trainers.config import TRAIN_LOOP_CONFIG, build_config, deep_merge, flatten
 from tauray_trainers.failures import mentions_out_of_memory
 
-#: Ray Train's ``TuneReportCallback`` adds the path of a reported checkpoint under this key.
+#: A Ray Train trial's report carries the URI of its checkpoint under this key (the name Ray
+#: Train's ``TuneReportCallback`` uses).
 CHECKPOINT_PATH = "checkpoint_path"
 #: A trial driver's last report carries this key (the reason, one line) when the trial was
 #: infeasible (out of memory at its batch size): the report tells the searcher the worst value of

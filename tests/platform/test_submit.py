@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import secrets
 import shlex
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -353,6 +356,33 @@ def test_jobs_list_status_logs_and_a_failed_follow(
 
 
 @pytest.mark.ray
+def test_sweep_a_remote_cluster_cannot_fit_is_refused_before_anything_is_written(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    """Three one-CPU workers per trial on the 2-CPU head: the sweep is refused once Ray answers,
+    in one line, with no MLflow store, sweep folder or run created."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env.update(ray_head.client_env())
+    store, results = tmp_path / "mlflow.db", tmp_path / "results"
+    command = [
+        str(Path(sys.executable).parent / "tauray"), "tune", "--space", "simclr-temperature",
+        "--trials", "1", "--address", ray_head.gcs_address,
+        "--workers-per-trial", "3", "--tracking-uri", f"sqlite:///{store}",
+        "--storage-path", str(results),
+    ]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert "one trial needs 3 worker(s) x 1 CPU" in line and "the cluster has 2 CPU" in line, line
+    assert list(tmp_path.iterdir()) == []
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.ray
 @pytest.mark.usefixtures("head_from_env")
 def test_stop_a_long_running_job(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _cli(
@@ -362,8 +392,8 @@ def test_stop_a_long_running_job(capsys: pytest.CaptureFixture[str]) -> None:
     job_id = out.strip()
     client = jobs.connect()
     deadline = time.monotonic() + 60
-    while client.status(job_id) != "RUNNING":
-        assert client.status(job_id) == "PENDING" and time.monotonic() < deadline
+    while (status := client.status(job_id)) != "RUNNING":
+        assert status == "PENDING" and time.monotonic() < deadline, status
         time.sleep(0.5)
 
     code, out, err = _cli(capsys, "jobs", "stop", job_id)

@@ -9,6 +9,7 @@ import json
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -24,7 +25,7 @@ from tauray.sweep.ledger import TrialLedger
 from tauray.sweep.plan import DEFAULT_TRIALS, SweepPlan, SweepRequest, plan_sweep, runs_in_trial
 from tauray.sweep.reaper import OrphanedPlacementGroupReaper
 from tauray.sweep.summary import SweepSummary, format_summary
-from tauray.sweep.trial import TrialSetup, last_checkpoint_epoch, trial_resources
+from tauray.sweep.trial import TrialSetup, trial_resources
 from tauray.tables import trial_table
 from tauray.training import prepare_run
 from tauray.trials import (
@@ -524,12 +525,52 @@ def test_reaper_frees_placement_groups_of_dead_controllers_only(local_ray) -> No
     assert ray.available_resources().get("CPU", 0) == 1
 
 
-def test_last_checkpoint_epoch_reads_the_train_runs_folders(tmp_path: Path) -> None:
-    assert last_checkpoint_epoch(tmp_path / "missing") == 0
-    assert last_checkpoint_epoch(tmp_path) == 0
-    for name in ("checkpoint_epoch_0002", "checkpoint_epoch_0010", "checkpoint_epoch_tmp"):
-        (tmp_path / name).mkdir()
-    assert last_checkpoint_epoch(tmp_path) == 10
+@pytest.mark.ray
+def test_a_trial_forwards_every_report_of_its_train_run_the_last_included(
+    local_ray, tmp_path: Path
+) -> None:
+    """A stand-in for a Train run whose controller queues its reports from another process and
+    returns from ``fit`` at once after the last: Ray Tune gets every report, in order, and ends
+    the trial on the last one (the forwarding a Ray Train trial does, without Ray Train)."""
+    from ray import tune
+
+    from tauray.sweep.trial import QueueReports, fit_forwarding_reports, report_queue
+
+    ray = local_ray
+    epochs = 6
+
+    @ray.remote(num_cpus=0)
+    def controller(callback: QueueReports) -> None:
+        for epoch in range(1, epochs + 1):
+            callback.after_report(None, [{"epoch": epoch}], None)
+
+    class Trainer:
+        def __init__(self, callback: QueueReports) -> None:
+            self.callback = callback
+
+        def fit(self) -> SimpleNamespace:
+            ray.get(controller.remote(self.callback))
+            return SimpleNamespace(metrics={"epoch": epochs})
+
+    def trial(config: dict) -> None:
+        reports = report_queue()
+        try:
+            trainer = Trainer(QueueReports(reports, lambda metrics: {**metrics, "derived": 1}))
+            _, forwarded = fit_forwarding_reports(trainer, reports)
+            assert forwarded == epochs
+        finally:
+            reports.shutdown()
+
+    grid = tune.Tuner(
+        tune.with_resources(trial, {"cpu": 0.5}),
+        param_space={"repeat": tune.grid_search(list(range(3)))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="forward", verbose=0),
+    ).fit()
+    assert [result.error for result in grid] == [None] * 3
+    for result in grid:
+        assert result.metrics["epoch"] == epochs and result.metrics["derived"] == 1
+        assert list(result.metrics_dataframe["epoch"]) == list(range(1, epochs + 1))
 
 
 # ---- the tauray version a sweep folder was written by ---------------------------------------

@@ -29,6 +29,7 @@ import pytest
 from ray import tune
 
 from tauray.cluster import ray_session
+from tauray.sweep.reaper import OrphanedPlacementGroupReaper
 from tauray.sweep.signals import PREDICTED_FINAL, predicted_final
 from tauray.sweep.trial import TrialSetup, tauray_trial, trial_resources
 from tauray_trainers.loop import FAULT_INJECTION_ENV
@@ -150,7 +151,9 @@ def _sweep(runner: str, workers: int, root: Path, info: Any) -> Sweep:
             storage_path=str(root / "tune"),
             stop=StopFirstTrialAfterOneEpoch(),
             failure_config=tune.FailureConfig(max_failures=1 if setup.in_trial else 0),
-            callbacks=[reported],
+            # The driver's reaper too: it frees a stopped Ray Train trial's placement group when
+            # Ray Train's own cleaner cannot (another local Ray on the machine).
+            callbacks=[reported, OrphanedPlacementGroupReaper()],
             verbose=0,
         ),
     )

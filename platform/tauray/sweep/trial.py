@@ -3,7 +3,7 @@
 :func:`tauray_trial` is the sweep's function trainable. A one-worker trial trains in the trial
 actor itself (:mod:`tauray.sweep.in_trial`); a trial with several workers is a DDP job and runs as a
 Ray Train ``TorchTrainer`` worker group, the same path ``tauray train`` takes, whose reports
-``TuneReportCallback`` forwards to Ray Tune.
+the trial forwards to Ray Tune (:func:`fit_forwarding_reports`).
 """
 
 from __future__ import annotations
@@ -11,16 +11,21 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
+from ray.train import UserCallback
 
-from tauray.storage import StoragePath, location
 from tauray.sweep.signals import CurveSignal
-from tauray.trials import INFEASIBLE, INFEASIBLE_BATCH_SIZE, resolve_train_loop_config
+from tauray.trials import (
+    CHECKPOINT_PATH,
+    INFEASIBLE,
+    INFEASIBLE_BATCH_SIZE,
+    resolve_train_loop_config,
+)
 from tauray_trainers.config import build_config
 
 if TYPE_CHECKING:
@@ -126,6 +131,7 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
                 raise
             _report_infeasible(error, train_loop_config, setup)
         return
+    reports = report_queue()
     trainer = build_trainer(
         train_loop_config,
         workers=setup.workers,
@@ -133,62 +139,85 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         cpus_per_worker=setup.cpus_per_worker,
         run_name=tune.get_context().get_trial_id(),
         storage_path=setup.train_storage,
-        callbacks=[_tune_report_with_uri(derive)],
+        callbacks=[QueueReports(reports, derive)],
         max_failures=setup.max_failures,
         worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
     )
-    # A trial restored after its last epoch's checkpoint was saved but before Ray Tune got that
-    # epoch's report trains nothing more and reports nothing: then forward the Train run's last
-    # metrics (the ledger and MLflow skip an epoch they already have). Only then: while a Train
-    # run reports, Ray Tune forwards each report from another thread of this actor, and a
-    # report from here as well can leave the trial waiting forever (seen under load).
-    run_dir = location(setup.train_storage) / tune.get_context().get_trial_id()
-    already_trained = last_checkpoint_epoch(run_dir) >= build_config(train_loop_config).epochs
     try:
-        result = trainer.fit()
-        if already_trained and result.metrics:
+        result, forwarded = fit_forwarding_reports(trainer, reports)
+        # A trial restored after its last epoch's checkpoint was saved but before Ray Tune got
+        # that epoch's report trains nothing more and reports nothing: forward the Train run's
+        # last metrics (the ledger and MLflow skip an epoch they already have).
+        if not forwarded and result.metrics:
             tune.report(dict(result.metrics))
     except Exception as error:
         if not (setup.objectives and is_out_of_memory(error)):
             raise
         _report_infeasible(error, train_loop_config, setup)
+    finally:
+        reports.shutdown()
 
 
-class _CheckpointAt:
-    """What ``TuneReportCallback`` reads of a checkpoint: where it is."""
+def report_queue() -> Any:
+    """A one-slot ``ray.util.queue.Queue`` from the Train controller to this trial: the
+    controller waits on it, so the workers run at most one report ahead of Ray Tune (what ASHA
+    stops is stopped within an epoch)."""
+    from ray.util.queue import Queue
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-def _tune_report_with_uri(
-    derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
-) -> Any:
-    """``TuneReportCallback`` that reports a checkpoint on an object store by its URI (Ray's
-    own reports the path inside the bucket, which no other process could open) and adds the
-    sweep-side metrics ``derive`` computes to rank 0's report (the one Ray Tune gets)."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from tauray.storage import checkpoint_uri
-
-    class TuneReportWithUri(TuneReportCallback):
-        def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
-            uri = checkpoint_uri(checkpoint) if checkpoint else None
-            if derive is not None and metrics:
-                metrics = [derive(metrics[0]), *metrics[1:]]
-            super().after_report(run_context, metrics, _CheckpointAt(uri) if uri else None)
-
-    return TuneReportWithUri()
+    return Queue(maxsize=1, actor_options={"num_cpus": 0})
 
 
-def last_checkpoint_epoch(run_dir: StoragePath) -> int:
-    """The highest epoch among a Train run's ``checkpoint_epoch_<NNNN>`` folders (0: none)."""
-    epochs = [
-        int(match.group(1))
-        for path in (run_dir.glob("checkpoint_epoch_*") if run_dir.is_dir() else ())
-        if (match := re.fullmatch(r"checkpoint_epoch_(\d+)", path.name))
-    ]
-    return max(epochs, default=0)
+def fit_forwarding_reports(trainer: Any, reports: Any) -> tuple[Any, int]:
+    """``trainer.fit()`` in a helper thread while this thread hands each report it queues to
+    ``tune.report``, the last one before this returns; the result and the reports forwarded.
+
+    Ray's ``TuneReportCallback`` has Ray Tune's own thread take the reports off the queue, racing
+    the function's return: when the function returns first, Ray Tune ends the trial on the report
+    before the last (seen on the loaded CI machine: a 3-epoch trial whose result was epoch 2's).
+    Here the helper queues ``None`` after ``fit`` returns, behind every report.
+
+    Raises:
+        Exception: whatever ``trainer.fit()`` raised.
+    """
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as error:  # re-raised in the trial's thread
+            outcome["error"] = error
+        finally:
+            reports.put(None)
+
+    threading.Thread(target=fit, name="tauray-train-fit", daemon=True).start()
+    forwarded = 0
+    while (metrics := reports.get()) is not None:
+        tune.report(metrics)
+        forwarded += 1
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"], forwarded
+
+
+class QueueReports(UserCallback):
+    """Puts rank 0's metrics of each Train report on the trial's queue, with the sweep-side
+    metrics ``derive`` computes and the checkpoint's URI as ``checkpoint_path`` (an object
+    store's URI, not the path inside the bucket, which no other process could open). Runs in
+    the Train controller."""
+
+    def __init__(
+        self, reports: Any, derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None
+    ) -> None:
+        self.reports = reports
+        self.derive = derive
+
+    def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
+        from tauray.storage import checkpoint_uri
+
+        reported = dict(self.derive(metrics[0]) if self.derive else metrics[0])
+        if checkpoint:
+            reported[CHECKPOINT_PATH] = checkpoint_uri(checkpoint)
+        self.reports.put(reported)
 
 
 def _report_infeasible(
