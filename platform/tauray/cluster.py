@@ -108,7 +108,10 @@ def ray_session(
         num_cpus: logical CPUs of a local Ray (ignored when connecting).
         num_gpus: logical GPUs of a local Ray (ignored when connecting).
         include_dashboard: start the dashboard with a local Ray (needed for Ray jobs).
-        log_to_driver: print the workers' output here (False: it stays in Ray's log files).
+        log_to_driver: print the workers' output here (False: it stays in Ray's log files,
+            and ``ray.init``'s own lines, "Connecting to existing Ray cluster" and the like, are
+            not shown: a caller that prints its own line about the cluster, or refuses the
+            cluster in one line, says all there is).
 
     Yields:
         :class:`ClusterInfo` of the session.
@@ -133,7 +136,8 @@ def ray_session(
                 f"num_cpus/num_gpus size a local Ray; a running cluster ({address}) has its own"
             )
         try:
-            ray.init(address=address, log_to_driver=log_to_driver)
+            with _ray_init_lines(shown=log_to_driver):
+                ray.init(address=address, log_to_driver=log_to_driver)
         except (ConnectionError, TimeoutError, RuntimeError) as error:
             raise ConnectionError(
                 f"cannot connect to the Ray cluster at {address!r}: {error}; check the address "
@@ -144,7 +148,7 @@ def ray_session(
         finally:
             ray.shutdown()  # disconnects this driver; the cluster keeps running
         return
-    with _local_ray_environment():
+    with _local_ray_environment(), _ray_init_lines(shown=log_to_driver):
         ray.init(
             num_cpus=num_cpus,
             num_gpus=num_gpus,
@@ -262,6 +266,21 @@ def check_local_fit(
     cpus, gpus = local_resources(num_cpus, num_gpus)
     info = ClusterInfo(cpus=cpus, gpus=gpus, local=True, address=None, driver_resource=True)
     return max_concurrent_trials(info, workers, gpus_per_worker, cpus_per_worker)
+
+
+@contextlib.contextmanager
+def _ray_init_lines(shown: bool) -> Iterator[None]:
+    """Let ``ray.init`` log its INFO lines (where it connects, the dashboard's address) or not."""
+    if shown:
+        yield
+        return
+    init_logger = logging.getLogger("ray._private.worker")
+    level = init_logger.level
+    init_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        init_logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -22,21 +22,15 @@ import datetime as _dt
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
-from tauray import layout, tracking_models
-from tauray.ranking import rank_trials
+from tauray import layout
 from tauray.run_context import code_version
-from tauray.run_file import best_config_yaml
-from tauray.storage import StoragePath, local_folder
 from tauray.sweep.confirm import (
     CONFIRM_FOLDER,
     ConfirmationPhase,
-    budget_cut_text,
-    confirmation_result,
     phase_text,
     start_confirmation,
 )
@@ -47,12 +41,12 @@ from tauray.sweep.console import (
     quiet_ray_tune,
     write_stderr,
 )
-from tauray.sweep.describe import describe_sweep
 from tauray.sweep.ledger import TrialLedger
 from tauray.sweep.mlflow_logger import MlflowTrialLogger
 from tauray.sweep.plan import SweepPlan, SweepRequest, runs_in_trial
 from tauray.sweep.reaper import OrphanedPlacementGroupReaper
-from tauray.sweep.search import RecordingSpace, build_scheduler, build_searcher
+from tauray.sweep.results import FitOutcome, write_results
+from tauray.sweep.search import build_scheduler, build_searcher
 from tauray.sweep.state import (
     MIN_RESUMED_BUDGET_S,
     TUNER_STATE,
@@ -103,10 +97,12 @@ def run_sweep(
 ) -> SweepSummary:
     """Run a planned sweep to the end and return its summary.
 
-    Starts (and stops) a local Ray unless the request names an address; writes the MLflow
-    parent run, a child run per trial, the models, the plots and the champion. With
-    ``confirm_top`` > 0 the confirmation phase follows the search, and the champion is the
-    configuration with the best mean (:mod:`tauray.sweep.confirm`).
+    Starts (and stops) a local Ray unless the request names an address, before it writes
+    anything: a cluster that cannot be reached or cannot fit one trial leaves no sweep folder
+    and no MLflow run. Then it writes the MLflow parent run, a child run per trial, the models,
+    the plots and the champion. With ``confirm_top`` > 0 the confirmation phase follows the
+    search, and the champion is the configuration with the best mean
+    (:mod:`tauray.sweep.confirm`).
 
     With ``resume`` (a plan from :func:`plan_resume`), Ray Tune restores the sweep from its
     folder (finished trials kept, unfinished ones restarted from their last checkpoint, the
@@ -136,7 +132,12 @@ def run_sweep(
     """
     request = plan.request
     started = time.monotonic()
-    with tracking_scope(plan.target):
+    ray_stack = contextlib.ExitStack()
+    with quiet_ray_tune(enabled=not request.verbose), ray_stack, tracking_scope(plan.target):
+        # Ray first: a trial the cluster cannot fit, or a cluster that cannot be reached, is
+        # refused before a sweep folder or an MLflow run exists.
+        info = ray_stack.enter_context(_ray_session(request))
+        concurrency = trial_concurrency(plan, info)
         recorder = SweepRecorder(plan.target, plan.experiment)
         parent_run_id = (
             recorder.find_sweep_run(str(plan.sweep_dir), plan.sweep_name) if resume else None
@@ -165,34 +166,40 @@ def run_sweep(
         interrupted_tags = layout.interrupted_tags(resume_hint(plan))
         status = "FAILED"
         try:
-            with quiet_ray_tune(enabled=not request.verbose):
-                with _ray_session(request) as info:
-                    ledger, mlflow_logger, outcome = _fit(
-                        plan, info, recorder, parent_run_id, echo, ledger_factory, restore=resume
-                    )
-                    fitted = time.monotonic()
-                finishing = time.monotonic()
-                logger.info("Ray stopped in %.1f s", finishing - fitted)
-                if mlflow_logger.lost_run_ids:
-                    echo(
-                        f"MLflow: ended {len(mlflow_logger.lost_run_ids)} run(s) of trials lost "
-                        "when an earlier driver stopped before Ray Tune saved them (tagged "
-                        "tauray.status=lost; not trials of this sweep)"
-                    )
-                # Ray Tune returns normally after a Ctrl-C; trials it left running are unfinished.
-                interrupted = outcome.interrupted or ledger.counts()["running"] > 0
-                if interrupted:
-                    mlflow_logger.interrupt(ledger.ordered())
-                summary = _finish(
-                    plan,
-                    recorder,
-                    parent_run_id,
-                    ledger,
-                    mlflow_logger,
-                    outcome,
-                    interrupted=interrupted,
+            ledger, mlflow_logger, outcome = _fit(
+                plan,
+                info,
+                concurrency,
+                recorder,
+                parent_run_id,
+                echo,
+                ledger_factory,
+                restore=resume,
+            )
+            fitted = time.monotonic()
+            ray_stack.close()  # Ray stops before the results are written
+            finishing = time.monotonic()
+            logger.info("Ray stopped in %.1f s", finishing - fitted)
+            if mlflow_logger.lost_run_ids:
+                echo(
+                    f"MLflow: ended {len(mlflow_logger.lost_run_ids)} run(s) of trials lost "
+                    "when an earlier driver stopped before Ray Tune saved them (tagged "
+                    "tauray.status=lost; not trials of this sweep)"
                 )
-                logger.info("results written in %.1f s", time.monotonic() - finishing)
+            # Ray Tune returns normally after a Ctrl-C; trials it left running are unfinished.
+            interrupted = outcome.interrupted or ledger.counts()["running"] > 0
+            if interrupted:
+                mlflow_logger.interrupt(ledger.ordered())
+            summary = write_results(
+                plan,
+                recorder,
+                parent_run_id,
+                ledger,
+                mlflow_logger,
+                outcome,
+                interrupted=interrupted,
+            )
+            logger.info("results written in %.1f s", time.monotonic() - finishing)
             summary.elapsed_s = time.monotonic() - started
             summary.interrupted = interrupted
             if interrupted:
@@ -250,31 +257,16 @@ def _budget_text(plan: SweepPlan) -> str:
     return ", ".join(parts)
 
 
-@dataclass
-class _FitOutcome:
-    recording: RecordingSpace
-    sampler: str
-    scheduler: str
-    concurrency: int
-    interrupted: bool = False  # Ctrl-C: Ray Tune stopped early and saved its state
-    confirmation: ConfirmationPhase | None = None
-    confirmation_note: str | None = None  # why there was no confirmation phase
+def trial_concurrency(plan: SweepPlan, info: ClusterInfo) -> int:
+    """How many trials run at once: what the cluster fits, capped by ``--max-concurrent-trials``
+    and the number of trials.
 
-
-def _fit(
-    plan: SweepPlan,
-    info: ClusterInfo,
-    recorder: SweepRecorder,
-    parent_run_id: str,
-    echo: Echo,
-    ledger_factory: Callable[[Mapping[str, Any]], TrialLedger],
-    *,
-    restore: bool = False,
-) -> tuple[TrialLedger, MlflowTrialLogger, _FitOutcome]:
+    Raises:
+        ValueError: one trial cannot fit the cluster.
+    """
     from tauray.cluster import max_concurrent_trials
 
     request = plan.request
-    in_trial = runs_in_trial(request)
     concurrency = max_concurrent_trials(
         info, request.workers_per_trial, request.gpus_per_worker, request.cpus_per_worker
     )
@@ -282,6 +274,22 @@ def _fit(
         concurrency = min(concurrency, request.max_concurrent_trials)
     if plan.num_samples > 0:
         concurrency = min(concurrency, plan.num_samples)
+    return concurrency
+
+
+def _fit(
+    plan: SweepPlan,
+    info: ClusterInfo,
+    concurrency: int,
+    recorder: SweepRecorder,
+    parent_run_id: str,
+    echo: Echo,
+    ledger_factory: Callable[[Mapping[str, Any]], TrialLedger],
+    *,
+    restore: bool = False,
+) -> tuple[TrialLedger, MlflowTrialLogger, FitOutcome]:
+    request = plan.request
+    in_trial = runs_in_trial(request)
     searcher, recording, sampler_text = build_searcher(plan, concurrency)
     scheduler, scheduler_text = build_scheduler(plan)
     run_params = layout.search_params(
@@ -381,7 +389,7 @@ def _fit(
         )  # fmt: skip
     elif note is not None:
         echo(note)
-    outcome = _FitOutcome(
+    outcome = FitOutcome(
         recording,
         sampler_text,
         scheduler_text,
@@ -479,122 +487,3 @@ def _confirm(
             ),
         )
     return _run_tuner(tuner, budget_left, clock, ledger, mlflow_logger, progress)
-
-
-def _finish(
-    plan: SweepPlan,
-    recorder: SweepRecorder,
-    parent_run_id: str,
-    ledger: TrialLedger,
-    mlflow_logger: MlflowTrialLogger,
-    outcome: _FitOutcome,
-    *,
-    interrupted: bool = False,
-) -> SweepSummary:
-    """The sweep's results: best config and datasets, champion, plots, the parent's metrics.
-
-    An interrupted sweep only writes its best configuration so far (a local file): the parent
-    run gets metrics, plots and the champion when the resumed sweep ends.
-    """
-    from tauray.plots import render_sweep_plots
-
-    objective = plan.objective
-    records = ledger.ordered()
-    counts = ledger.counts()
-    best = rank_trials(records, plan.objectives).best
-    confirmation = None
-    if outcome.confirmation is not None and not interrupted:
-        confirmation = confirmation_result(
-            records,
-            outcome.confirmation,
-            objective,
-            cut=budget_cut_text(records, outcome.confirmation),
-        )
-        best = confirmation.champion_run or best  # the best run of the best mean
-    sweep_dir = plan.sweep_dir
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    errors_before = mlflow_logger.errors
-
-    best_config = best.config if best is not None else None
-    best_config_path: StoragePath | None = None
-    champion: tuple[str, str] | None = None
-    best_run_id = mlflow_logger.run_ids.get(best.trial_id) if best is not None else None
-    metrics = layout.result_metrics(counts)
-    if best is not None and best_config is not None:
-        header = (
-            f"Best trial{' so far' if interrupted else ''} of sweep {plan.sweep_name} "
-            f"(trial {best.index}, {best.trial_id}): "
-            f"{objective.metric} = {best.value(objective.metric):.6g}\n"
-            "Train it: tauray train --config best_config.yaml"
-        )
-        text = best_config_yaml(
-            best_config,
-            workers=plan.request.workers_per_trial,
-            gpus_per_worker=plan.request.gpus_per_worker,
-            cpus_per_worker=plan.request.cpus_per_worker,
-            header=header,
-        )
-        best_config_path = sweep_dir / layout.BEST_CONFIG_FILE
-        best_config_path.write_text(text)
-        metrics = layout.result_metrics(counts, objective.metric, best.value(objective.metric))
-
-    def summary(**more: Any) -> SweepSummary:
-        return SweepSummary(
-            plan=plan,
-            records=records,
-            counts=counts,
-            best=best,
-            best_config=best_config,
-            best_config_path=best_config_path,
-            experiment_id=recorder.experiment_id,
-            parent_run_id=parent_run_id,
-            best_run_id=best_run_id,
-            tracking_errors=mlflow_logger.errors,
-            sampler=outcome.sampler,
-            scheduler=outcome.scheduler,
-            concurrency=outcome.concurrency,
-            confirmation=confirmation,
-            confirmation_note=outcome.confirmation_note,
-            **more,
-        )
-
-    if interrupted:
-        return summary(champion=None)
-    if best is not None and best_config is not None:
-        with mlflow_logger.guarded("log best_config.yaml and the best trial's datasets"):
-            recorder.log_text(parent_run_id, text, layout.BEST_CONFIG_FILE)
-            recorder.log_datasets(parent_run_id, best_config)
-        model_uri = mlflow_logger.log_model(best) if plan.request.log_models else None
-        if model_uri is not None:
-            with mlflow_logger.guarded("register the champion model"):
-                version = tracking_models.register_champion(recorder, model_uri, plan.model_name)
-                champion = (
-                    f"models:/{plan.model_name}@{layout.CHAMPION_ALIAS}",
-                    str(version.version),
-                )
-    plots_dir = sweep_dir / layout.PLOTS_FOLDER
-    with local_folder(plots_dir) as folder:  # on an object store: rendered here, uploaded
-        plots = render_sweep_plots(
-            records,
-            objective.metric,
-            objective.mode,
-            outcome.recording.distributions,
-            folder,
-            seed=plan.request.seed,
-            confirmed=confirmation.plot_points() if confirmation is not None else (),
-        )
-        if confirmation is not None and confirmation.champion is not None:
-            metrics.update(layout.champion_metrics(confirmation.champion.stats))
-        with mlflow_logger.guarded("log the sweep's results"):
-            recorder.log_metrics(parent_run_id, metrics, step=0)
-            if confirmation is not None:
-                csv_text = confirmation.csv_text(mlflow_logger.run_ids)
-                recorder.log_text(parent_run_id, csv_text, layout.CONFIRMATION_FILE)
-                recorder.set_tags(parent_run_id, {layout.TAG_VERDICT: confirmation.verdict})
-            recorder.log_artifacts(parent_run_id, list(plots.paths.values()), layout.PLOTS_FOLDER)
-        with mlflow_logger.guarded("describe the sweep"):
-            describe_sweep(recorder, plan, parent_run_id, records, best, best_run_id, champion)
-    plot_paths = {name: plots_dir / path.name for name, path in plots.paths.items()}
-    if mlflow_logger.errors > errors_before:
-        logger.warning("some MLflow writes failed at the end of the sweep (see above)")
-    return summary(champion=champion, plots=plot_paths, skipped_plots=dict(plots.skipped))
