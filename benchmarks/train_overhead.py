@@ -84,11 +84,15 @@ def run_ddp(config: dict[str, Any]) -> tuple[list[dict], float]:
 
 def run_ray(config: dict[str, Any]) -> tuple[list[dict], float]:
     """Ray Train: one TorchTrainer fit; returns rank 0's per-epoch metrics and the wall time."""
-    from ray.util.queue import Queue
+    from tauray.training import (
+        build_trainer,
+        fit_forwarding_reports,
+        queue_reports_callback,
+        report_queue,
+    )
 
-    from tauray.training import build_trainer, forward_metrics_callback
-
-    reported = Queue(actor_options={"num_cpus": 0})
+    reported = report_queue()
+    reports: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         trainer = build_trainer(
             config,
@@ -96,12 +100,11 @@ def run_ray(config: dict[str, Any]) -> tuple[list[dict], float]:
             gpus_per_worker=0,
             run_name="overhead",
             storage_path=scratch,
-            callbacks=[forward_metrics_callback(reported)],
+            callbacks=[queue_reports_callback(reported)],
         )
         start = time.perf_counter()
-        trainer.fit()
+        fit_forwarding_reports(trainer, reported, reports.append)
         wall = time.perf_counter() - start
-    reports = [reported.get() for _ in range(reported.qsize())]
     reported.shutdown()
     return reports, wall
 

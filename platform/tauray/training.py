@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import queue as queue_module
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -229,22 +228,81 @@ def format_metrics(metrics: Mapping[str, Any], *, epochs: int | None = None) -> 
     return "  ".join(parts)
 
 
-def forward_metrics_callback(target: Any) -> Any:
-    """A Ray Train callback that puts rank 0's metrics of every report into ``target``.
+def report_queue(maxsize: int = 0) -> Any:
+    """A ``ray.util.queue.Queue`` (its actor takes no CPU) that a Train run's controller puts its
+    reports on for this process (:func:`queue_reports_callback`, :func:`fit_forwarding_reports`).
+    With ``maxsize`` 1 the controller waits for each report to be taken, so the workers run at
+    most one report ahead of the reader (a sweep: what ASHA stops is stopped within an epoch)."""
+    from ray.util.queue import Queue
 
-    It runs in Ray Train's controller process; ``target`` is a ``ray.util.queue.Queue``.
+    return Queue(maxsize=maxsize, actor_options={"num_cpus": 0})
+
+
+def queue_reports_callback(
+    target: Any,
+    *,
+    derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    checkpoints: bool = False,
+) -> Any:
+    """A Ray Train callback that puts rank 0's metrics of every report on ``target`` (a
+    :func:`report_queue`). It runs in Ray Train's controller process.
+
+    Args:
+        target: the queue.
+        derive: returns the metrics with more added (a sweep's predicted final objective).
+        checkpoints: add a reported checkpoint's URI under ``checkpoint_path`` (on an object
+            store its URI, not the path inside the bucket, which no other process could open).
     """
     from ray.train import UserCallback
 
-    class _ForwardMetrics(UserCallback):
-        def __init__(self, target: Any) -> None:
-            self.target = target
+    from tauray.storage import checkpoint_uri
+    from tauray.trials import CHECKPOINT_PATH
 
+    class _QueueReports(UserCallback):
         def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
-            if metrics:
-                self.target.put(dict(metrics[0]))
+            if not metrics:
+                return
+            reported = dict(derive(metrics[0]) if derive else metrics[0])
+            if checkpoints and checkpoint:
+                reported[CHECKPOINT_PATH] = checkpoint_uri(checkpoint)
+            target.put(reported)
 
-    return _ForwardMetrics(target)
+    return _QueueReports()
+
+
+def fit_forwarding_reports(
+    trainer: Any, reports: Any, forward: Callable[[dict[str, Any]], Any]
+) -> tuple[Any, int]:
+    """``trainer.fit()`` in a helper thread while this thread hands each report the run queues
+    (:func:`queue_reports_callback` on ``reports``) to ``forward``, the last one before this
+    returns; the run's result and the number of reports forwarded.
+
+    The helper queues ``None`` once ``fit`` has returned, behind every report, so nothing is
+    left behind. (Ray's ``TuneReportCallback`` has Ray Tune's own thread take the reports while
+    the trial's function returns; on a loaded machine Ray Tune ended a 3-epoch trial on epoch
+    2's report.)
+
+    Raises:
+        BaseException: whatever ``trainer.fit()`` raised, or ``forward``.
+    """
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome["error"] = error
+        finally:
+            reports.put(None)
+
+    threading.Thread(target=fit, name="tauray-train-fit", daemon=True).start()
+    forwarded = 0
+    while (metrics := reports.get()) is not None:
+        forward(metrics)
+        forwarded += 1
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"], forwarded
 
 
 # ---- tauray train -------------------------------------------------------------------------------
@@ -355,8 +413,6 @@ def _fit(
     record: TrainingRunRecord | None,
 ) -> tuple[Any, float]:
     """Run the job on Ray, echoing (and recording) each epoch; return its result and start."""
-    from ray.util.queue import Queue
-
     from tauray.cluster import max_concurrent_trials, ray_session
 
     config = request.config
@@ -371,7 +427,7 @@ def _fit(
         max_concurrent_trials(
             fit_info, request.workers, request.gpus_per_worker, request.cpus_per_worker
         )
-        progress = Queue(actor_options={"num_cpus": 0})
+        progress = report_queue()
         trainer = build_trainer(
             config,
             workers=request.workers,
@@ -379,40 +435,26 @@ def _fit(
             cpus_per_worker=request.cpus_per_worker,
             run_name=name,
             storage_path=storage,
-            callbacks=[forward_metrics_callback(progress)],
+            callbacks=[queue_reports_callback(progress)],
             max_failures=max_failures,
         )
         echo(
             f"training {config.method} ({config.model.backbone}) for {config.epochs} epochs on "
             f"{request.workers} worker(s) [{'local Ray' if info.local else info.address}]"
         )
-        outcome: dict[str, Any] = {}
 
-        def fit() -> None:
-            try:
-                outcome["result"] = trainer.fit()
-            except BaseException as error:  # re-raised in the caller's thread
-                outcome["error"] = error
-
-        thread = threading.Thread(target=fit, name="tauray-train-fit", daemon=True)
-        started = time.monotonic()
-        thread.start()
-        while thread.is_alive() or not progress.empty():
-            try:
-                metrics = progress.get(timeout=0.5)
-            except queue_module.Empty:
-                continue
-            except Exception:  # the queue actor went away with the session
-                break
+        def forward(metrics: dict[str, Any]) -> None:
             echo(format_metrics(metrics, epochs=config.epochs))
             if record is not None:
                 _guarded(record.epoch, metrics)
-        thread.join()
-        progress.shutdown()
-        if "error" in outcome:
-            error = outcome["error"]
+
+        started = time.monotonic()
+        try:
+            result, _ = fit_forwarding_reports(trainer, progress, forward)
+        except Exception as error:
             raise TrainingFailed(f"training failed: {describe_failure(error)}") from error
-        result = outcome["result"]
+        finally:
+            progress.shutdown()
     return result, started
 
 

@@ -10,6 +10,7 @@ import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import optuna
 import pytest
@@ -534,18 +535,18 @@ def test_a_trial_forwards_every_report_of_its_train_run_the_last_included(
     the trial on the last one (the forwarding a Ray Train trial does, without Ray Train)."""
     from ray import tune
 
-    from tauray.sweep.trial import QueueReports, fit_forwarding_reports, report_queue
+    from tauray.training import fit_forwarding_reports, queue_reports_callback, report_queue
 
     ray = local_ray
     epochs = 6
 
     @ray.remote(num_cpus=0)
-    def controller(callback: QueueReports) -> None:
+    def controller(callback: Any) -> None:
         for epoch in range(1, epochs + 1):
             callback.after_report(None, [{"epoch": epoch}], None)
 
     class Trainer:
-        def __init__(self, callback: QueueReports) -> None:
+        def __init__(self, callback: Any) -> None:
             self.callback = callback
 
         def fit(self) -> SimpleNamespace:
@@ -553,10 +554,11 @@ def test_a_trial_forwards_every_report_of_its_train_run_the_last_included(
             return SimpleNamespace(metrics={"epoch": epochs})
 
     def trial(config: dict) -> None:
-        reports = report_queue()
+        reports = report_queue(maxsize=1)
         try:
-            trainer = Trainer(QueueReports(reports, lambda metrics: {**metrics, "derived": 1}))
-            _, forwarded = fit_forwarding_reports(trainer, reports)
+            derive = lambda metrics: {**metrics, "derived": 1}  # noqa: E731
+            trainer = Trainer(queue_reports_callback(reports, derive=derive, checkpoints=True))
+            _, forwarded = fit_forwarding_reports(trainer, reports, tune.report)
             assert forwarded == epochs
         finally:
             reports.shutdown()

@@ -3,7 +3,7 @@
 :func:`tauray_trial` is the sweep's function trainable. A one-worker trial trains in the trial
 actor itself (:mod:`tauray.sweep.in_trial`); a trial with several workers is a DDP job and runs as a
 Ray Train ``TorchTrainer`` worker group, the same path ``tauray train`` takes, whose reports
-the trial forwards to Ray Tune (:func:`fit_forwarding_reports`).
+the trial forwards to Ray Tune (:func:`tauray.training.fit_forwarding_reports`).
 """
 
 from __future__ import annotations
@@ -11,21 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
-from ray.train import UserCallback
 
 from tauray.sweep.signals import CurveSignal
-from tauray.trials import (
-    CHECKPOINT_PATH,
-    INFEASIBLE,
-    INFEASIBLE_BATCH_SIZE,
-    resolve_train_loop_config,
-)
+from tauray.trials import INFEASIBLE, INFEASIBLE_BATCH_SIZE, resolve_train_loop_config
 from tauray_trainers.config import build_config
 
 if TYPE_CHECKING:
@@ -105,7 +98,13 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         ray.train.TrainingFailedError: training failed (the worker's error is inside).
     """
     from tauray.tracking import TRACKING_URI_ENV
-    from tauray.training import build_trainer, is_out_of_memory
+    from tauray.training import (
+        build_trainer,
+        fit_forwarding_reports,
+        is_out_of_memory,
+        queue_reports_callback,
+        report_queue,
+    )
 
     train_loop_config = resolve_train_loop_config(setup.fixed_config, config)
     derive = None
@@ -131,7 +130,7 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
                 raise
             _report_infeasible(error, train_loop_config, setup)
         return
-    reports = report_queue()
+    reports = report_queue(maxsize=1)
     trainer = build_trainer(
         train_loop_config,
         workers=setup.workers,
@@ -139,12 +138,12 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         cpus_per_worker=setup.cpus_per_worker,
         run_name=tune.get_context().get_trial_id(),
         storage_path=setup.train_storage,
-        callbacks=[QueueReports(reports, derive)],
+        callbacks=[queue_reports_callback(reports, derive=derive, checkpoints=True)],
         max_failures=setup.max_failures,
         worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
     )
     try:
-        result, forwarded = fit_forwarding_reports(trainer, reports)
+        result, forwarded = fit_forwarding_reports(trainer, reports, tune.report)
         # A trial restored after its last epoch's checkpoint was saved but before Ray Tune got
         # that epoch's report trains nothing more and reports nothing: forward the Train run's
         # last metrics (the ledger and MLflow skip an epoch they already have).
@@ -156,68 +155,6 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         _report_infeasible(error, train_loop_config, setup)
     finally:
         reports.shutdown()
-
-
-def report_queue() -> Any:
-    """A one-slot ``ray.util.queue.Queue`` from the Train controller to this trial: the
-    controller waits on it, so the workers run at most one report ahead of Ray Tune (what ASHA
-    stops is stopped within an epoch)."""
-    from ray.util.queue import Queue
-
-    return Queue(maxsize=1, actor_options={"num_cpus": 0})
-
-
-def fit_forwarding_reports(trainer: Any, reports: Any) -> tuple[Any, int]:
-    """``trainer.fit()`` in a helper thread while this thread hands each report it queues to
-    ``tune.report``, the last one before this returns; the result and the reports forwarded.
-
-    Ray's ``TuneReportCallback`` has Ray Tune's own thread take the reports off the queue, racing
-    the function's return: when the function returns first, Ray Tune ends the trial on the report
-    before the last (seen on the loaded CI machine: a 3-epoch trial whose result was epoch 2's).
-    Here the helper queues ``None`` after ``fit`` returns, behind every report.
-
-    Raises:
-        Exception: whatever ``trainer.fit()`` raised.
-    """
-    outcome: dict[str, Any] = {}
-
-    def fit() -> None:
-        try:
-            outcome["result"] = trainer.fit()
-        except BaseException as error:  # re-raised in the trial's thread
-            outcome["error"] = error
-        finally:
-            reports.put(None)
-
-    threading.Thread(target=fit, name="tauray-train-fit", daemon=True).start()
-    forwarded = 0
-    while (metrics := reports.get()) is not None:
-        tune.report(metrics)
-        forwarded += 1
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"], forwarded
-
-
-class QueueReports(UserCallback):
-    """Puts rank 0's metrics of each Train report on the trial's queue, with the sweep-side
-    metrics ``derive`` computes and the checkpoint's URI as ``checkpoint_path`` (an object
-    store's URI, not the path inside the bucket, which no other process could open). Runs in
-    the Train controller."""
-
-    def __init__(
-        self, reports: Any, derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None
-    ) -> None:
-        self.reports = reports
-        self.derive = derive
-
-    def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
-        from tauray.storage import checkpoint_uri
-
-        reported = dict(self.derive(metrics[0]) if self.derive else metrics[0])
-        if checkpoint:
-            reported[CHECKPOINT_PATH] = checkpoint_uri(checkpoint)
-        self.reports.put(reported)
 
 
 def _report_infeasible(
