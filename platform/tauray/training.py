@@ -10,6 +10,7 @@ the final metrics and checkpoint path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -293,7 +294,9 @@ def fit_forwarding_reports(
         except BaseException as error:  # re-raised in the caller's thread
             outcome["error"] = error
         finally:
-            reports.put(None)
+            # Gone only when the reader has stopped reading (a stopped trial's actor ends).
+            with contextlib.suppress(Exception):
+                reports.put(None)
 
     threading.Thread(target=fit, name="tauray-train-fit", daemon=True).start()
     forwarded = 0
