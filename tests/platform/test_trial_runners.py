@@ -204,7 +204,7 @@ def test_every_report_carries_the_objective_predicted_for_the_last_epoch(
     sweeps: dict, key: tuple[str, int]
 ) -> None:
     # What ASHA compares under --early-signal curve, added by the trial to each report on both
-    # paths (the in-trial runtime and Ray Train's report callback): the learning curve fitted to
+    # paths (the in-trial runtime and the Train run's report callback): the learning curve fitted to
     # the objective's values this attempt saw (a restarted attempt starts after its checkpoint).
     for trial_id, curve in sweeps[key].curves.items():
         for position, (epoch, _, predicted) in enumerate(curve):
