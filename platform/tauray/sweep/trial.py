@@ -131,18 +131,18 @@ def tauray_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             _report_infeasible(error, train_loop_config, setup)
         return
     reports = report_queue(maxsize=1)
-    trainer = build_trainer(
-        train_loop_config,
-        workers=setup.workers,
-        gpus_per_worker=setup.gpus_per_worker,
-        cpus_per_worker=setup.cpus_per_worker,
-        run_name=tune.get_context().get_trial_id(),
-        storage_path=setup.train_storage,
-        callbacks=[queue_reports_callback(reports, derive=derive, checkpoints=True)],
-        max_failures=setup.max_failures,
-        worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
-    )
-    try:
+    try:  # the queue goes whatever happens, an invalid config included
+        trainer = build_trainer(
+            train_loop_config,
+            workers=setup.workers,
+            gpus_per_worker=setup.gpus_per_worker,
+            cpus_per_worker=setup.cpus_per_worker,
+            run_name=tune.get_context().get_trial_id(),
+            storage_path=setup.train_storage,
+            callbacks=[queue_reports_callback(reports, derive=derive, checkpoints=True)],
+            max_failures=setup.max_failures,
+            worker_env={TRACKING_URI_ENV: setup.tracking_uri} if setup.tracking_uri else None,
+        )
         result, forwarded = fit_forwarding_reports(trainer, reports, tune.report)
         # A trial restored after its last epoch's checkpoint was saved but before Ray Tune got
         # that epoch's report trains nothing more and reports nothing: forward the Train run's
