@@ -17,6 +17,7 @@ from tauray.cli.tune import tune_command
 from tauray.layout import confirmation as confirmation_layout
 from tauray.sweep.confirm import (
     CONFIRM_FILE,
+    SAME_CONFIGURATION_SHARE,
     ConfirmationPhase,
     budget_cut_text,
     confirmation_result,
@@ -24,6 +25,7 @@ from tauray.sweep.confirm import (
     pick_configurations,
     plan_jobs,
     result_lines,
+    same_configuration,
 )
 from tauray.sweep.ledger import TrialLedger
 from tauray.sweep.plan import (
@@ -33,7 +35,7 @@ from tauray.sweep.plan import (
     plan_sweep,
 )
 from tauray.trials import PHASE_CONFIRM, PHASE_SEARCH, TrialRecord, resolve_train_loop_config
-from tauray_spaces import Objective
+from tauray_spaces import Objective, ParameterSpec
 from tauray_trainers.config import flatten
 
 KNN = Objective("val/knn_top1", "max")
@@ -93,6 +95,64 @@ def test_the_best_distinct_search_configurations_are_picked() -> None:
     picked = pick_configurations(records, [KNN], 2)
     assert [record.trial_id for record in picked] == ["s1", "s3"]
     assert [r.trial_id for r in pick_configurations(records, [KNN], 5)] == ["s1", "s3", "s5"]
+
+
+TAU = ParameterSpec("temperature/value", "loguniform", low=0.02, high=1.0, log=True)
+MODE = ParameterSpec("temperature/mode", "choice", choices=("fixed", "learnable"))
+
+
+def test_near_identical_values_of_a_continuous_parameter_are_one_configuration() -> None:
+    # 0.1098 and 0.1101 (0.07% of τ's log range) and 0.1101 and 0.1148 (1.07%) are one
+    # configuration; 0.1101 and 0.1250 (3.2%) are two.
+    best = _search(1, 0.1101, 0.60)
+    twins = [_search(2, 0.1098, 0.59), _search(3, 0.1148, 0.58)]
+    second = _search(4, 0.1250, 0.55)
+    third = _search(5, 0.02, 0.40)
+    records = [best, *twins, second, third]
+    picked = pick_configurations(records, [KNN], 3, [TAU, MODE])
+    assert [record.trial_id for record in picked] == ["s1", "s4", "s5"]
+    # Without the space's parameters only equal values are one configuration.
+    assert [r.trial_id for r in pick_configurations(records, [KNN], 3)] == ["s1", "s2", "s3"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ({"temperature/value": 0.1}, {"temperature/value": 0.1 * 1.07}, True),
+        ({"temperature/value": 0.1}, {"temperature/value": 0.1 * 1.09}, False),
+        (
+            {"temperature/value": 0.1, "temperature/mode": "fixed"},
+            {"temperature/value": 0.1, "temperature/mode": "learnable"},
+            False,
+        ),
+        ({"temperature/value": 0.1}, {"temperature/value": 0.1, "batch_size": 64}, False),
+        ({"batch_size": 64}, {"batch_size": 65}, False),  # no continuous range: equal or not
+        ({"batch_size": 64}, {"batch_size": 64}, True),
+        ({"optimizer/lr": 0.010}, {"optimizer/lr": 0.0109}, True),  # 1.8% of a linear range
+        ({"optimizer/lr": 0.010}, {"optimizer/lr": 0.0111}, False),  # 2.2%
+    ],
+)
+def test_same_configuration_compares_continuous_values_by_their_share_of_the_range(
+    a: dict, b: dict, same: bool
+) -> None:
+    lr = ParameterSpec("optimizer/lr", "uniform", low=0.0, high=0.05)
+    batch = ParameterSpec("batch_size", "int", low=16, high=256)
+    assert same_configuration(a, b, [TAU, MODE, lr, batch]) is same
+    assert same_configuration(b, a, [TAU, MODE, lr, batch]) is same
+    assert SAME_CONFIGURATION_SHARE == 0.02
+
+
+def test_a_range_position_is_linear_or_logarithmic_and_none_without_a_range() -> None:
+    assert TAU.range_position(0.02) == 0.0
+    assert TAU.range_position(1.0) == pytest.approx(1.0)
+    assert TAU.range_position(math.sqrt(0.02)) == pytest.approx(0.5)
+    assert ParameterSpec("a", "uniform", low=1.0, high=3.0).range_position(2.5) == 0.75
+    assert ParameterSpec("a", "uniform", low=0.0, high=1.0, step=0.1).range_position(0.5) is None
+    assert ParameterSpec("a", "int", low=1, high=9).range_position(5) is None
+    assert MODE.range_position("fixed") is None
+    assert TAU.range_position("0.1") is None
+    assert TAU.range_position(float("nan")) is None
+    assert TAU.range_position(True) is None
 
 
 def test_confirmation_runs_get_fresh_seeds_and_keep_the_configuration() -> None:
