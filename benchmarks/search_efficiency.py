@@ -24,13 +24,17 @@ do not depend on machine load; wall times are printed for information only.
 arm searched with, it re-trains the τ values the arms recommended, so that each recommendation
 is scored free of the luck of its own seed.
 
-Held-out scoring (``--held-out-seeds``, default 1000,1001): after the arms of a replicate, the
+Held-out scoring (``--held-out-seeds``, default 1000-1007): after the arms of a replicate, the
 τ each arm recommends (the grid's and random search's best trial; tauray's champion, the best
 mean over its confirmation runs) is trained again for all its epochs under seeds no arm
 searched or confirmed with, and scored by the mean final ``val/knn_top1`` over them. That score
 is free of the luck of the seed a recommendation was found with; the spread between the
-held-out seeds at one τ is printed as the noise yardstick. Every trial-epoch an arm spends counts
-towards its cost, confirmation runs included; held-out runs count for no arm.
+held-out seeds at one τ is printed as the noise yardstick. Eight seeds, because two left one
+score's seed noise (about 0.021) as large as the differences between arms. Every trial-epoch an
+arm spends counts towards its cost, confirmation runs included (printed apart from the
+search's); held-out runs count for no arm. Over the replicates each arm's mean held-out ratio
+to the grid is printed with its Student-t 95% interval, next to the targets as the issue wrote
+them. ``held_out_ratios.py`` does the same for recommendations an earlier run recorded.
 
 ``--grid-histories FILE`` takes the grid arm from the histories CSV of an earlier
 ``--histories`` run (its final values per τ and seed) instead of training it again: the grid
@@ -123,6 +127,7 @@ class _Arm:
         self.records = list(records)  # the trial records (per-epoch histories), grid arm only
         self.champion_tau = self.best_tau  # the τ the arm recommends
         self.held_out: list[float] = []  # final metric of champion_tau under each held-out seed
+        self.confirm_epochs = 0  # the trial-epochs of confirmation runs, among trial_epochs
 
     @property
     def held_out_score(self) -> float:
@@ -141,6 +146,10 @@ class _Arm:
     @property
     def trial_epochs(self) -> int:
         return sum(epochs for _, epochs, _, _ in self.rows)
+
+    @property
+    def search_epochs(self) -> int:
+        return self.trial_epochs - self.confirm_epochs
 
 
 def _rows(records: Sequence[Any]) -> list[tuple[float, int, float | None, str]]:
@@ -209,8 +218,12 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, see
     return arm
 
 
-def _grid_from_histories(path: Path, seed: int, epochs: int) -> _Arm:
-    """The grid arm of replicate ``seed`` read back from a ``--histories`` CSV."""
+def read_finals(path: Path, seed: int, epochs: int) -> dict[float, float | None]:
+    """The final ``val/knn_top1`` per τ of seed ``seed``'s trials in a ``--histories`` CSV.
+
+    Raises:
+        SystemExit: no trial of that seed, or a trial that did not reach epoch ``epochs``.
+    """
     import csv
 
     final: dict[float, tuple[int, float | None]] = {}
@@ -223,15 +236,19 @@ def _grid_from_histories(path: Path, seed: int, epochs: int) -> _Arm:
             if epoch >= final.get(tau, (0, None))[0]:
                 final[tau] = (epoch, value)
     if not final:
-        raise SystemExit(f"--grid-histories {path}: no grid trials of seed {seed}")
+        raise SystemExit(f"{path}: no grid trials of seed {seed}")
     short = sorted(tau for tau, (epoch, _) in final.items() if epoch != epochs)
     if short:
         raise SystemExit(
-            f"--grid-histories {path}: seed {seed}'s trials at τ {short} did not reach epoch "
-            f"{epochs} (--epochs)"
+            f"{path}: seed {seed}'s trials at τ {short} did not reach epoch {epochs} (--epochs)"
         )
-    rows = [(tau, epoch, value, "completed") for tau, (epoch, value) in sorted(final.items())]
-    return _Arm("grid", rows, 0.0)
+    return {tau: value for tau, (_, value) in sorted(final.items())}
+
+
+def _grid_from_histories(path: Path, seed: int, epochs: int) -> _Arm:
+    """The grid arm of replicate ``seed`` read back from a ``--histories`` CSV."""
+    finals = read_finals(path, seed, epochs)
+    return _Arm("grid", [(tau, epochs, value, "completed") for tau, value in finals.items()], 0.0)
 
 
 def _print_rank_agreement(records: Sequence[Any], epochs: int, seed: int) -> None:
@@ -262,6 +279,7 @@ def run_driver(
     """(b) / (c): the real sweep driver, ASHA, ``args.trials`` trials, sampler seed ``seed``."""
     from tauray.sweep.driver import run_sweep
     from tauray.sweep.plan import SweepRequest, plan_sweep
+    from tauray.trials import PHASE_SEARCH
 
     request = SweepRequest(
         space=str(space_file),
@@ -284,6 +302,7 @@ def run_driver(
     summary = run_sweep(plan, echo=lambda line: print(f"  [{name}] {line}", flush=True))
     print(f"  [{name}] sampler: {summary.sampler}; scheduler: {summary.scheduler}", flush=True)
     arm = _Arm(name, _rows(summary.records), time.monotonic() - started)
+    arm.confirm_epochs = sum(r.epoch for r in summary.records if r.phase != PHASE_SEARCH)
     if summary.best is not None and summary.best.config:  # with confirmation: the champion's
         arm.champion_tau = float(summary.best.config["temperature"]["value"])
     return arm
@@ -354,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--held-out-seeds",
-        default="1000,1001",
+        default=",".join(str(seed) for seed in range(1000, 1008)),
         help="comma-separated seeds no arm searches or confirms with, under which each arm's "
         "recommended τ is re-trained and scored ('' : no held-out scoring)",
     )
@@ -439,6 +458,12 @@ def _write_histories(path: Path, seeds: Sequence[int], grids: Sequence[_Arm]) ->
     print(f"histories of {len(rows)} trial-epochs written to {path}", flush=True)
 
 
+def _cost_text(arm: _Arm) -> str:
+    if not arm.confirm_epochs:
+        return f"{arm.trial_epochs}"
+    return f"{arm.trial_epochs} ({arm.search_epochs} search + {arm.confirm_epochs} confirmation)"
+
+
 def _print_summary(arms: dict[str, _Arm], seed: int) -> None:
     print(
         f"\nseed {seed}: arm      best knn_top1  at τ      recommends  held-out  trial-epochs  "
@@ -447,7 +472,7 @@ def _print_summary(arms: dict[str, _Arm], seed: int) -> None:
     for arm in arms.values():
         print(
             f"seed {seed}: {arm.name:<8} {arm.best:13.4f}  {arm.best_tau:<8.4f} "
-            f"{arm.champion_tau:<10.4f}  {arm.held_out_score:8.4f}  {arm.trial_epochs:12d}  "
+            f"{arm.champion_tau:<10.4f}  {arm.held_out_score:8.4f}  {_cost_text(arm):12}  "
             f"{arm.wall_s:6.0f}"
         )
     grid = arms.get("grid")
@@ -457,11 +482,65 @@ def _print_summary(arms: dict[str, _Arm], seed: int) -> None:
         if arm is not grid:
             print(
                 f"seed {seed}: {arm.name} / grid: held-out "
-                f"{arm.held_out_score / grid.held_out_score:.4f} (target >= 0.97 each, 0.99 "
-                f"on average), best of its own trials {arm.best / grid.best:.4f}, trial-epochs "
-                f"{arm.trial_epochs / grid.trial_epochs:.3f} (target <= 0.333)",
+                f"{arm.held_out_score / grid.held_out_score:.4f}, best of its own trials "
+                f"{arm.best / grid.best:.4f}, trial-epochs: search "
+                f"{arm.search_epochs / grid.trial_epochs:.3f}, with confirmation "
+                f"{arm.trial_epochs / grid.trial_epochs:.3f}",
                 flush=True,
             )
+
+
+def ratio_lines(
+    name: str, held: Sequence[float], search_cost: Sequence[float], total_cost: Sequence[float]
+) -> list[str]:
+    """An arm's ratios to the grid over the replicates, as judged two ways.
+
+    Restated (what the benchmark can resolve): the mean held-out ratio with the Student-t 95%
+    interval of the mean, and the search's trial-epochs apart from the confirmation's. As the
+    issue wrote the target: held-out >= 0.99 on average and >= 0.97 in every replicate, with at
+    most 1/3 of the grid's trial-epochs, confirmation included.
+
+    Args:
+        name: the arm.
+        held: per replicate, its held-out score over the grid's.
+        search_cost, total_cost: per replicate, its search's and its whole trial-epochs (with
+            confirmation) over the grid's.
+    """
+    from tauray.stats import summarize
+
+    stats = summarize(list(held))
+    interval = (
+        f", 95% interval {stats.ci95_low:.3f}-{stats.ci95_high:.3f}"
+        if math.isfinite(stats.ci95_low)
+        else ""
+    )
+    sd = f", SD {stats.sd:.3f}" if math.isfinite(stats.sd) else ""
+    each = ", ".join(f"{value:.3f}" for value in held)
+    floor = sum(value >= 0.97 for value in held)
+    cheap = sum(value <= 1 / 3 for value in total_cost)
+    return [
+        f"  {name} / grid: held-out {each}; mean {stats.mean:.3f}{sd}{interval}",
+        f"    trial-epochs: search {', '.join(f'{c:.2f}' for c in search_cost)} "
+        f"(mean {np.mean(search_cost):.2f}); with confirmation "
+        f"{', '.join(f'{c:.2f}' for c in total_cost)} (mean {np.mean(total_cost):.2f})",
+        f"    targets as written: mean >= 0.99 {'met' if stats.mean >= 0.99 else 'missed'}; "
+        f">= 0.97 in {floor} of {len(held)} replicates; <= 1/3 of the grid's trial-epochs "
+        f"with confirmation in {cheap} of {len(held)}",
+    ]
+
+
+def noise_line(values_by_tau: dict[float, list[float]]) -> str | None:
+    """The SD between held-out seeds at one τ, pooled over τ: the noise yardstick."""
+    sds = [float(np.std(values, ddof=1)) for values in values_by_tau.values() if len(values) > 1]
+    if not sds:
+        return None
+    seeds = max(len(values) for values in values_by_tau.values())
+    pooled = math.sqrt(np.mean(np.square(sds)))
+    return (
+        f"  noise yardstick: SD between the held-out seeds at one τ, pooled over {len(sds)} τ: "
+        f"{pooled:.4f}; a held-out score (the mean of {seeds} seeds) moves by about "
+        f"{pooled / math.sqrt(seeds):.4f} from seed luck alone"
+    )
 
 
 def _print_over_replicates(
@@ -470,31 +549,24 @@ def _print_over_replicates(
     held_cache: dict[tuple[float, int], float],
 ) -> None:
     """Each arm's ratios to the grid over the replicates, and the held-out seed noise."""
-    print(f"\nover {len(replicates)} replicate(s) (mean [min-max] of the per-replicate ratios):")
+    print(f"\nover {len(replicates)} replicate(s), ratios to the grid:")
     for name in names:
         if name == "grid":
             continue
-        held = [arms[name].held_out_score / arms["grid"].held_out_score for arms in replicates]
-        best = [arms[name].best / arms["grid"].best for arms in replicates]
-        cost = [arms[name].trial_epochs / arms["grid"].trial_epochs for arms in replicates]
-        meets = sum(h >= 0.97 and c <= 1 / 3 for h, c in zip(held, cost, strict=True))
-        print(
-            f"  {name} / grid: held-out {np.mean(held):.4f} [{min(held):.4f}-{max(held):.4f}] "
-            f"(target >= 0.99 on average, >= 0.97 each), own best {np.mean(best):.4f}, "
-            f"trial-epochs {np.mean(cost):.3f} [{min(cost):.3f}-{max(cost):.3f}] (target <= "
-            f"0.333); replicates with held-out >= 0.97 and trial-epochs <= 1/3: {meets} of "
-            f"{len(held)}"
+        pairs = [(arms[name], arms["grid"]) for arms in replicates]
+        lines = ratio_lines(
+            name,
+            [arm.held_out_score / grid.held_out_score for arm, grid in pairs],
+            [arm.search_epochs / grid.trial_epochs for arm, grid in pairs],
+            [arm.trial_epochs / grid.trial_epochs for arm, grid in pairs],
         )
+        print("\n".join(lines))
     by_tau: dict[float, list[float]] = {}
     for (tau, _), value in held_cache.items():
         by_tau.setdefault(tau, []).append(value)
-    sds = [float(np.std(values, ddof=1)) for values in by_tau.values() if len(values) > 1]
-    if sds:
-        print(
-            f"  noise yardstick: SD between the held-out seeds at one τ, pooled over "
-            f"{len(sds)} τ: {math.sqrt(np.mean(np.square(sds))):.4f} (a held-out score, the mean "
-            f"of {len(next(iter(by_tau.values())))} seeds, moves by about that / sqrt(seeds))"
-        )
+    line = noise_line(by_tau)
+    if line:
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
