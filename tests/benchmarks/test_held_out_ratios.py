@@ -47,10 +47,14 @@ def _mean(tau: float) -> float:
 def test_recorded_recommendations_are_scored_on_every_held_out_seed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    held = _histories(tmp_path / "held.csv", FINALS)
-    code = held_out_ratios.main(
-        [str(held), str(_recommendations(tmp_path / "rec.csv")), "--epochs", "2"]
-    )
+    # The held-out seeds in two files, as two runs write them.
+    first = {key: value for key, value in FINALS.items() if key[0] != 1002}
+    held = [
+        _histories(tmp_path / "held-a.csv", first),
+        _histories(tmp_path / "held-b.csv", {k: v for k, v in FINALS.items() if k[0] == 1002}),
+    ]
+    recommendations = _recommendations(tmp_path / "rec.csv")
+    code = held_out_ratios.main([str(recommendations), *map(str, held), "--epochs", "2"])
     out = capsys.readouterr().out
     assert code == 0
     assert "held-out seeds [1000, 1001, 1002], 2 epochs each" in out
@@ -76,12 +80,19 @@ def test_recorded_recommendations_are_scored_on_every_held_out_seed(
 def test_a_tau_missing_under_a_held_out_seed_is_refused(tmp_path: Path) -> None:
     finals = {key: value for key, value in FINALS.items() if key != (1002, 0.2)}
     held = _histories(tmp_path / "held.csv", finals)
-    with pytest.raises(SystemExit, match=r"τ \[0.2\] were not trained under every seed"):
-        held_out_ratios.held_out_scores(held, 2)
     recommendations = _recommendations(tmp_path / "rec.csv")
+    with pytest.raises(SystemExit, match=r"τ 0.2 was trained under 2 of the 3 held-out seeds"):
+        held_out_ratios.main([str(recommendations), str(held), "--epochs", "2"])
+    # An arm left out needs no held-out runs of its τ.
+    assert (
+        held_out_ratios.main([str(recommendations), str(held), "--epochs", "2", "--arms", "tauray"])
+        == 0
+    )
+    with pytest.raises(SystemExit, match=r"seed \[1000, 1001, 1002\] is in an earlier held-out"):
+        held_out_ratios.held_out_scores([held, held], 2)
     recommendations.write_text(recommendations.read_text().replace("0.2,5", "0.3,5"))
     with pytest.raises(SystemExit, match=r"τ 0.3 has no held-out runs"):
-        held_out_ratios.main([str(_histories(held, FINALS)), str(recommendations), "--epochs", "2"])
+        held_out_ratios.main([str(recommendations), str(_histories(held, FINALS)), "--epochs", "2"])
 
 
 def test_the_targets_as_written_are_judged_per_replicate_and_on_average() -> None:
