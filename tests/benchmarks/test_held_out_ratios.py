@@ -95,11 +95,11 @@ def test_a_tau_missing_under_a_held_out_seed_is_refused(tmp_path: Path) -> None:
         held_out_ratios.main([str(recommendations), str(_histories(held, FINALS)), "--epochs", "2"])
 
 
-def test_the_targets_as_written_are_judged_per_replicate_and_on_average() -> None:
+def test_the_fixed_targets_are_judged_per_replicate_and_on_average() -> None:
     lines = search_efficiency.ratio_lines("a", [1.0, 0.96, 1.02], [0.3, 0.3, 0.3], [0.9, 0.3, 1])
     assert lines[0].startswith("  a / grid: held-out 1.000, 0.960, 1.020; mean 0.993, SD 0.031")
     assert lines[2] == (
-        "    targets as written: mean >= 0.99 met; >= 0.97 in 2 of 3 replicates; <= 1/3 of the "
+        "    fixed targets: mean >= 0.99 met; >= 0.97 in 2 of 3 replicates; <= 1/3 of the "
         "grid's trial-epochs with confirmation in 1 of 3"
     )
     one = search_efficiency.ratio_lines("a", [0.95], [0.3], [0.3])
