@@ -42,17 +42,16 @@ def held_out_scores(
     by_tau: dict[float, list[float]] = {}
     seeds: list[int] = []
     for path in paths:
-        with path.open(newline="") as handle:
-            here = sorted({int(row["seed"]) for row in csv.DictReader(handle)})
-        twice = sorted(set(here) & set(seeds))
+        finals = read_finals(path, epochs)
+        twice = sorted(set(finals) & set(seeds))
         if twice:
             raise SystemExit(f"{path}: seed {twice} is in an earlier held-out file too")
-        for seed in here:
-            for tau, value in read_finals(path, seed, epochs).items():
+        for seed, trials in finals.items():
+            for tau, value in trials.items():
                 if value is None:
                     raise SystemExit(f"{path}: τ {tau} under seed {seed} ended without a value")
                 by_tau.setdefault(tau, []).append(value)
-        seeds += here
+        seeds += finals
     return by_tau, sorted(seeds)
 
 

@@ -219,36 +219,45 @@ def run_grid(args: argparse.Namespace, fixed: dict[str, Any], storage: Path, see
     return arm
 
 
-def read_finals(path: Path, seed: int, epochs: int) -> dict[float, float | None]:
-    """The final ``val/knn_top1`` per τ of seed ``seed``'s trials in a ``--histories`` CSV.
+def read_finals(
+    path: Path, epochs: int, seeds: Sequence[int] | None = None
+) -> dict[int, dict[float, float | None]]:
+    """The final ``val/knn_top1`` per seed and τ of the trials in a ``--histories`` CSV.
+
+    Args:
+        seeds: the seeds to return (None: every seed in the file).
 
     Raises:
-        SystemExit: no trial of that seed, or a trial that did not reach epoch ``epochs``.
+        SystemExit: a seed asked for that has no trial, or a trial of a returned seed that did
+            not reach epoch ``epochs``.
     """
     import csv
 
-    final: dict[float, tuple[int, float | None]] = {}
+    final: dict[int, dict[float, tuple[int, float | None]]] = {}
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
-            if int(row["seed"]) != seed:
-                continue
+            trials = final.setdefault(int(row["seed"]), {})
             tau, epoch = float(row["tau"]), int(row["epoch"])
             value = float(row[METRIC]) if row.get(METRIC) else None
-            if epoch >= final.get(tau, (0, None))[0]:
-                final[tau] = (epoch, value)
-    if not final:
-        raise SystemExit(f"{path}: no grid trials of seed {seed}")
-    short = sorted(tau for tau, (epoch, _) in final.items() if epoch != epochs)
-    if short:
-        raise SystemExit(
-            f"{path}: seed {seed}'s trials at τ {short} did not reach epoch {epochs} (--epochs)"
-        )
-    return {tau: value for tau, (_, value) in sorted(final.items())}
+            if epoch >= trials.get(tau, (0, None))[0]:
+                trials[tau] = (epoch, value)
+    wanted = sorted(final) if seeds is None else list(seeds)
+    for seed in wanted:
+        if seed not in final:
+            raise SystemExit(f"{path}: no grid trials of seed {seed}")
+        short = sorted(tau for tau, (epoch, _) in final[seed].items() if epoch != epochs)
+        if short:
+            raise SystemExit(
+                f"{path}: seed {seed}'s trials at τ {short} did not reach epoch {epochs} (--epochs)"
+            )
+    return {
+        seed: {tau: value for tau, (_, value) in sorted(final[seed].items())} for seed in wanted
+    }
 
 
 def _grid_from_histories(path: Path, seed: int, epochs: int) -> _Arm:
     """The grid arm of replicate ``seed`` read back from a ``--histories`` CSV."""
-    finals = read_finals(path, seed, epochs)
+    finals = read_finals(path, epochs, [seed])[seed]
     return _Arm("grid", [(tau, epochs, value, "completed") for tau, value in finals.items()], 0.0)
 
 

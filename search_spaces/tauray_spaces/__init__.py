@@ -20,7 +20,13 @@ This package imports only optuna (lazily), pydantic, yaml and, of the trainer, i
 (``tauray_trainers.config``) and metric names (``tauray_trainers.metrics``): no torch, no Ray.
 """
 
-from tauray_spaces.config_keys import CONFIG_KEYS, KNOWN_METRICS, KeySpec, normalize_key
+from tauray_spaces.config_keys import (
+    CONFIG_KEYS,
+    KNOWN_METRICS,
+    KeySpec,
+    normalize_key,
+    same_scalar,
+)
 from tauray_spaces.parameters import (
     Condition,
     Objective,
@@ -52,6 +58,7 @@ __all__ = [
     "load_space_file",
     "load_space_text",
     "normalize_key",
+    "same_scalar",
     "space_from_dict",
     "tied_temperature",
     "trial_name",

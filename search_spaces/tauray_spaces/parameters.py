@@ -209,17 +209,16 @@ class ParameterSpec:
 
     def range_position(self, value: Any) -> float | None:
         """Where ``value`` lies in a continuous range, 0 at ``low`` and 1 at ``high``, on a log
-        scale for ``loguniform``; None for a parameter without one (stepped, ``int``,
+        scale for a ``log`` parameter; None for a parameter without one (stepped, ``int``,
         ``choice``, ``constant``, ``tied``) or a value that is not a finite number."""
         if self.distribution not in ("uniform", "loguniform") or self.step is not None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
         low, high, number = float(self.low or 0.0), float(self.high or 0.0), float(value)
-        log = self.log or self.distribution == "loguniform"
-        if not math.isfinite(number) or high <= low or (log and min(low, number) <= 0):
+        if not math.isfinite(number) or high <= low or (self.log and min(low, number) <= 0):
             return None
-        if log:
+        if self.log:
             low, high, number = math.log(low), math.log(high), math.log(number)
         return (number - low) / (high - low)
 

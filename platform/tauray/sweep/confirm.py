@@ -78,6 +78,8 @@ def same_configuration(
 ) -> bool:
     """Whether two trials' sampled values (``a/b`` keys) are one configuration
     (:data:`SAME_CONFIGURATION_SHARE`); a key without a continuous range must be equal."""
+    from tauray_spaces import same_scalar
+
     first, second = flatten(dict(a)), flatten(dict(b))
     if first.keys() != second.keys():
         return False
@@ -87,7 +89,7 @@ def same_configuration(
         here = spec.range_position(value) if spec is not None else None
         there = spec.range_position(second[key]) if spec is not None else None
         if here is None or there is None:
-            if sampled_key({key: value}) != sampled_key({key: second[key]}):
+            if not same_scalar(value, second[key]):
                 return False
         elif abs(here - there) >= SAME_CONFIGURATION_SHARE:
             return False
