@@ -321,31 +321,25 @@ def test_validation_metrics_and_the_objective_columns_name_the_validation_data()
     assert models.metric_data_context("objective/best") is None
 
 
-def test_final_model_metrics_keep_the_last_entry_its_step_and_time() -> None:
+def test_final_model_metrics_keep_each_entry_its_step_and_time() -> None:
     from mlflow.entities import Dataset, Metric
 
     validation = Dataset("digits-validation", "abc123", "code", "{}")
-    histories = {
-        "val/knn_top1": [Metric("val/knn_top1", 0.3, 100, 1), Metric("val/knn_top1", 0.4, 90, 2)],
-        "train/temperature": [
-            Metric("train/temperature", 0.10, 100, 2),
-            Metric("train/temperature", 0.08, 120, 2),  # re-logged later at the same step
-        ],
-        "objective/best": [Metric("objective/best", 0.4, 90, 2)],
-        "empty": [],
-    }
-    linked = models.final_model_metrics(
-        histories, "m-1", {"validation": validation}, "val/knn_top1"
-    )
-    got = {
-        m.key: (m.value, m.step, m.timestamp, m.model_id, m.dataset_name, m.dataset_digest)
+    latest = [
+        Metric("val/knn_top1", 0.4, 90, 2),
+        Metric("train/temperature", 0.08, 120, 2),
+        Metric("objective/best", 0.4, 90, 2),
+    ]
+    linked = models.final_model_metrics(latest, "m-1", {"validation": validation}, "val/knn_top1")
+    got = [
+        (m.key, m.value, m.step, m.timestamp, m.model_id, m.dataset_name, m.dataset_digest)
         for m in linked
-    }
-    assert got == {
-        "objective/best": (0.4, 2, 90, "m-1", "digits-validation", "abc123"),
-        "train/temperature": (0.08, 2, 120, "m-1", None, None),
-        "val/knn_top1": (0.4, 2, 90, "m-1", "digits-validation", "abc123"),
-    }
+    ]
+    assert got == [
+        ("objective/best", 0.4, 2, 90, "m-1", "digits-validation", "abc123"),
+        ("train/temperature", 0.08, 2, 120, "m-1", None, None),
+        ("val/knn_top1", 0.4, 2, 90, "m-1", "digits-validation", "abc123"),
+    ]
 
 
 def test_logged_model_ids_come_from_logged_model_uris_only() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tauray import ui_layout
@@ -204,7 +204,7 @@ def champion_model_tags(registered_name: str, version: str | int) -> dict[str, s
 
 
 def final_model_metrics(
-    histories: Mapping[str, Sequence[Metric]],
+    latest: Iterable[Metric],
     model_id: str,
     datasets: Mapping[str, Dataset],
     objective_metric: str | None = None,
@@ -212,29 +212,28 @@ def final_model_metrics(
     """The metrics that link a run's final values to the model it logged.
 
     Args:
-        histories: each metric's history in the run (``MlflowClient.get_metric_history``).
+        latest: the run's last entry of each metric (its run data's metrics, with their steps
+            and times: MLflow keeps per key the entry of the highest step, then the latest
+            time, then the largest value, so one ``get_run`` reads them all).
         model_id: the logged model's id.
         datasets: the run's data sets by context (:func:`tauray.run_context.datasets`).
         objective_metric: the sweep's objective (None for a ``tauray train`` run).
 
     Returns:
-        Per metric its last entry (the highest step, then the latest), with that step and
-        timestamp: MLflow writes a model's metric to its run too, and the same key, step, time
-        and value add no second point to the run's curve. A metric measured on a data set
+        Per metric, sorted by key, its last entry with that step and timestamp: MLflow writes a
+        model's metric to its run too, and the same key, step, time and value add no second
+        point to the run's curve. A metric measured on a data set
         (:func:`metric_data_context`) names that data set.
     """
     from mlflow.entities import Metric
 
     linked = []
-    for key, history in sorted(histories.items()):
-        if not history:
-            continue
-        last = max(history, key=lambda entry: (entry.step, entry.timestamp))
-        context = metric_data_context(key, objective_metric)
+    for last in sorted(latest, key=lambda entry: entry.key):
+        context = metric_data_context(last.key, objective_metric)
         dataset = datasets.get(context) if context is not None else None
         linked.append(
             Metric(
-                key,
+                last.key,
                 last.value,
                 last.timestamp,
                 last.step,
