@@ -14,8 +14,8 @@ The held-out runs may come in several histories CSVs (a run per seed, say). A τ
 score is its mean final ``val/knn_top1`` over every seed of those files (``--epochs`` each).
 The script prints, per replicate, each arm's score and ratio to its grid's, then over the
 replicates each arm's mean ratio with its Student-t 95% interval, its trial-epoch ratios
-(search apart from confirmation) and the noise yardstick (the SD between held-out seeds at one
-τ).
+(search apart from confirmation) and the noise yardstick (:func:`search_efficiency.noise_line`:
+the SD between held-out seeds at one τ, and the τ x seed interaction that moves a ratio).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from search_efficiency import noise_line, ratio_lines, read_finals
 
 def held_out_scores(
     paths: Sequence[Path], epochs: int
-) -> tuple[dict[float, list[float]], list[int]]:
+) -> tuple[dict[float, dict[int, float]], list[int]]:
     """Every τ's final values under the held-out seeds of ``--histories`` CSVs, and the seeds.
 
     Raises:
         SystemExit: a seed in two files, a run that did not reach epoch ``epochs``, or one
             without a value.
     """
-    by_tau: dict[float, list[float]] = {}
+    by_tau: dict[float, dict[int, float]] = {}
     seeds: list[int] = []
     for path in paths:
         finals = read_finals(path, epochs)
@@ -50,12 +50,12 @@ def held_out_scores(
             for tau, value in trials.items():
                 if value is None:
                     raise SystemExit(f"{path}: τ {tau} under seed {seed} ended without a value")
-                by_tau.setdefault(tau, []).append(value)
+                by_tau.setdefault(tau, {})[seed] = value
         seeds += finals
     return by_tau, sorted(seeds)
 
 
-def _score(by_tau: dict[float, list[float]], tau: float, seeds: Sequence[int]) -> float:
+def _score(by_tau: dict[float, dict[int, float]], tau: float, seeds: Sequence[int]) -> float:
     """τ's held-out score: its mean final value over every held-out seed."""
     for known, values in by_tau.items():
         if math.isclose(known, tau, rel_tol=1e-9):
@@ -63,7 +63,7 @@ def _score(by_tau: dict[float, list[float]], tau: float, seeds: Sequence[int]) -
                 raise SystemExit(
                     f"τ {tau} was trained under {len(values)} of the {len(seeds)} held-out seeds"
                 )
-            return float(np.mean(values))
+            return float(np.mean(list(values.values())))
     raise SystemExit(f"τ {tau} has no held-out runs; trained: {sorted(by_tau)}")
 
 
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nover {len(replicates)} replicate(s), ratios to the grid:")
     for arm, (held, search, total) in ratios.items():
         print("\n".join(ratio_lines(arm, held, search, total)))
-    line = noise_line({tau: values for tau, values in by_tau.items() if len(values) == len(seeds)})
+    line = noise_line(by_tau)
     if line:
         print(line)
     return 0

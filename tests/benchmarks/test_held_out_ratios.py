@@ -74,7 +74,48 @@ def test_recorded_recommendations_are_scored_on_every_held_out_seed(
     assert f">= 0.97 in {floor} of 2 replicates; <= 1/3 of the grid's trial-epochs with " in out
     sds = [np.std([FINALS[(s, t)] for s in (1000, 1001, 1002)], ddof=1) for t in (0.05, 0.1, 0.2)]
     pooled = np.sqrt(np.mean(np.square(sds)))
-    assert f"pooled over 3 τ: {pooled:.4f}; a held-out score (the mean of 3 seeds)" in out
+    assert (
+        f"noise yardstick (3 τ x 3 held-out seeds): SD between the seeds at one τ {pooled:.4f}, "
+        f"so a held-out score (the mean of 3 seeds) moves by about {pooled / np.sqrt(3):.4f}"
+    ) in out
+    interaction = _additive_model_residual_sd(FINALS)
+    assert f"the τ x seed interaction SD is {interaction:.4f}" in out
+
+
+def _additive_model_residual_sd(finals: dict[tuple[int, float], float]) -> float:
+    """The residual SD of value ~ τ + seed, fitted by least squares on indicator columns."""
+    keys = sorted(finals)
+    seeds, taus = sorted({s for s, _ in keys}), sorted({t for _, t in keys})
+    design = np.array(
+        [[1.0] + [s == x for x in seeds[1:]] + [t == x for x in taus[1:]] for s, t in keys]
+    )
+    values = np.array([finals[key] for key in keys])
+    _, residual, rank, _ = np.linalg.lstsq(design, values, rcond=None)
+    return float(np.sqrt(residual[0] / (len(keys) - rank)))
+
+
+def test_a_seed_that_trains_every_tau_worse_moves_scores_not_ratios() -> None:
+    shifted = {
+        tau: {
+            seed: value - (0.1 if seed == 1002 else 0.0)
+            for (seed, t), value in FINALS.items()
+            if t == tau
+        }
+        for tau in (0.05, 0.1, 0.2)
+    }
+    plain = {tau: {s: v for (s, t), v in FINALS.items() if t == tau} for tau in (0.05, 0.1, 0.2)}
+    before, after = search_efficiency.noise_line(plain), search_efficiency.noise_line(shifted)
+    assert before is not None and after is not None
+    within = lambda line: float(line.split("at one τ ")[1].split(",")[0])  # noqa: E731
+    interaction = lambda line: float(line.split("interaction SD is ")[1].split(",")[0])  # noqa: E731
+    shared = lambda line: float(line.split("every τ has SD ")[1].split(" ")[0])  # noqa: E731
+    assert within(after) > within(before) + 0.02
+    assert shared(after) > shared(before) + 0.03
+    assert interaction(after) == interaction(before)
+    # A τ missing under one seed is left out of the table; one τ has no interaction to report.
+    one = search_efficiency.noise_line({0.05: plain[0.05], 0.1: {1000: 0.5}})
+    assert one is not None and "(1 τ x 3 held-out seeds)" in one and "interaction" not in one
+    assert search_efficiency.noise_line({0.05: {1000: 0.5}}) is None
 
 
 def test_a_tau_missing_under_a_held_out_seed_is_refused(tmp_path: Path) -> None:
