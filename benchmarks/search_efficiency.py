@@ -29,7 +29,8 @@ Held-out scoring (``--held-out-seeds``, default 1000-1007): after the arms of a 
 mean over its confirmation runs) is trained again for all its epochs under seeds no arm
 searched or confirmed with, and scored by the mean final ``val/knn_top1`` over them. That score
 is free of the luck of the seed a recommendation was found with; the spread between the
-held-out seeds at one τ is printed as the noise yardstick. Eight seeds, because two left one
+held-out seeds at one τ, and the part of it that moves a ratio, are printed as the noise
+yardstick (:func:`noise_line`). Eight seeds, because two left one
 score's seed noise (about 0.021) as large as the differences between arms. Every trial-epoch an
 arm spends counts towards its cost, confirmation runs included (printed apart from the
 search's); held-out runs count for no arm. Over the replicates each arm's mean held-out ratio
