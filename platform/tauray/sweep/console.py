@@ -119,6 +119,11 @@ _QUIET_TUNE_MESSAGES = (
     # Ctrl-C: tauray says what happens and how to resume (Ray's hint names Tuner.restore).
     "Stop signal received",
     "Experiment has been interrupted",
+    # MLflow's notices on every model a trial logs, a screenful each: the pickle format is
+    # chosen on purpose and the serving example cannot be validated by MLflow's PyTorch
+    # pyfunc (tauray.tracking_models.log_model says why for both).
+    "Saving pytorch model by Pickle or CloudPickle format",
+    "Failed to validate serving input example",
 )
 # Filters apply to records of the logger they are attached to, not to its children's.
 _QUIET_TUNE_LOGGERS = (
@@ -127,6 +132,8 @@ _QUIET_TUNE_LOGGERS = (
     "ray.tune.tune",
     "ray.tune.execution.tune_controller",
     "ray.tune.analysis.experiment_analysis",
+    "mlflow.pytorch",
+    "mlflow.models.model",
 )
 
 
@@ -146,7 +153,8 @@ def quiet_ray_tune(enabled: bool = True) -> Iterator[None]:
 
     Switches Ray Tune to its legacy output engine (silent at verbosity 0), stops it printing
     each failed trial's traceback (:class:`~tauray.sweep.ledger.TrialLedger` keeps the reason),
-    drops Tune's end-of-run file and failure notices and Optuna's per-study info lines.
+    drops Tune's end-of-run file and failure notices, MLflow's two notices on every logged model
+    and Optuna's per-study info lines.
     """
     if not enabled:
         yield
