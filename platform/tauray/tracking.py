@@ -60,6 +60,33 @@ _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
 
 
+class DropMessages(logging.Filter):
+    """Drops the records whose message contains one of ``fragments`` (a filter applies to the
+    records of the logger it is attached to, not to its children's)."""
+
+    def __init__(self, fragments: Sequence[str]) -> None:
+        super().__init__()
+        self.fragments = tuple(fragments)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+@contextlib.contextmanager
+def dropped_messages(loggers: Sequence[str], fragments: Sequence[str]) -> Iterator[None]:
+    """Drop the messages containing one of ``fragments`` from ``loggers`` while inside."""
+    message_filter = DropMessages(fragments)
+    attached = [logging.getLogger(name) for name in loggers]
+    for each in attached:
+        each.addFilter(message_filter)
+    try:
+        yield
+    finally:
+        for each in attached:
+            each.removeFilter(message_filter)
+
+
 # ---- where runs go ---------------------------------------------------------------------------
 
 

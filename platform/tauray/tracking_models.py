@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 from tauray import layout
 from tauray.layout import models as model_layout
 from tauray.run_context import datasets, model_requirements
-from tauray.tracking import SweepRecorder, tracking_scope
+from tauray.tracking import SweepRecorder, dropped_messages, tracking_scope
+
+# MLflow's two notices on every model logged here, a screenful each, that say nothing new:
+# the pickle format is chosen on purpose and the serving example cannot be validated
+# (log_model says why for both).
+_MODEL_LOG_NOTICES = (
+    "Saving pytorch model by Pickle or CloudPickle format",
+    "Failed to validate serving input example",
+)
+_MODEL_LOG_LOGGERS = ("mlflow.pytorch", "mlflow.models.model")
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -42,7 +51,8 @@ def log_model(recorder: SweepRecorder, run_id: str, exported: ExportedModel, *, 
     real validation images; the metadata is the model's card. (MLflow's PyTorch pyfunc
     rejects the dict its schema enforcement makes of a named tensor input, so MLflow warns
     that it could not validate the serving example: load the model with
-    ``mlflow.pytorch.load_model``.)
+    ``mlflow.pytorch.load_model``.) Both MLflow warnings, the pickle one and the serving
+    example's, are dropped here: they come with every model and say nothing new.
 
     Raises:
         mlflow.exceptions.MlflowException: if logging fails (a name MLflow refuses among them).
@@ -62,7 +72,11 @@ def log_model(recorder: SweepRecorder, run_id: str, exported: ExportedModel, *, 
             [TensorSpec(np.dtype(np.float32), (-1, card.embedding_dim), model_layout.OUTPUT_NAME)]
         ),
     )
-    with tracking_scope(recorder.target), mlflow.start_run(run_id=run_id):
+    with (
+        tracking_scope(recorder.target),
+        mlflow.start_run(run_id=run_id),
+        dropped_messages(_MODEL_LOG_LOGGERS, _MODEL_LOG_NOTICES),
+    ):
         info = mlflow.pytorch.log_model(
             exported.model,
             name=name,

@@ -631,3 +631,36 @@ def test_a_training_run_logs_its_data_and_a_model_named_after_it(
     with tracking_scope(server_target):
         loaded = mlflow.pytorch.load_model(model_uri)
     assert loaded(torch.rand(2, 1, 8, 8)).shape == (2, 4)
+
+
+def test_linked_final_metrics_are_each_metric_last_entry_by_step_then_time(
+    recorder: SweepRecorder,
+) -> None:
+    from mlflow.entities import Metric
+
+    client = recorder.client
+    run_id = client.create_run(recorder.experiment_id).info.run_id
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric("val/knn_top1", 0.3, 100, 1),
+            Metric("val/knn_top1", 0.4, 90, 2),  # a higher step wins over a later time
+            Metric("train/temperature", 0.10, 100, 2),
+            Metric("train/temperature", 0.08, 120, 2),  # re-logged later at the same step
+        ],
+    )
+    model = client.create_logged_model(recorder.experiment_id, source_run_id=run_id)
+    config = build_config(FIXED).to_dict()
+    tracking_models.link_final_metrics(
+        recorder, run_id, f"models:/{model.model_id}", config, "val/knn_top1"
+    )
+    linked = {
+        m.key: (m.value, m.step, m.timestamp, m.dataset_name)
+        for m in client.get_logged_model(model.model_id).metrics
+    }
+    assert linked == {
+        "val/knn_top1": (0.4, 2, 90, f"{FIXED['data']['name']}-validation"),
+        "train/temperature": (0.08, 2, 120, None),
+    }
+    # The linked entries repeat the run's last points: its curves gain no point.
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val/knn_top1")) == [1, 2]

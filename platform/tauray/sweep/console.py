@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
 from tauray.sweep.ledger import TrialLedger
+from tauray.tracking import dropped_messages
 from tauray.trials import format_number as _number
 from tauray.trials import result_step
 from tauray_trainers import metrics as names
@@ -119,11 +119,6 @@ _QUIET_TUNE_MESSAGES = (
     # Ctrl-C: tauray says what happens and how to resume (Ray's hint names Tuner.restore).
     "Stop signal received",
     "Experiment has been interrupted",
-    # MLflow's notices on every model a trial logs, a screenful each: the pickle format is
-    # chosen on purpose and the serving example cannot be validated by MLflow's PyTorch
-    # pyfunc (tauray.tracking_models.log_model says why for both).
-    "Saving pytorch model by Pickle or CloudPickle format",
-    "Failed to validate serving input example",
 )
 # Filters apply to records of the logger they are attached to, not to its children's.
 _QUIET_TUNE_LOGGERS = (
@@ -132,19 +127,7 @@ _QUIET_TUNE_LOGGERS = (
     "ray.tune.tune",
     "ray.tune.execution.tune_controller",
     "ray.tune.analysis.experiment_analysis",
-    "mlflow.pytorch",
-    "mlflow.models.model",
 )
-
-
-class _DropMessages(logging.Filter):
-    def __init__(self, fragments: Sequence[str]) -> None:
-        super().__init__()
-        self.fragments = tuple(fragments)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(fragment in message for fragment in self.fragments)
 
 
 @contextlib.contextmanager
@@ -153,8 +136,7 @@ def quiet_ray_tune(enabled: bool = True) -> Iterator[None]:
 
     Switches Ray Tune to its legacy output engine (silent at verbosity 0), stops it printing
     each failed trial's traceback (:class:`~tauray.sweep.ledger.TrialLedger` keeps the reason),
-    drops Tune's end-of-run file and failure notices, MLflow's two notices on every logged model
-    and Optuna's per-study info lines.
+    drops Tune's end-of-run file and failure notices and Optuna's per-study info lines.
     """
     if not enabled:
         yield
@@ -163,18 +145,13 @@ def quiet_ray_tune(enabled: bool = True) -> Iterator[None]:
 
     saved_env = {key: os.environ.get(key) for key in _QUIET_TUNE_ENV}
     os.environ.update(_QUIET_TUNE_ENV)
-    message_filter = _DropMessages(_QUIET_TUNE_MESSAGES)
-    loggers = [logging.getLogger(name) for name in _QUIET_TUNE_LOGGERS]
-    for each in loggers:
-        each.addFilter(message_filter)
     optuna_verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        yield
+        with dropped_messages(_QUIET_TUNE_LOGGERS, _QUIET_TUNE_MESSAGES):
+            yield
     finally:
         optuna.logging.set_verbosity(optuna_verbosity)
-        for each in loggers:
-            each.removeFilter(message_filter)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
